@@ -1,0 +1,188 @@
+"""guywire's command line: check | graph | rules | crd (and, from the operator and GPU packages, run | node-agent)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+
+from . import __version__
+from .engine import Engine
+from .inventory import POLICY_KINDS, Inventory, ParseError, view_of
+from .loader import Diagnostic, load
+from .model.finding import SourceRef
+from .model.policy import Policy, PolicyError, baseline_policy, parse_policy
+from .model.severity import Severity
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def parse_now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(timezone.utc)
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
+    """Read inputs into an inventory and policies. Never raises for bad input."""
+    docs, diags, files = load(paths)
+    inventory = Inventory()
+    policies: list[Policy] = []
+    skipped: Counter = Counter()
+    for doc in docs:
+        obj = doc.obj
+        kind = obj.get("kind")
+        if not isinstance(kind, str) or not kind:
+            diags.append(Diagnostic(doc.source, "object has no kind; not a Kubernetes object, skipped.", error=False))
+            skipped["(no kind)"] += 1
+            continue
+        if kind in POLICY_KINDS:
+            try:
+                policies.append(parse_policy(obj))
+            except PolicyError as exc:
+                name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
+                diags.append(Diagnostic(doc.source, f"{kind} {name or '?'}: {exc}"))
+            continue
+        try:
+            view = view_of(obj, doc.source)
+        except ParseError as exc:
+            diags.append(Diagnostic(doc.source, str(exc)))
+            continue
+        except Exception as exc:  # a reader bug must not lose the other objects
+            diags.append(Diagnostic(doc.source, f"{kind}: could not be read ({type(exc).__name__}: {exc})."))
+            continue
+        if view is None:
+            skipped[kind] += 1
+        else:
+            inventory.add(view)
+    for pf in policy_files:
+        pdocs, pdiags, _ = load([pf])
+        diags.extend(pdiags)
+        found = 0
+        for doc in pdocs:
+            if doc.obj.get("kind") in POLICY_KINDS:
+                found += 1
+                try:
+                    policies.append(parse_policy(doc.obj))
+                except PolicyError as exc:
+                    diags.append(Diagnostic(doc.source, f"{doc.obj.get('kind')}: {exc}"))
+        if not found and not pdiags:
+            diags.append(Diagnostic(SourceRef(pf), "holds no ComplexityPolicy or ClusterComplexityPolicy."))
+    return inventory, policies, diags, files, skipped
+
+
+def _engine(args) -> tuple[Engine, list[Diagnostic], int, Counter]:
+    inventory, policies, diags, files, skipped = build(args.paths, args.policy or [])
+    engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None)))
+    return engine, diags, files, skipped
+
+
+def cmd_check(args) -> int:
+    from .render.machine import render_json, render_junit, render_sarif
+    from .render.report import Report
+    from .render.text import render_text
+
+    engine, diags, files, skipped = _engine(args)
+    result = engine.evaluate_all()
+    fail_on = Severity.parse(args.fail_on)
+    report = Report(engine=engine, result=result, diagnostics=diags, files=files, skipped_kinds=skipped,
+                    fail_on=fail_on)
+    fmt = args.format
+    if fmt == "json":
+        out = render_json(report)
+    elif fmt == "sarif":
+        out = render_sarif(report)
+    elif fmt == "junit":
+        out = render_junit(report)
+    else:
+        colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        out = render_text(report, colour=colour)
+    sys.stdout.write(out)
+    for d in diags:
+        if d.error or args.verbose:
+            print(f"guywire: {d.render()}", file=sys.stderr)
+    if report.errors:
+        return EXIT_ERROR
+    if any(f.severity.rank >= fail_on.rank for f in result.findings):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+def cmd_graph(args) -> int:
+    from .render.graph import render_dot, render_graph_json, render_graph_text, render_mermaid
+
+    engine, diags, _, _ = _engine(args)
+    engine.evaluate_all()
+    renderer = {"dot": render_dot, "mermaid": render_mermaid, "json": render_graph_json,
+                "text": render_graph_text}[args.format]
+    sys.stdout.write(renderer(engine))
+    errors = [d for d in diags if d.error]
+    for d in errors:
+        print(f"guywire: {d.render()}", file=sys.stderr)
+    return EXIT_ERROR if errors else EXIT_CLEAN
+
+
+def cmd_rules(args) -> int:
+    from .docs import rules_json, rules_markdown, rules_text
+
+    sys.stdout.write({"json": rules_json, "markdown": rules_markdown, "text": rules_text}[args.format]())
+    return EXIT_CLEAN
+
+
+def cmd_crd(args) -> int:
+    from .crd import crds_yaml
+
+    sys.stdout.write(crds_yaml())
+    return EXIT_CLEAN
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory (recursive *.yaml, *.yml, *.json) or -")
+    p.add_argument("--policy", action="append", metavar="FILE",
+                   help="policy file (repeatable); policies found among PATHs are used too; "
+                        "without any, the built-in baseline applies")
+    p.add_argument("--now", metavar="RFC3339", help="the time rules judge against (default: now)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="guywire", description="Keeps AI infrastructure on Kubernetes understandable.")
+    ap.add_argument("--version", action="version", version=f"guywire {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="evaluate manifests offline against policies")
+    _add_inputs(p)
+    p.add_argument("--format", "-o", choices=["text", "json", "sarif", "junit"], default="text")
+    p.add_argument("--fail-on", choices=["low", "medium", "high", "critical"], default="low",
+                   help="exit 1 when a finding at or above this severity exists (default: low)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument("--verbose", "-v", action="store_true", help="also list skipped documents on stderr")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("graph", help="draw the dependency graph")
+    _add_inputs(p)
+    p.add_argument("--format", "-o", choices=["text", "dot", "mermaid", "json"], default="text")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("rules", help="list the rule catalogue")
+    p.add_argument("--format", "-o", choices=["text", "json", "markdown"], default="text")
+    p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("crd", help="print the CustomResourceDefinitions")
+    p.set_defaults(func=cmd_crd)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        return EXIT_CLEAN
+    except ValueError as exc:  # bad flag values such as --now
+        print(f"guywire: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Policies x workloads x graph -> findings. The one engine behind the CLI, the operator and the webhook.
+
+The engine holds an inventory and its graph. ``evaluate_all`` judges everything;
+``upsert`` / ``remove`` change one object and judge again only the workloads the
+change can affect (the object, its graph ancestors, the callers of a Service whose
+backends changed, the workloads of a namespace whose labels changed).
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from .annotations import AnnotationError
+from .graph import Graph, WKey
+from .inventory import Inventory
+from .model.finding import Finding
+from .model.policy import Policy
+from .model.severity import Severity
+from .rules import REGISTRY, Context, Rule, all_rules
+from .rules.complexity import complexity_score
+from .workload import Monitor, Namespace, Node, Service, Workload
+
+ALWAYS_SKIPPED = frozenset({"kube-system"})
+
+
+@dataclass(slots=True)
+class PolicyResult:
+    policy: Policy
+    matched: int = 0
+    violating: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Result:
+    findings: list[Finding]
+    policies: list[PolicyResult]
+    evaluated: int
+    skipped: int
+
+
+def _globs(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def policy_matches(policy: Policy, w: Workload, inventory: Inventory) -> bool:
+    """Whether ``policy`` looks at ``w``: its namespace (namespaced policies), match and exclude."""
+    if policy.kind == "ComplexityPolicy" and w.namespace != policy.namespace:
+        return False
+    m, x = policy.spec.match, policy.spec.exclude
+    if m.kinds and w.kind not in m.kinds:
+        return False
+    if m.namespaces and not _globs(w.namespace, m.namespaces):
+        return False
+    if m.namespace_selector is not None and not m.namespace_selector.matches(inventory.namespace_labels(w.namespace)):
+        return False
+    if m.selector is not None and not m.selector.matches(w.labels):
+        return False
+    if m.gpu_only and not w.requests_gpu:
+        return False
+    if x.kinds and w.kind in x.kinds:
+        return False
+    if x.namespaces and _globs(w.namespace, x.namespaces):
+        return False
+    if x.names and _globs(w.name, x.names):
+        return False
+    if x.selector is not None and (x.selector.match_labels or x.selector.match_expressions) \
+            and x.selector.matches(w.labels):
+        return False
+    return True
+
+
+def exempted(w: Workload, rule_id: str) -> bool:
+    d = w.decl
+    return bool(d.exempt and d.exempt_reason and any(fnmatch.fnmatchcase(rule_id, p) for p in d.exempt))
+
+
+def worst_first(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: f.sort_key)
+
+
+def merge_findings(groups: Iterable[Iterable[Finding]]) -> list[Finding]:
+    """One finding per (rule, object, location, message) across policies, keeping the worst severity."""
+    best: dict[tuple, Finding] = {}
+    for group in groups:
+        for f in group:
+            k = (f.rule, f.workload, f.location, f.message)
+            cur = best.get(k)
+            if cur is None or f.severity.rank > cur.severity.rank:
+                best[k] = f
+    return worst_first(best.values())
+
+
+class Engine:
+    def __init__(self, policies: Iterable[Policy], inventory: Inventory | None = None, *,
+                 now: datetime | None = None, skip_namespaces: Iterable[str] = (),
+                 rules: Iterable[Rule] | None = None):
+        self.policies: list[Policy] = list(policies)
+        self.inventory = inventory or Inventory()
+        self.graph = Graph(self.inventory)
+        self.now = now
+        self.skip_namespaces = ALWAYS_SKIPPED | set(skip_namespaces)
+        self.rules = list(rules) if rules is not None else all_rules()
+        self.node_health: dict[str, Any] = {}
+        self.gpu_pods: dict[WKey, set[str]] = {}
+        # workload key -> policy ref -> findings; None when no policy matched
+        self.results: dict[WKey, dict[str, list[Finding]]] = {}
+        self.node_results: dict[str, dict[str, list[Finding]]] = {}
+
+    # ----- judging -----------------------------------------------------------------------------
+    def context(self, policy: Policy) -> Context:
+        return Context(inventory=self.inventory, graph=self.graph, policy=policy, now=self.now,
+                       node_health=self.node_health, gpu_pods=self.gpu_pods)
+
+    def skipped(self, w: Workload) -> bool:
+        return w.namespace in self.skip_namespaces
+
+    def judge(self, w: Workload, policy: Policy, ctx: Context | None = None) -> list[Finding]:
+        """Every finding ``policy`` has on ``w``. Assumes the policy matches."""
+        ctx = ctx or self.context(policy)
+        out: list[Finding] = []
+        for r in self.rules:
+            if r.target != "workload" or not r.enabled_in(policy) or exempted(w, r.id):
+                continue
+            severity = r.severity_in(policy)
+            params = r.params(policy)
+            try:
+                issues = list(r.check(w, params, ctx))
+            except Exception as exc:  # a rule bug must never hide the other rules' findings
+                issues = []
+                out.append(Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW,
+                                   workload=w.ref, message=f"rule {r.id} could not evaluate: "
+                                   f"{type(exc).__name__}: {exc}.", source=w.source, policy=policy.name))
+            for issue in issues:
+                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=w.ref,
+                                   message=issue.message, location=issue.location, path=issue.path,
+                                   source=w.source, policy=policy.name))
+        return out
+
+    def judge_node(self, node: Node, policy: Policy, ctx: Context) -> list[Finding]:
+        out: list[Finding] = []
+        for r in self.rules:
+            if r.target != "node" or not r.enabled_in(policy):
+                continue
+            for issue in r.check(node, r.params(policy), ctx):
+                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or r.severity_in(policy),
+                                   workload=node.ref, message=issue.message, location=issue.location,
+                                   path=issue.path, source=node.source, policy=policy.name))
+        return out
+
+    def _evaluate(self, keys: Iterable[WKey]) -> None:
+        ctxs = {p.ref: self.context(p) for p in self.policies}
+        for key in keys:
+            w = self.inventory.workloads.get(key)
+            if w is None:
+                self.results.pop(key, None)
+                continue
+            if self.skipped(w):
+                self.results[key] = {}
+                continue
+            per: dict[str, list[Finding]] = {}
+            for p in self.policies:
+                if policy_matches(p, w, self.inventory):
+                    per[p.ref] = self.judge(w, p, ctxs[p.ref])
+            self.results[key] = per
+
+    def _evaluate_nodes(self) -> None:
+        self.node_results = {}
+        cluster = [p for p in self.policies if p.kind == "ClusterComplexityPolicy"]
+        if not any(r.target == "node" for r in self.rules):
+            return
+        for node in self.inventory.nodes.values():
+            self.node_results[node.name] = {p.ref: self.judge_node(node, p, self.context(p)) for p in cluster}
+
+    def evaluate_all(self) -> Result:
+        self.results = {}
+        self._evaluate(list(self.inventory.workloads))
+        self._evaluate_nodes()
+        return self.result()
+
+    # ----- reading results ---------------------------------------------------------------------
+    def findings_for(self, key: WKey) -> list[Finding]:
+        return merge_findings(self.results.get(key, {}).values())
+
+    def matched_policies(self, key: WKey) -> list[Policy]:
+        refs = self.results.get(key, {})
+        return [p for p in self.policies if p.ref in refs]
+
+    def score(self, key: WKey) -> int:
+        w = self.inventory.workloads[key]
+        return complexity_score(w, self.graph)
+
+    def policy_result(self, policy: Policy) -> PolicyResult:
+        pr = PolicyResult(policy=policy)
+        for per in self.results.values():
+            found = per.get(policy.ref)
+            if found is None:
+                continue
+            pr.matched += 1
+            if found:
+                pr.violating += 1
+                pr.findings.extend(found)
+        for per in self.node_results.values():
+            pr.findings.extend(per.get(policy.ref, ()))
+        pr.findings = worst_first(pr.findings)
+        return pr
+
+    def result(self) -> Result:
+        groups = [f for per in self.results.values() for f in per.values()]
+        groups += [f for per in self.node_results.values() for f in per.values()]
+        evaluated = sum(1 for per in self.results.values() if per)
+        return Result(findings=merge_findings(groups), policies=[self.policy_result(p) for p in self.policies],
+                      evaluated=evaluated, skipped=len(self.results) - evaluated)
+
+    # ----- incremental changes -----------------------------------------------------------------
+    def upsert(self, view: Any) -> set[WKey]:
+        """Add or replace one object; judge again what it can affect; return those workload keys."""
+        if isinstance(view, Workload):
+            affected = self.graph.upsert_workload(view)
+        elif isinstance(view, Service):
+            affected = self.graph.upsert_service(view)
+        elif isinstance(view, Namespace):
+            self.inventory.namespaces[view.name] = view
+            affected = {k for k in self.inventory.workloads if k[0] == view.name}
+        elif isinstance(view, Monitor):
+            self.inventory.add(view)
+            affected = {k for k in self.inventory.workloads if view.covers_namespace(k[0])}
+        elif isinstance(view, Node):
+            self.inventory.nodes[view.name] = view
+            self._evaluate_nodes()
+            affected = {k for k, nodes in self.gpu_pods.items() if view.name in nodes}
+            affected |= {k for k, w in self.inventory.workloads.items() if w.requests_gpu
+                         and any(t.node_name == view.name or t.node_selector or t.node_affinity for t in w.templates)}
+        else:
+            return set()
+        self._evaluate(affected)
+        return affected
+
+    def remove(self, kind: str, namespace: str | None, name: str) -> set[WKey]:
+        if kind == "Service":
+            affected = self.graph.remove_service((namespace or "default", name))
+        elif kind == "Namespace":
+            self.inventory.namespaces.pop(name, None)
+            affected = {k for k in self.inventory.workloads if k[0] == name}
+        elif kind == "Node":
+            self.inventory.nodes.pop(name, None)
+            self.node_results.pop(name, None)
+            affected = set()
+        elif kind in ("ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring"):
+            m = self.inventory.monitors.pop((namespace or "default", kind, name), None)
+            affected = {k for k in self.inventory.workloads if m and m.covers_namespace(k[0])}
+        else:
+            key = (namespace or "default", kind, name)
+            affected = self.graph.remove_workload(key)
+            self.results.pop(key, None)
+        self._evaluate(affected)
+        return affected
+
+    def set_policies(self, policies: Iterable[Policy]) -> None:
+        self.policies = list(policies)
+        self.evaluate_all()
+
+
+def annotation_errors(w: Workload) -> list[AnnotationError]:
+    return list(w.decl.errors)
+
+
+__all__ = ["Engine", "PolicyResult", "Result", "exempted", "merge_findings", "policy_matches", "worst_first",
+           "REGISTRY"]

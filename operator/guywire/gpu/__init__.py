@@ -1,0 +1,1 @@
+"""GPU node health: NVML readings, classification and the node agent."""

@@ -1,0 +1,497 @@
+"""The dependency graph between workloads and Services.
+
+Nodes are workloads. An edge is one dependency of a workload, declared in
+``guywire.dev/depends-on`` or inferred from an environment variable that names an
+in-cluster Service; a Service resolves to the workloads its selector matches, a
+name that is no Service to the workload of that name. Edges to hosts outside the
+cluster, and to names that resolve to nothing, are leaves.
+
+Analysis (cycles, depth, amplification) is linear in nodes + edges: strongly
+connected components by an iterative Tarjan, then depth and worst retry
+amplification over the condensation in reverse topological order. Edges inside a
+component are left out of depth and amplification; the cycle is its own finding.
+The graph can be changed one object at a time: only the changed workloads and
+their ancestors are analysed again.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
+from .inventory import Inventory
+from .workload import Service, Workload, selector_matches
+
+WKey = tuple[str, str, str]  # (namespace, kind, name)
+SKey = tuple[str, str]  # (namespace, name)
+
+HOSTY_ENV = re.compile(r"(HOST|HOSTNAME|ADDR|ADDRESS|ENDPOINT|ENDPOINTS|URL|URI|SERVER|SERVERS|SERVICE|SVC|BROKERS?)$", re.I)
+TOKEN_SPLIT = re.compile(r"[\s,;]+")
+HOST_PORT = re.compile(r"^([a-z0-9][a-z0-9.-]*[a-z0-9]|[a-z0-9]):(\d{1,5})(/.*)?$", re.I)
+#: Kinds preferred when a dependency names a workload directly and several kinds share the name.
+KIND_ORDER = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod")
+
+
+def wlabel(key: WKey) -> str:
+    return f"{key[0]}/{key[2]}"
+
+
+@dataclass(slots=True)
+class Edge:
+    """One dependency of ``source``."""
+
+    source: WKey
+    dep: DependencyRef
+    namespace: str  # the namespace the dependency points into
+    retry: RetryPolicy
+    declared: bool
+    inferred_from: str | None = None  # "container/ENV_NAME" when found in env
+    service: SKey | None = None
+    targets: tuple[WKey, ...] = ()
+    resolved: bool = False
+    external: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.external:
+            return f"external:{self.dep.name}"
+        if self.targets and len(self.targets) == 1:
+            return wlabel(self.targets[0])
+        base = f"{self.namespace}/{self.dep.name}"
+        return base if self.resolved else base + " (unresolved)"
+
+
+@dataclass(slots=True)
+class Analysis:
+    """Per-workload results of the graph analysis."""
+
+    scc: int = -1
+    depth: int = 0
+    depth_edge: Edge | None = None
+    depth_target: WKey | None = None
+    amplification: int = 1
+    amp_edge: Edge | None = None
+    amp_target: WKey | None = None
+
+
+def service_hosts(host: str, own_ns: str) -> SKey | None:
+    """The (namespace, name) a host names in-cluster, or None: svc, svc.ns, svc.ns.svc[.cluster.local]."""
+    parts = host.lower().rstrip(".").split(".")
+    if len(parts) == 1:
+        key = (own_ns, parts[0])
+    elif len(parts) == 2:
+        key = (parts[1], parts[0])
+    elif parts[2] == "svc":
+        key = (parts[1], parts[0])
+    else:
+        return None
+    return key if DNS_LABEL.match(key[0]) and DNS_LABEL.match(key[1]) else None
+
+
+def env_hosts(env_name: str, value: str) -> list[tuple[str, int | None]]:
+    """Hosts an environment value points at: URLs, host:port, or a bare host in a *_HOST-like variable."""
+    out = []
+    hosty = bool(HOSTY_ENV.search(env_name))
+    if len(value) > 2048:
+        return out
+    for token in TOKEN_SPLIT.split(value.strip()):
+        if not token:
+            continue
+        if "://" in token:
+            try:
+                parts = urlsplit(token)
+                host, port = parts.hostname, parts.port
+            except ValueError:
+                continue
+            if host:
+                out.append((host, port))
+            continue
+        m = HOST_PORT.match(token)
+        if m:
+            out.append((m.group(1), int(m.group(2))))
+        elif hosty or ".svc" in token:
+            if DNS_LABEL.match(token.split(".")[0].lower()) and re.fullmatch(r"[A-Za-z0-9.-]+", token):
+                out.append((token, None))
+    return out
+
+
+class Graph:
+    def __init__(self, inventory: Inventory):
+        self.inv = inventory
+        self.out: dict[WKey, list[Edge]] = {}
+        self.callers: dict[WKey, set[WKey]] = {}  # reverse edges: workload -> workloads that call it
+        self.refs: dict[SKey, set[WKey]] = {}  # (ns, name) a workload's edges name -> those workloads
+        self.backends: dict[SKey, tuple[WKey, ...]] = {}
+        self.selected_by: dict[WKey, set[SKey]] = {}  # workload -> Services that select it
+        self.by_name: dict[SKey, list[WKey]] = {}
+        self.label_index: dict[tuple[str, str, str], set[WKey]] = {}
+        self.analysis: dict[WKey, Analysis] = {}
+        self.sccs: dict[int, list[WKey]] = {}
+        self._next_scc = 0
+        for key, w in inventory.workloads.items():
+            self._index_workload(w)
+        for skey, svc in inventory.services.items():
+            self._set_backends(skey, self._select(svc))
+        for key in inventory.workloads:
+            self._build_edges(key)
+        self.analyze(set(inventory.workloads))
+
+    # ----- indexes -------------------------------------------------------------------------
+    def _index_workload(self, w: Workload) -> None:
+        self.by_name.setdefault((w.namespace, w.name), []).append(w.key)
+        for t in w.templates:
+            for k, v in t.labels.items():
+                self.label_index.setdefault((w.namespace, k, v), set()).add(w.key)
+
+    def _unindex_workload(self, w: Workload) -> None:
+        names = self.by_name.get((w.namespace, w.name), [])
+        if w.key in names:
+            names.remove(w.key)
+        for t in w.templates:
+            for k, v in t.labels.items():
+                s = self.label_index.get((w.namespace, k, v))
+                if s:
+                    s.discard(w.key)
+
+    def _select(self, svc: Service) -> tuple[WKey, ...]:
+        if not svc.selector or svc.external_name:
+            return ()
+        candidates: set[WKey] | None = None
+        for k, v in svc.selector.items():
+            found = self.label_index.get((svc.namespace, k, v), set())
+            candidates = set(found) if candidates is None else candidates & found
+            if not candidates:
+                return ()
+        matched = []
+        for key in candidates or ():
+            w = self.inv.workloads[key]
+            if any(selector_matches({"matchLabels": svc.selector}, t.labels) for t in w.templates):
+                matched.append(key)
+        return tuple(sorted(matched))
+
+    def _set_backends(self, skey: SKey, backends: tuple[WKey, ...] | None) -> None:
+        for old in self.backends.get(skey, ()):
+            s = self.selected_by.get(old)
+            if s:
+                s.discard(skey)
+        if backends is None:
+            self.backends.pop(skey, None)
+            return
+        self.backends[skey] = backends
+        for key in backends:
+            self.selected_by.setdefault(key, set()).add(skey)
+
+    # ----- edges ---------------------------------------------------------------------------
+    def _resolve(self, edge: Edge) -> None:
+        if edge.dep.external:
+            edge.external, edge.resolved = True, True
+            return
+        skey = (edge.namespace, edge.dep.name)
+        svc = self.inv.services.get(skey)
+        if svc is not None:
+            edge.service = skey
+            edge.resolved = True
+            if svc.external_name:
+                edge.external = True
+            else:
+                edge.targets = self.backends.get(skey, ())
+            return
+        named = self.by_name.get(skey)
+        if named:
+            edge.targets = (min(named, key=lambda k: KIND_ORDER.index(k[1]) if k[1] in KIND_ORDER else 99),)
+            edge.resolved = True
+
+    def _build_edges(self, key: WKey) -> None:
+        w = self.inv.workloads[key]
+        ns = w.namespace
+        edges: list[Edge] = []
+        declared_services: set[SKey] = set()
+        declared_workloads: set[WKey] = set()
+        for dep in w.decl.depends_on:
+            edge = Edge(source=key, dep=dep, namespace=dep.namespace or ns,
+                        retry=w.decl.retry_policy(dep, ns), declared=True)
+            self._resolve(edge)
+            edges.append(edge)
+            if edge.service:
+                declared_services.add(edge.service)
+            declared_workloads.update(edge.targets)
+        seen: set[SKey] = set()
+        for t in w.templates:
+            for c in t.containers:
+                for env_name, value in c.env:
+                    for host, port in env_hosts(env_name, value):
+                        skey = service_hosts(host, ns)
+                        if skey is None or skey in seen or skey not in self.inv.services:
+                            continue
+                        seen.add(skey)
+                        if skey in declared_services:
+                            continue
+                        backends = self.backends.get(skey, ())
+                        if backends and all(b == key for b in backends):
+                            continue  # a workload naming its own Service is no dependency
+                        if backends and set(backends) <= declared_workloads:
+                            continue
+                        dep = DependencyRef(raw=host, name=skey[1], namespace=skey[0], port=port)
+                        edge = Edge(source=key, dep=dep, namespace=skey[0], retry=w.decl.retry_policy(dep, ns),
+                                    declared=False, inferred_from=f"{c.name}/{env_name}")
+                        self._resolve(edge)
+                        edges.append(edge)
+        self._set_edges(key, edges)
+
+    def _set_edges(self, key: WKey, edges: list[Edge]) -> None:
+        for old in self.out.get(key, ()):
+            for t in old.targets:
+                s = self.callers.get(t)
+                if s:
+                    s.discard(key)
+            ref = self.refs.get((old.namespace, old.dep.name))
+            if ref:
+                ref.discard(key)
+        self.out[key] = edges
+        for e in edges:
+            for t in e.targets:
+                self.callers.setdefault(t, set()).add(key)
+            if not e.external:
+                self.refs.setdefault((e.namespace, e.dep.name), set()).add(key)
+
+    # ----- incremental changes ---------------------------------------------------------------
+    def _rebackend(self, skeys: set[SKey]) -> set[WKey]:
+        """Recompute Service backends; return callers whose edges must be rebuilt and the backends touched."""
+        touched: set[WKey] = set()
+        for skey in skeys:
+            old = self.backends.get(skey, ())
+            svc = self.inv.services.get(skey)
+            new = self._select(svc) if svc else ()
+            self._set_backends(skey, new if svc else None)
+            if old != new:
+                touched.update(old)
+                touched.update(new)
+            touched.update(self.refs.get(skey, ()))
+        return touched
+
+    def upsert_workload(self, w: Workload) -> set[WKey]:
+        """Add or replace a workload; return every workload whose results may have changed."""
+        old = self.inv.workloads.get(w.key)
+        if old is not None:
+            self._unindex_workload(old)
+        self.inv.workloads[w.key] = w
+        self._index_workload(w)
+        affected_services = {s for s in self.backends if w.namespace == s[0]}
+        dirty = {w.key} | self._rebackend(affected_services) | self.refs.get((w.namespace, w.name), set())
+        return self._rebuild(dirty)
+
+    def remove_workload(self, key: WKey) -> set[WKey]:
+        w = self.inv.workloads.get(key)
+        if w is None:
+            return set()
+        callers = set(self.callers.get(key, ()))
+        self._set_edges(key, [])
+        self._unindex_workload(w)
+        del self.inv.workloads[key]
+        self.out.pop(key, None)
+        self.analysis.pop(key, None)
+        self.callers.pop(key, None)
+        affected_services = set(self.selected_by.pop(key, ()))
+        dirty = callers | self._rebackend(affected_services) | self.refs.get((w.namespace, w.name), set())
+        dirty.discard(key)
+        return self._rebuild(dirty)
+
+    def upsert_service(self, svc: Service) -> set[WKey]:
+        self.inv.services[svc.key] = svc
+        return self._rebuild(self._rebackend({svc.key}))
+
+    def remove_service(self, skey: SKey) -> set[WKey]:
+        if skey not in self.inv.services:
+            return set()
+        del self.inv.services[skey]
+        return self._rebuild(self._rebackend({skey}))
+
+    def _rebuild(self, dirty: set[WKey]) -> set[WKey]:
+        dirty = {k for k in dirty if k in self.inv.workloads}
+        for key in dirty:
+            self._build_edges(key)
+        return self.analyze(dirty)
+
+    # ----- analysis ------------------------------------------------------------------------
+    def ancestors(self, keys: set[WKey]) -> set[WKey]:
+        seen = set(keys)
+        stack = list(keys)
+        while stack:
+            for caller in self.callers.get(stack.pop(), ()):
+                if caller not in seen:
+                    seen.add(caller)
+                    stack.append(caller)
+        return seen
+
+    def analyze(self, changed: set[WKey]) -> set[WKey]:
+        """Recompute cycles, depth and amplification for ``changed`` and their ancestors; return that region."""
+        region = self.ancestors(changed) if len(changed) < len(self.out) else set(self.out)
+        for key in region:
+            old = self.analysis.get(key)
+            if old is not None and old.scc in self.sccs:
+                self.sccs.pop(old.scc, None)
+        order = self._tarjan(region)  # components in reverse topological order (callees first)
+        for comp in order:
+            cid = self._next_scc
+            self._next_scc += 1
+            members = set(comp)
+            if len(comp) > 1 or any(key in e.targets for key in comp for e in self.out.get(key, ())):
+                self.sccs[cid] = sorted(comp)
+            for key in comp:
+                a = Analysis(scc=cid)
+                for e in self.out.get(key, ()):
+                    best_d, best_a, t_d, t_a = 0, 1, None, None
+                    for t in e.targets:
+                        if t in members:
+                            continue
+                        ta = self.analysis.get(t)
+                        if ta is None:
+                            continue
+                        if ta.depth > best_d or t_d is None:
+                            best_d, t_d = ta.depth, t
+                        if ta.amplification > best_a or t_a is None:
+                            best_a, t_a = ta.amplification, t
+                    if e.targets and t_d is None:
+                        continue  # only edges inside the cycle
+                    d = 1 + best_d
+                    amp = e.retry.attempts * best_a
+                    if d > a.depth:
+                        a.depth, a.depth_edge, a.depth_target = d, e, t_d
+                    if amp > a.amplification:
+                        a.amplification, a.amp_edge, a.amp_target = amp, e, t_a
+                self.analysis[key] = a
+        return region
+
+    def _tarjan(self, region: set[WKey]) -> list[list[WKey]]:
+        index: dict[WKey, int] = {}
+        low: dict[WKey, int] = {}
+        on_stack: set[WKey] = set()
+        stack: list[WKey] = []
+        result: list[list[WKey]] = []
+        counter = 0
+        for root in sorted(region):
+            if root in index:
+                continue
+            work = [(root, self._succ(root, region), 0)]
+            index[root] = low[root] = counter
+            counter += 1
+            stack.append(root)
+            on_stack.add(root)
+            while work:
+                node, succ, i = work[-1]
+                if i < len(succ):
+                    work[-1] = (node, succ, i + 1)
+                    nxt = succ[i]
+                    if nxt not in index:
+                        index[nxt] = low[nxt] = counter
+                        counter += 1
+                        stack.append(nxt)
+                        on_stack.add(nxt)
+                        work.append((nxt, self._succ(nxt, region), 0))
+                    elif nxt in on_stack:
+                        low[node] = min(low[node], index[nxt])
+                    continue
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    comp = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        comp.append(member)
+                        if member == node:
+                            break
+                    result.append(comp)
+        return result
+
+    def _succ(self, key: WKey, region: set[WKey]) -> list[WKey]:
+        return [t for e in self.out.get(key, ()) for t in e.targets if t in region]
+
+    # ----- queries -------------------------------------------------------------------------
+    def cycle_of(self, key: WKey) -> list[WKey] | None:
+        """A concrete cycle through ``key`` (first node repeated at the end), or None."""
+        a = self.analysis.get(key)
+        if a is None or a.scc not in self.sccs:
+            return None
+        members = set(self.sccs[a.scc])
+        # breadth-first from key back to key inside the component: the shortest cycle through it
+        prev: dict[WKey, WKey] = {}
+        frontier = [key]
+        while frontier:
+            nxt_frontier = []
+            for node in frontier:
+                for e in self.out.get(node, ()):
+                    for t in e.targets:
+                        if t not in members:
+                            continue
+                        if t == key:
+                            path = [key]
+                            cur = node
+                            while cur != key:
+                                path.append(cur)
+                                cur = prev[cur]
+                            path.append(key)
+                            path.reverse()
+                            return path if path[0] == key else [key, *path]
+                        if t not in prev:
+                            prev[t] = node
+                            nxt_frontier.append(t)
+            frontier = nxt_frontier
+        return None
+
+    def depth_path(self, key: WKey) -> list[str]:
+        return self._follow(key, "depth")
+
+    def amplification_path(self, key: WKey) -> list[tuple[str, int]]:
+        """The path that gives the worst amplification, with the attempts on each hop."""
+        out: list[tuple[str, int]] = [(wlabel(key), 1)]
+        cur: WKey | None = key
+        guard = 0
+        while cur is not None and guard < 10_000:
+            a = self.analysis.get(cur)
+            if a is None or a.amp_edge is None:
+                break
+            nxt = a.amp_target
+            out.append((wlabel(nxt) if nxt else a.amp_edge.label, a.amp_edge.retry.attempts))
+            cur = nxt
+            guard += 1
+        return out
+
+    def _follow(self, key: WKey, what: str) -> list[str]:
+        path = [wlabel(key)]
+        cur: WKey | None = key
+        guard = 0
+        while cur is not None and guard < 10_000:
+            a = self.analysis.get(cur)
+            edge = a.depth_edge if a else None
+            if edge is None:
+                break
+            cur = a.depth_target
+            path.append(wlabel(cur) if cur else edge.label)
+            guard += 1
+        return path
+
+    def callee_worst_case(self, key: WKey) -> tuple[float, Edge] | None:
+        """The longest a workload can spend on one of its own outbound hops, and that hop."""
+        worst: tuple[float, Edge] | None = None
+        for e in self.out.get(key, ()):
+            wc = e.retry.worst_case()
+            if wc is not None and (worst is None or wc > worst[0]):
+                worst = (wc, e)
+        return worst
+
+    def stats(self) -> dict:
+        edges = sum(len(v) for v in self.out.values())
+        return {
+            "workloads": len(self.out),
+            "edges": edges,
+            "cycles": len(self.sccs),
+            "maxDepth": max((a.depth for a in self.analysis.values()), default=0),
+            "maxAmplification": max((a.amplification for a in self.analysis.values()), default=1),
+        }
+
+
+__all__ = ["Edge", "Graph", "NO_RETRY", "WKey", "env_hosts", "service_hosts", "wlabel"]

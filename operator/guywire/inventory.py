@@ -1,0 +1,59 @@
+"""The set of objects the engine evaluates, keyed for quick lookup, built from plain dicts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model.finding import SourceRef
+from .workload import (
+    DEFAULT_NAMESPACE, MONITOR_KINDS, WORKLOAD_KINDS, Monitor, Namespace, Node, ParseError, Service, Workload,
+    parse_monitor, parse_namespace, parse_node, parse_service, parse_workload,
+)
+
+POLICY_KINDS = frozenset({"ComplexityPolicy", "ClusterComplexityPolicy"})
+
+
+@dataclass(slots=True)
+class Inventory:
+    workloads: dict[tuple[str, str, str], Workload] = field(default_factory=dict)
+    services: dict[tuple[str, str], Service] = field(default_factory=dict)
+    monitors: dict[tuple[str, str, str], Monitor] = field(default_factory=dict)
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def add(self, view: Any) -> None:
+        if isinstance(view, Workload):
+            self.workloads[view.key] = view
+        elif isinstance(view, Service):
+            self.services[view.key] = view
+        elif isinstance(view, Monitor):
+            self.monitors[(view.namespace, view.kind, view.name)] = view
+        elif isinstance(view, Namespace):
+            self.namespaces[view.name] = view
+        elif isinstance(view, Node):
+            self.nodes[view.name] = view
+
+    def namespace_labels(self, ns: str) -> dict[str, str]:
+        found = self.namespaces.get(ns)
+        labels = dict(found.labels) if found else {}
+        labels.setdefault("kubernetes.io/metadata.name", ns)
+        return labels
+
+
+def view_of(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> Any:
+    """The view for ``obj``, or None for a kind the engine does not read. Raises ParseError on a bad object."""
+    kind = obj.get("kind")
+    if kind in WORKLOAD_KINDS:
+        return parse_workload(obj, source, default_namespace)
+    if kind == "Service":
+        return parse_service(obj, source, default_namespace)
+    if kind in MONITOR_KINDS:
+        return parse_monitor(obj, source, default_namespace)
+    if kind == "Namespace":
+        return parse_namespace(obj)
+    if kind == "Node":
+        return parse_node(obj, source)
+    return None
+
+
+__all__ = ["Inventory", "POLICY_KINDS", "ParseError", "view_of"]

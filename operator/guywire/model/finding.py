@@ -1,0 +1,75 @@
+"""Findings: what a rule reports about one workload (or Node)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .severity import Severity
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    kind: str
+    namespace: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+    @property
+    def short(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(slots=True)
+class Finding:
+    """One rule broken by one object.
+
+    A plain dataclass rather than a pydantic model: the engine makes tens of
+    thousands of these per full evaluation and they are built only from
+    already-validated values.
+    """
+
+    rule: str
+    name: str
+    severity: Severity
+    workload: ObjectRef
+    message: str
+    location: str | None = None
+    path: list[str] = field(default_factory=list)
+    source: SourceRef | None = None
+    policy: str | None = None
+
+    def render(self) -> str:
+        """The one message format used by denials, Events, status and the CLI (STYLE.md rule 5)."""
+        where = f" {self.location}" if self.location else ""
+        return f"[{self.rule} {self.name}] {self.workload}{where}: {self.message}"
+
+    @property
+    def sort_key(self) -> tuple:
+        return (-self.severity.rank, self.rule, self.workload.namespace or "", self.workload.name, self.location or "")
+
+    def to_dict(self) -> dict:
+        out = {
+            "rule": self.rule,
+            "name": self.name,
+            "severity": self.severity.value,
+            "workload": {"kind": self.workload.kind, "namespace": self.workload.namespace, "name": self.workload.name},
+            "message": self.render(),
+            "path": list(self.path),
+        }
+        if self.location:
+            out["location"] = self.location
+        if self.source:
+            out["source"] = {"file": self.source.file, "line": self.source.line}
+        if self.policy:
+            out["policy"] = self.policy
+        return out

@@ -1,0 +1,250 @@
+"""The ComplexityPolicy / ClusterComplexityPolicy spec and status.
+
+The CRD schema is generated from these models (``guywire crd``), so every field,
+default and limit here is what the API server enforces too.
+"""
+from __future__ import annotations
+
+import fnmatch
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from .severity import Severity
+from .units import Duration
+
+RULE_ID_PATTERN = r"^GW-[A-Z]{3}-(\d{3}|\*)$"
+API_GROUP = "guywire.dev"
+API_VERSION = "v1alpha1"
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused, so a typo never silently becomes a default."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class Enforcement(str, Enum):
+    AUDIT = "Audit"
+    WARN = "Warn"
+    ENFORCE = "Enforce"
+
+
+class SelectorOperator(str, Enum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(Strict):
+    key: str = Field(min_length=1)
+    operator: SelectorOperator
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(Strict):
+    """A Kubernetes label selector; an empty one matches everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for key, value in self.match_labels.items():
+            if labels.get(key) != value:
+                return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator is SelectorOperator.IN and (not present or labels[req.key] not in req.values):
+                return False
+            if req.operator is SelectorOperator.NOT_IN and present and labels[req.key] in req.values:
+                return False
+            if req.operator is SelectorOperator.EXISTS and not present:
+                return False
+            if req.operator is SelectorOperator.DOES_NOT_EXIST and present:
+                return False
+        return True
+
+
+class Match(Strict):
+    """Which workloads a policy looks at. Empty lists mean all."""
+
+    kinds: list[str] = Field(default_factory=list, description="Workload kinds, e.g. Deployment. Empty: all kinds.")
+    namespaces: list[str] = Field(default_factory=list, description="Namespace names or globs. Empty: all.")
+    namespace_selector: LabelSelector | None = None
+    selector: LabelSelector | None = Field(default=None, description="Selects on the workload's labels.")
+    gpu_only: bool = Field(default=False, description="Only workloads that request GPUs.")
+
+
+class Exclude(Strict):
+    """Workloads a policy never looks at."""
+
+    kinds: list[str] = Field(default_factory=list)
+    namespaces: list[str] = Field(default_factory=list, description="Namespace names or globs.")
+    names: list[str] = Field(default_factory=list, description="Workload names or globs.")
+    selector: LabelSelector | None = None
+
+
+class DependencyRules(Strict):
+    max_fan_out: int = Field(default=6, ge=0, le=10_000, description="Most direct dependencies one workload may have.")
+    max_depth: int = Field(default=4, ge=0, le=10_000, description="Longest downstream call chain, in hops.")
+    forbid_cycles: bool = True
+    require_resolvable: bool = True
+    require_declared: bool = Field(default=True, description="Calls found in env must also be in depends-on.")
+    allow_cross_namespace: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Namespaces (globs) a workload may depend on besides its own. [] forbids all.",
+    )
+
+
+class RetryRules(Strict):
+    max_attempts: int = Field(default=3, ge=1, le=1000, description="Most attempts on one hop, the first included.")
+    max_amplification: int = Field(default=10, ge=1, le=1_000_000, description="Most calls one request may cause at the end of any path.")
+    require_timeout: bool = True
+    require_backoff: bool = True
+    forbid_timeout_inversion: bool = True
+
+
+class ObservabilityRules(Strict):
+    readiness_probe: bool = True
+    liveness_probe: bool = True
+    metrics: bool = True
+    resources: bool = True
+    gpu_resources: bool = True
+    required_labels: list[str] = Field(default_factory=lambda: ["app.kubernetes.io/name"])
+    mutable_image_tags: bool = Field(default=False, description="Allow :latest or untagged images.")
+
+
+class GpuRules(Strict):
+    block_unhealthy_nodes: bool = True
+    warn_degraded_nodes: bool = True
+    report_max_age: Duration = Field(default=300.0, description="A GPU node's health report older than this is stale.")
+
+
+class ComplexityRules(Strict):
+    max_score: int = Field(default=40, ge=0, le=1_000_000)
+
+
+class Rules(Strict):
+    dependencies: DependencyRules = Field(default_factory=DependencyRules)
+    retries: RetryRules = Field(default_factory=RetryRules)
+    observability: ObservabilityRules = Field(default_factory=ObservabilityRules)
+    gpu: GpuRules = Field(default_factory=GpuRules)
+    complexity: ComplexityRules = Field(default_factory=ComplexityRules)
+
+
+class Override(Strict):
+    rule: str = Field(pattern=RULE_ID_PATTERN, description="A rule id, or a category such as GW-OBS-*.")
+    severity: Severity | None = None
+    disabled: bool = False
+
+
+class PolicySpec(Strict):
+    enforcement: Enforcement = Enforcement.AUDIT
+    match: Match = Field(default_factory=Match)
+    exclude: Exclude = Field(default_factory=Exclude)
+    rules: Rules = Field(default_factory=Rules)
+    overrides: list[Override] = Field(default_factory=list, max_length=200)
+
+    def override_for(self, rule_id: str) -> Override | None:
+        """The last override naming ``rule_id`` exactly, else the last matching category glob."""
+        exact = [o for o in self.overrides if o.rule == rule_id]
+        if exact:
+            return exact[-1]
+        globbed = [o for o in self.overrides if fnmatch.fnmatchcase(rule_id, o.rule)]
+        return globbed[-1] if globbed else None
+
+
+class Condition(Strict):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class FindingSummary(Strict):
+    rule: str
+    severity: Severity
+    workload: str
+    message: str
+
+
+class PolicyStatus(Strict):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    matched: int = 0
+    violating: int = 0
+    findings: list[FindingSummary] = Field(default_factory=list)
+    truncated: int = 0
+    last_evaluated: datetime | None = None
+
+
+class Policy(BaseModel):
+    """A parsed policy object: which kind, where it lives, and its spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["ComplexityPolicy", "ClusterComplexityPolicy"]
+    name: str
+    namespace: str | None = None
+    generation: int | None = None
+    spec: PolicySpec
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}" if not self.namespace else f"{self.kind} {self.namespace}/{self.name}"
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used; the message names the field."""
+
+
+def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join([prefix, *(str(x) for x in e["loc"])]) if e["loc"] else prefix
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg.rstrip('.')}")
+    return "; ".join(parts) + "."
+
+
+BASELINE_NAME = "guywire-baseline"
+
+
+def baseline_policy() -> Policy:
+    """The built-in policy used when none is given: every rule at its default, Audit."""
+    return Policy(kind="ClusterComplexityPolicy", name=BASELINE_NAME, spec=PolicySpec())
+
+
+def parse_policy(obj: Any) -> Policy:
+    """Parse a policy object (a dict as the API returns it); raise PolicyError naming the field."""
+    if not isinstance(obj, dict):
+        raise PolicyError("a policy must be an object.")
+    kind = obj.get("kind")
+    if kind not in ("ComplexityPolicy", "ClusterComplexityPolicy"):
+        raise PolicyError(f"kind: {kind!r} is not ComplexityPolicy or ClusterComplexityPolicy.")
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta.get("name"):
+        raise PolicyError("metadata.name: required.")
+    spec = obj.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise PolicyError("spec: must be an object.")
+    try:
+        parsed = PolicySpec.model_validate(spec)
+    except ValidationError as err:
+        raise PolicyError(format_validation_error(err)) from None
+    namespace = meta.get("namespace") if kind == "ComplexityPolicy" else None
+    if kind == "ComplexityPolicy" and not namespace:
+        namespace = "default"
+    gen = meta.get("generation")
+    return Policy(kind=kind, name=meta["name"], namespace=namespace,
+                  generation=gen if isinstance(gen, int) else None, spec=parsed)

@@ -1,0 +1,25 @@
+"""Severities, ordered so that the worst sorts first."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Severity(str, Enum):
+    LOW = "Low"
+    MEDIUM = "Medium"
+    HIGH = "High"
+    CRITICAL = "Critical"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @classmethod
+    def parse(cls, text: str) -> "Severity":
+        for sev in cls:
+            if sev.value.lower() == str(text).strip().lower():
+                return sev
+        raise ValueError(f"unknown severity {text!r}: use low, medium, high or critical.")
+
+
+_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}

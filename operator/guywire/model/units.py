@@ -1,0 +1,52 @@
+"""Durations as people write them in policies and annotations: ``2s``, ``500ms``, ``5m``, ``1m30s``."""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_WHOLE = re.compile(DURATION_PATTERN)
+
+
+def parse_duration(text: Any) -> float:
+    """Return seconds for ``text``; raise ValueError with a sentence naming the bad value."""
+    if isinstance(text, bool):
+        raise ValueError(f"expected a duration such as 2s, 500ms or 5m, got {text!r}.")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError(f"a duration cannot be negative, got {text!r}.")
+        return float(text)
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration such as 2s, 500ms or 5m, got {text!r}.")
+    value = text.strip()
+    if not _WHOLE.match(value):
+        raise ValueError(f"{text!r} is not a duration: use a number with ms, s, m or h, such as 2s, 500ms or 5m.")
+    return sum(float(num) * _UNITS[unit] for num, unit in _PART.findall(value))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of ``seconds``: 0.5 -> 500ms, 90 -> 90s, 300 -> 5m."""
+    if seconds <= 0:
+        return "0s"
+    ms = round(seconds * 1000)
+    if ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000}h"
+    if ms % 60_000 == 0:
+        return f"{ms // 60_000}m"
+    if ms % 1000 == 0:
+        return f"{ms // 1000}s"
+    if ms < 1000:
+        return f"{ms}ms"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]

@@ -1,0 +1,48 @@
+"""What a check run produced, as one value every renderer reads."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..engine import Engine, Result
+from ..loader import Diagnostic
+from ..model.finding import Finding
+from ..model.severity import Severity
+
+
+@dataclass(slots=True)
+class Report:
+    engine: Engine
+    result: Result
+    diagnostics: list[Diagnostic]
+    files: int
+    skipped_kinds: Counter = field(default_factory=Counter)
+    fail_on: Severity | None = None
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.result.findings
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.error]
+
+    def summary(self) -> dict:
+        by_sev = Counter(f.severity.value for f in self.findings)
+        by_rule = Counter(f.rule for f in self.findings)
+        violating = {f.workload for f in self.findings}
+        stats = self.engine.graph.stats()
+        return {
+            "files": self.files,
+            "workloads": self.result.evaluated,
+            "skippedWorkloads": self.result.skipped,
+            "services": len(self.engine.inventory.services),
+            "violatingObjects": len(violating),
+            "findings": len(self.findings),
+            "bySeverity": {s.value: by_sev.get(s.value, 0) for s in reversed(list(Severity))},
+            "byRule": dict(sorted(by_rule.items())),
+            "policies": [p.ref for p in self.engine.policies],
+            "skippedKinds": dict(sorted(self.skipped_kinds.items())),
+            "graph": stats,
+            "errors": len(self.errors),
+        }

@@ -1,0 +1,52 @@
+"""Human output: findings grouped by object, worst first, coloured on a terminal."""
+from __future__ import annotations
+
+from itertools import groupby
+
+from ..model.severity import Severity
+from .report import Report
+
+COLOURS = {Severity.CRITICAL: "\033[1;31m", Severity.HIGH: "\033[31m", Severity.MEDIUM: "\033[33m",
+           Severity.LOW: "\033[36m"}
+BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
+
+
+def render_text(report: Report, colour: bool = False) -> str:
+    def c(code: str, text: str) -> str:
+        return f"{code}{text}{RESET}" if colour else text
+
+    lines: list[str] = []
+    findings = sorted(report.findings, key=lambda f: (f.workload.namespace or "", f.workload.kind,
+                                                      f.workload.name, f.sort_key))
+    worst_of = {}
+    for f in findings:
+        cur = worst_of.get(f.workload)
+        if cur is None or f.severity.rank > cur.rank:
+            worst_of[f.workload] = f.severity
+    order = sorted(worst_of, key=lambda ref: (-worst_of[ref].rank, ref.namespace or "", ref.kind, ref.name))
+    grouped = {ref: list(items) for ref, items in groupby(findings, key=lambda f: f.workload)}
+    for ref in order:
+        items = sorted(grouped[ref], key=lambda f: f.sort_key)
+        src = items[0].source
+        lines.append(c(BOLD, str(ref)) + (c(DIM, f"  ({src})") if src else ""))
+        for f in items:
+            sev = c(COLOURS[f.severity], f"{f.severity.value:<8}")
+            lines.append(f"  {sev} {f.render()}")
+        lines.append("")
+    s = report.summary()
+    sev = ", ".join(f"{n} {k.lower()}" for k, n in s["bySeverity"].items() if n)
+    g = s["graph"]
+    lines.append(
+        f"{s['findings']} finding(s){' (' + sev + ')' if sev else ''} on {s['violatingObjects']} object(s); "
+        f"{s['workloads']} workload(s) and {s['services']} Service(s) evaluated from {s['files']} file(s); "
+        f"graph: {g['edges']} edge(s), {g['cycles']} cycle(s), max depth {g['maxDepth']}, "
+        f"max amplification {g['maxAmplification']}x."
+    )
+    if s["skippedKinds"]:
+        total = sum(s["skippedKinds"].values())
+        kinds = ", ".join(f"{k} {n}" for k, n in list(s["skippedKinds"].items())[:8])
+        lines.append(c(DIM, f"Skipped {total} object(s) of kinds guywire does not evaluate ({kinds}"
+                             f"{', …' if len(s['skippedKinds']) > 8 else ''})."))
+    if not report.findings and not report.errors:
+        lines.append(c("\033[32m", "No findings."))
+    return "\n".join(lines) + "\n"

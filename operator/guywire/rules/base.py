@@ -1,0 +1,100 @@
+"""What a rule is: metadata plus one pure function (STYLE.md rule 2)."""
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from pydantic import BaseModel
+
+from ..model.policy import Policy
+from ..model.severity import Severity
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+    from ..inventory import Inventory
+
+RULE_ID = re.compile(r"^GW-[A-Z]{3}-\d{3}$")
+RULE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+CATEGORIES = {
+    "DEP": "dependencies", "RTY": "retries", "OBS": "observability", "GPU": "gpu", "CPX": "complexity",
+    "ANN": "annotations",
+}
+
+
+@dataclass(slots=True)
+class Issue:
+    """What a check yields: the message body, and where inside the object."""
+
+    message: str
+    location: str | None = None
+    path: list[str] = field(default_factory=list)
+    severity: Severity | None = None
+
+
+@dataclass(slots=True)
+class Context:
+    """Everything a rule may read besides the workload. Rules never read clocks, env or network."""
+
+    inventory: "Inventory"
+    graph: "Graph"
+    policy: Policy
+    now: datetime | None = None
+    node_health: dict[str, Any] = field(default_factory=dict)  # node name -> GPU health report
+    gpu_pods: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)  # workload key -> nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    name: str
+    category: str
+    severity: Severity
+    summary: str
+    remediation: str
+    section: str | None  # the policy's rules.<section> model that holds this rule's params
+    switch: str | None  # a bool param that turns the rule on or off
+    target: str  # "workload" or "node"
+    check: Callable[..., Iterator[Issue]]
+    doc: str
+
+    def params(self, policy: Policy) -> BaseModel | None:
+        return getattr(policy.spec.rules, self.section) if self.section else None
+
+    def enabled_in(self, policy: Policy) -> bool:
+        params = self.params(policy)
+        if self.switch and params is not None and not getattr(params, self.switch):
+            return False
+        ov = policy.spec.override_for(self.id)
+        return not (ov and ov.disabled)
+
+    def severity_in(self, policy: Policy) -> Severity:
+        ov = policy.spec.override_for(self.id)
+        return ov.severity if ov and ov.severity else self.severity
+
+
+REGISTRY: dict[str, Rule] = {}
+
+
+def rule(*, id: str, name: str, severity: Severity, summary: str, remediation: str,
+         section: str | None = None, switch: str | None = None, target: str = "workload"):
+    """Register ``check(obj, params, ctx) -> Iterator[Issue]`` as a rule. Duplicate ids are refused."""
+
+    def wrap(fn: Callable[..., Iterator[Issue]]) -> Callable[..., Iterator[Issue]]:
+        if not RULE_ID.match(id):
+            raise ValueError(f"rule id {id!r} is not of the form GW-XXX-000.")
+        if id in REGISTRY:
+            raise ValueError(f"rule id {id} is registered twice.")
+        if not RULE_NAME.match(name):
+            raise ValueError(f"rule name {name!r} is not kebab-case.")
+        if not remediation.strip():
+            raise ValueError(f"rule {id} has no remediation.")
+        category = CATEGORIES[id.split("-")[1]]
+        REGISTRY[id] = Rule(id=id, name=name, category=category, severity=severity, summary=summary,
+                            remediation=remediation, section=section, switch=switch, target=target, check=fn,
+                            doc=inspect.cleandoc(fn.__doc__ or ""))
+        return fn
+
+    return wrap

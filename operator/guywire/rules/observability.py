@@ -1,0 +1,184 @@
+"""Observability rules: a workload others depend on can be probed, scraped, scheduled and traced to an image."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..model.policy import ObservabilityRules
+from ..model.severity import Severity
+from ..workload import Container, PodTemplate, Workload, selector_matches
+from .base import Context, Issue, rule
+
+SCRAPE_ANNOTATION = "prometheus.io/scrape"
+
+
+def _serving(w: Workload, ctx: Context) -> bool:
+    """A long-running workload that others reach: a Service selects it, a workload calls it, or it listens."""
+    if not w.long_running:
+        return False
+    return bool(ctx.graph.selected_by.get(w.key) or ctx.graph.callers.get(w.key)
+                or any(c.ports for c in w.containers if c.main))
+
+
+def _probe_targets(w: Workload) -> Iterator[tuple[PodTemplate, Container]]:
+    for t in w.templates:
+        mains = [c for c in t.main_containers]
+        with_ports = [c for c in mains if c.ports]
+        for c in with_ports or mains:
+            yield t, c
+
+
+@rule(id="GW-OBS-001", name="missing-readiness-probe", severity=Severity.MEDIUM, section="observability",
+      switch="readiness_probe",
+      summary="A container that serves traffic has no readiness probe.",
+      remediation="Add a readinessProbe (an HTTP GET on the health endpoint, or a TCP check on the serving port) "
+                  "so the Service only routes to pods that can answer.")
+def missing_readiness_probe(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
+    """Without a readiness probe a pod receives traffic the moment its process starts: an inference
+    server still loading a model answers with errors that every caller then retries. Checked on
+    long-running workloads that back a Service, are called by name, or declare a container port;
+    on the containers that declare ports (all main containers when none does)."""
+    if not _serving(w, ctx):
+        return
+    for t, c in _probe_targets(w):
+        if not c.readiness_probe:
+            yield Issue("has no readinessProbe, so traffic reaches it before it can answer. "
+                        "Add a readinessProbe on its serving port or health endpoint.",
+                        location=w.container_location(t, c))
+
+
+@rule(id="GW-OBS-002", name="missing-liveness-probe", severity=Severity.LOW, section="observability",
+      switch="liveness_probe",
+      summary="A long-running container has no liveness probe.",
+      remediation="Add a livenessProbe that fails only when the process is stuck (a cheap /health endpoint), "
+                  "with a startupProbe for slow model loads.")
+def missing_liveness_probe(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
+    """A process that deadlocks (a wedged CUDA context, an exhausted thread pool) keeps its pod
+    Running forever unless something restarts it. Jobs and CronJobs are not checked: they end."""
+    if not w.long_running:
+        return
+    for t in w.templates:
+        for c in t.main_containers:
+            if not c.liveness_probe:
+                yield Issue("has no livenessProbe, so a hung process is never restarted. Add a livenessProbe "
+                            "(and a startupProbe if it loads a model).", location=w.container_location(t, c))
+
+
+def _metrics_port(c: Container) -> bool:
+    return any(p.name == "metrics" or p.name.endswith("-metrics") or p.name.startswith("metrics-") for p in c.ports)
+
+
+@rule(id="GW-OBS-003", name="metrics-not-exposed", severity=Severity.MEDIUM, section="observability",
+      switch="metrics",
+      summary="A long-running workload exposes no metrics: no prometheus.io/scrape, no metrics port, no monitor.",
+      remediation='Name the metrics port "metrics" (or "<x>-metrics"), add the prometheus.io/scrape annotation, or '
+                  "select the workload with a ServiceMonitor or PodMonitor.")
+def metrics_not_exposed(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
+    """Latency, error and saturation figures are how anyone finds out that a dependency is the slow
+    one. Accepted: the prometheus.io/scrape annotation on the pod template or workload, a container
+    port named metrics / *-metrics / metrics-*, a ServiceMonitor selecting a Service that selects
+    the pods, or a PodMonitor / PodMonitoring selecting the pods."""
+    if not w.long_running:
+        return
+    for t in w.templates:
+        if t.annotations.get(SCRAPE_ANNOTATION, "").lower() == "true":
+            return
+    if w.annotations.get(SCRAPE_ANNOTATION, "").lower() == "true":
+        return
+    if any(_metrics_port(c) for c in w.containers):
+        return
+    services = ctx.graph.selected_by.get(w.key, set())
+    for m in ctx.inventory.monitors.values():
+        if not m.covers_namespace(w.namespace):
+            continue
+        if m.kind == "ServiceMonitor":
+            for skey in services:
+                svc = ctx.inventory.services.get(skey)
+                if svc and selector_matches(m.selector, svc.labels):
+                    return
+        elif any(selector_matches(m.selector, t.labels) for t in w.templates):
+            return
+    yield Issue('exposes no metrics: no port named "metrics", no prometheus.io/scrape annotation and no '
+                'ServiceMonitor or PodMonitor selecting it. Name the metrics port "metrics" or add the annotation.')
+
+
+@rule(id="GW-OBS-004", name="missing-resources", severity=Severity.MEDIUM, section="observability",
+      switch="resources",
+      summary="A container has no cpu or memory request, or no memory limit.",
+      remediation="Set resources.requests.cpu, resources.requests.memory and resources.limits.memory on every "
+                  "container.")
+def missing_resources(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
+    """Requests let the scheduler place pods where they fit; a memory limit keeps one leaking pod from
+    evicting its neighbours. A CPU limit is not required: it throttles latency-sensitive servers."""
+    for t in w.templates:
+        for c in t.containers:
+            missing = [name for name, ok in (("requests.cpu", "cpu" in c.requests),
+                                             ("requests.memory", "memory" in c.requests),
+                                             ("limits.memory", "memory" in c.limits)) if not ok]
+            if missing:
+                yield Issue(f"sets no {', '.join(missing)}. Set cpu and memory requests and a memory limit.",
+                            location=w.container_location(t, c))
+
+
+@rule(id="GW-OBS-005", name="incomplete-gpu-resources", severity=Severity.HIGH, section="observability",
+      switch="gpu_resources",
+      summary="A GPU container requests GPUs without a limit, or without a memory limit.",
+      remediation="Put the GPU count in resources.limits (requests must equal limits for GPUs) and set "
+                  "resources.limits.memory.")
+def incomplete_gpu_resources(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
+    """GPUs are extended resources: Kubernetes schedules them from limits, and a request without a
+    matching limit is refused or silently ignored depending on the version. A GPU pod without a
+    memory limit can take a whole node's host memory while it loads weights."""
+    for t in w.templates:
+        for c in t.containers:
+            gpus = c.gpu_resources
+            if not gpus:
+                continue
+            for res in gpus:
+                if res not in c.limits:
+                    yield Issue(f"requests {res}={c.requests.get(res)} without a limit. Put {res} in "
+                                "resources.limits (equal to the request).", location=w.container_location(t, c))
+                elif res in c.requests and str(c.requests[res]) != str(c.limits[res]):
+                    yield Issue(f"requests {res}={c.requests[res]} but limits it to {c.limits[res]}; GPU requests "
+                                "must equal limits. Make them equal.", location=w.container_location(t, c))
+            if "memory" not in c.limits:
+                yield Issue(f"uses {', '.join(f'{k}={v}' for k, v in gpus.items())} without a memory limit. "
+                            "Set resources.limits.memory.", location=w.container_location(t, c))
+
+
+@rule(id="GW-OBS-006", name="missing-labels", severity=Severity.LOW, section="observability",
+      summary="Labels the policy requires are missing.",
+      remediation="Add the labels to metadata.labels (or the pod template's labels), e.g. "
+                  "app.kubernetes.io/name.")
+def missing_labels(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
+    """Dashboards, cost reports and on-call routing join on labels; a workload without them is
+    invisible to all three. A label counts when it is on the workload or on its pod template."""
+    present = set(w.labels) | set(w.pod_labels)
+    missing = [lbl for lbl in params.required_labels if lbl not in present]
+    if missing:
+        yield Issue(f"has no label {', '.join(missing)}. Add {'it' if len(missing) == 1 else 'them'} to "
+                    "metadata.labels.")
+
+
+def image_is_mutable(image: str) -> bool:
+    if "@" in image:
+        return False
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return True
+    return last.rsplit(":", 1)[1] == "latest"
+
+
+@rule(id="GW-OBS-007", name="mutable-image", severity=Severity.MEDIUM, section="observability",
+      switch=None,
+      summary="An image is referenced by :latest or without a tag, and without a digest.",
+      remediation="Pin the image to a version tag (vllm/vllm-openai:v0.6.3) or a digest (@sha256:...).")
+def mutable_image(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
+    """:latest means every node may run a different build, a rollback redeploys the broken one, and
+    nobody can tell which version served a bad answer. Skipped when mutableImageTags is true."""
+    if params.mutable_image_tags:
+        return
+    for t in w.templates:
+        for c in t.containers:
+            if c.image and image_is_mutable(c.image):
+                yield Issue(f'uses image "{c.image}", which can change under the same name. Pin a version tag '
+                            "or a digest.", location=w.container_location(t, c))

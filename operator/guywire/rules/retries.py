@@ -1,0 +1,114 @@
+"""Retry rules: bounded attempts, bounded amplification, timeouts that nest, backoff."""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+from ..graph import wlabel
+from ..model.policy import RetryRules
+from ..model.severity import Severity
+from ..model.units import format_duration
+from ..workload import Workload
+from .base import Context, Issue, rule
+
+
+def _hop(e) -> str:
+    return e.label
+
+
+def _by_policy(edges, broken) -> list[tuple]:
+    """Hops that share one broken retry policy, grouped so one annotation gives one finding."""
+    groups: dict = {}
+    for e in edges:
+        if broken(e.retry):
+            groups.setdefault(e.retry, []).append(e.label)
+    return [(pol, ", ".join(labels)) for pol, labels in groups.items()]
+
+
+@rule(id="GW-RTY-001", name="retry-attempts", severity=Severity.MEDIUM, section="retries",
+      summary="More attempts on one hop than maxAttempts.",
+      remediation="Lower attempts in guywire.dev/retry (attempts counts every try, the first included), or raise "
+                  "rules.retries.maxAttempts.")
+def retry_attempts(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
+    """Retries help with brief, independent failures; past a few attempts they mostly add load to a
+    service that is already failing."""
+    for e in ctx.graph.out.get(w.key, ()):
+        if e.retry.attempts > params.max_attempts:
+            yield Issue(f"tries {_hop(e)} {e.retry.attempts} times, above the limit of {params.max_attempts}. "
+                        f"Set attempts={params.max_attempts} or fewer.")
+
+
+@rule(id="GW-RTY-002", name="retry-amplification", severity=Severity.HIGH, section="retries",
+      summary="The product of attempts along a call path is above maxAmplification.",
+      remediation="Retry at one layer only (usually the outermost), lower attempts on inner hops, or raise "
+                  "rules.retries.maxAmplification.")
+def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
+    """When every layer retries, the attempts multiply: three layers of 3 attempts send 27 calls to
+    the last service for one request, exactly when it is least able to take them. The worst path
+    downstream of the workload is named with the attempts on each hop."""
+    a = ctx.graph.analysis.get(w.key)
+    if a and a.amplification > params.max_amplification:
+        path = ctx.graph.amplification_path(w.key)
+        text = path[0][0] + "".join(f" -({n}x)-> {name}" for name, n in path[1:])
+        yield Issue(f"can send {a.amplification} calls to the end of one path for one request, above the limit "
+                    f"of {params.max_amplification}: {text}. Retry at one layer only.",
+                    path=[name for name, _ in path])
+
+
+@rule(id="GW-RTY-003", name="retry-without-timeout", severity=Severity.HIGH, section="retries",
+      switch="require_timeout",
+      summary="A hop is retried without a timeout.",
+      remediation="Add perTryTimeout (and an overall timeout) to guywire.dev/retry, e.g. attempts=3, "
+                  "perTryTimeout=2s, timeout=7s.")
+def retry_without_timeout(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
+    """A retry waits for the failed try to fail first. Without a timeout a hung dependency holds
+    each try, and the caller's callers, indefinitely."""
+    for pol, hops in _by_policy(ctx.graph.out.get(w.key, ()), lambda r: r.retries and not r.has_timeout):
+        yield Issue(f"retries {hops} ({pol.attempts} attempts) without perTryTimeout or timeout. "
+                    "Add perTryTimeout and timeout to the retry annotation.")
+
+
+@rule(id="GW-RTY-004", name="timeout-inversion", severity=Severity.HIGH, section="retries",
+      switch="forbid_timeout_inversion",
+      summary="A caller gives up on a hop before the callee's own retries can finish.",
+      remediation="Make each caller's per-try timeout longer than its callee's worst case (attempts x per-try "
+                  "timeout downstream), or cut the callee's retries.")
+def timeout_inversion(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
+    """If a caller waits 1s per try but its callee may retry its own dependency for 3 x 2s, the
+    caller times out and retries while the callee is still working: the inner retries are wasted
+    and the load doubles. The callee's worst case is, over its own hops, attempts x perTryTimeout
+    capped by its overall timeout."""
+    for e in ctx.graph.out.get(w.key, ()):
+        budget = e.retry.per_try_timeout if e.retry.per_try_timeout is not None else e.retry.timeout
+        if budget is None:
+            continue
+        for t in e.targets:
+            if t == w.key:
+                continue
+            worst = ctx.graph.callee_worst_case(t)
+            if worst is None or budget >= worst[0]:
+                continue
+            wc, inner = worst
+            path = [wlabel(w.key), wlabel(t), inner.label]
+            yield Issue(f"waits {format_duration(budget)} per try on {wlabel(t)}, but {wlabel(t)} may spend "
+                        f"{format_duration(wc)} on {inner.label} ({inner.retry.attempts} x "
+                        f"{format_duration(inner.retry.per_try_timeout or wc)}). Raise the per-try timeout above "
+                        f"{format_duration(wc)} or cut the inner retries.", path=path)
+            break
+
+
+@rule(id="GW-RTY-005", name="retry-without-backoff", severity=Severity.MEDIUM, section="retries",
+      switch="require_backoff",
+      summary="A hop is retried without backoff.",
+      remediation="Add backoff=exponential (with jitter where the client supports it) to guywire.dev/retry.")
+def retry_without_backoff(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
+    """Immediate retries arrive while the dependency is still overloaded and synchronise callers into
+    waves. Backoff spreads them out."""
+    for pol, hops in _by_policy(ctx.graph.out.get(w.key, ()), lambda r: r.retries and not r.has_backoff):
+        shown = pol.backoff or "not set"
+        yield Issue(f"retries {hops} {pol.attempts} times with backoff {shown}. "
+                    "Add backoff=exponential to the retry annotation.")
+
+
+def log2_ceil(n: int) -> int:
+    return math.ceil(math.log2(n)) if n > 1 else 0

@@ -1,0 +1,387 @@
+"""One view over every kind that runs pods, plus the other objects the rules read.
+
+``parse_object`` turns a Kubernetes object (a dict) into a slim view; nothing here
+raises on bad input: a field of the wrong shape is read as absent and, where it
+matters, reported as a ParseError naming the field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .annotations import Declarations, parse_declarations
+from .model.finding import ObjectRef, SourceRef
+
+DEFAULT_NAMESPACE = "default"
+GPU_RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-", "amd.com/gpu", "gpu.intel.com/")
+LONG_RUNNING = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"})
+BATCH = frozenset({"Job", "CronJob"})
+WORKLOAD_KINDS = LONG_RUNNING | BATCH
+
+
+class ParseError(ValueError):
+    """An object that cannot be read; the message names the object and the field."""
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _str_dict(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def is_gpu_resource(name: str) -> bool:
+    return name.startswith(GPU_RESOURCE_PREFIXES)
+
+
+@dataclass(slots=True)
+class Port:
+    name: str
+    port: int | None
+    protocol: str = "TCP"
+
+
+@dataclass(slots=True)
+class Container:
+    name: str
+    image: str
+    ports: list[Port] = field(default_factory=list)
+    readiness_probe: bool = False
+    liveness_probe: bool = False
+    startup_probe: bool = False
+    requests: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+    env: list[tuple[str, str]] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    init: bool = False
+    sidecar: bool = False
+
+    @property
+    def main(self) -> bool:
+        return not self.init
+
+    @property
+    def gpu_resources(self) -> dict[str, str]:
+        names = {k for k in (*self.requests, *self.limits) if is_gpu_resource(k)}
+        return {k: self.limits.get(k) or self.requests.get(k, "") for k in sorted(names)}
+
+    @property
+    def gpu_count(self) -> float:
+        total = 0.0
+        for value in self.gpu_resources.values():
+            try:
+                total += float(value)
+            except (TypeError, ValueError):
+                total += 1
+        return total
+
+
+@dataclass(slots=True)
+class PodTemplate:
+    """One pod template of a workload. ``role`` names it when a workload has several (AI kinds)."""
+
+    role: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    containers: list[Container]
+    node_name: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    node_affinity: list[list[dict]] = field(default_factory=list)  # required terms (OR) of expressions (AND)
+    restart_policy: str | None = None
+
+    @property
+    def main_containers(self) -> list[Container]:
+        return [c for c in self.containers if not c.init]
+
+
+@dataclass(slots=True)
+class Workload:
+    kind: str
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    templates: list[PodTemplate]
+    decl: Declarations
+    source: SourceRef | None = None
+    uid: str | None = None
+    generation: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.namespace, self.kind, self.name)
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.kind, self.namespace, self.name)
+
+    @property
+    def long_running(self) -> bool:
+        return self.kind not in BATCH
+
+    @property
+    def containers(self) -> list[Container]:
+        return [c for t in self.templates for c in t.containers]
+
+    @property
+    def requests_gpu(self) -> bool:
+        return any(c.gpu_resources for c in self.containers)
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        return self.templates[0].labels if self.templates else {}
+
+    def container_location(self, template: PodTemplate, container: Container) -> str:
+        kind = "init container" if container.init and not container.sidecar else (
+            "sidecar" if container.sidecar else "container")
+        where = f'{kind} "{container.name}"'
+        return f"{template.role} {where}" if template.role else where
+
+
+@dataclass(slots=True)
+class Service:
+    namespace: str
+    name: str
+    selector: dict[str, str]
+    ports: list[Port]
+    labels: dict[str, str]
+    type: str = "ClusterIP"
+    external_name: str | None = None
+    source: SourceRef | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("Service", self.namespace, self.name)
+
+
+@dataclass(slots=True)
+class Monitor:
+    """A prometheus-operator ServiceMonitor / PodMonitor (or GMP PodMonitoring)."""
+
+    kind: str
+    namespace: str
+    name: str
+    selector: dict  # a LabelSelector as a dict
+    namespaces: list[str] | None  # None: only its own namespace; ["*"]: any
+    source: SourceRef | None = None
+
+    def covers_namespace(self, ns: str) -> bool:
+        if self.namespaces is None:
+            return ns == self.namespace
+        return "*" in self.namespaces or ns in self.namespaces
+
+
+@dataclass(slots=True)
+class Namespace:
+    name: str
+    labels: dict[str, str]
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    allocatable_gpus: float = 0.0
+    source: SourceRef | None = None
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef("Node", None, self.name)
+
+
+def selector_matches(selector: dict, labels: dict[str, str]) -> bool:
+    """Match a LabelSelector given as a plain dict (matchLabels / matchExpressions)."""
+    for k, v in _dict(selector.get("matchLabels")).items():
+        if labels.get(str(k)) != str(v):
+            return False
+    for req in _list(selector.get("matchExpressions")):
+        req = _dict(req)
+        key, op, values = str(req.get("key", "")), req.get("operator"), [str(v) for v in _list(req.get("values"))]
+        present = key in labels
+        if op == "In" and (not present or labels[key] not in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def _ports(raw: Any) -> list[Port]:
+    out = []
+    for p in _list(raw):
+        p = _dict(p)
+        num = p.get("containerPort", p.get("port"))
+        out.append(Port(name=str(p.get("name") or ""), port=num if isinstance(num, int) else None,
+                        protocol=str(p.get("protocol") or "TCP")))
+    return out
+
+
+def _env(raw: Any) -> list[tuple[str, str]]:
+    out = []
+    for e in _list(raw):
+        e = _dict(e)
+        if "value" in e and e.get("name") is not None and e["value"] is not None:
+            out.append((str(e["name"]), str(e["value"])))
+    return out
+
+
+def _resources(raw: Any) -> tuple[dict[str, str], dict[str, str]]:
+    res = _dict(raw)
+    return _str_dict(res.get("requests")), _str_dict(res.get("limits"))
+
+
+def parse_container(raw: Any, init: bool = False) -> Container:
+    c = _dict(raw)
+    requests, limits = _resources(c.get("resources"))
+    args = [str(a) for a in (*_list(c.get("command")), *_list(c.get("args")))]
+    return Container(
+        name=str(c.get("name") or "?"),
+        image=str(c.get("image") or ""),
+        ports=_ports(c.get("ports")),
+        readiness_probe=bool(c.get("readinessProbe")),
+        liveness_probe=bool(c.get("livenessProbe")),
+        startup_probe=bool(c.get("startupProbe")),
+        requests=requests,
+        limits=limits,
+        env=_env(c.get("env")),
+        args=args,
+        init=init,
+        sidecar=init and c.get("restartPolicy") == "Always",
+    )
+
+
+def parse_pod_template(template: Any, role: str | None = None, pod_spec: Any = None,
+                       metadata: Any = None) -> PodTemplate:
+    """Read a PodTemplateSpec (or a pod's metadata + spec when ``pod_spec`` is given)."""
+    tpl = _dict(template)
+    meta = _dict(metadata if pod_spec is not None else tpl.get("metadata"))
+    spec = _dict(pod_spec if pod_spec is not None else tpl.get("spec"))
+    containers = [parse_container(c, init=True) for c in _list(spec.get("initContainers"))]
+    containers += [parse_container(c) for c in _list(spec.get("containers"))]
+    affinity = _dict(_dict(_dict(spec.get("affinity")).get("nodeAffinity"))
+                     .get("requiredDuringSchedulingIgnoredDuringExecution"))
+    terms = [[_dict(e) for e in _list(_dict(t).get("matchExpressions"))]
+             for t in _list(affinity.get("nodeSelectorTerms"))]
+    node_name = spec.get("nodeName")
+    return PodTemplate(
+        role=role,
+        labels=_str_dict(meta.get("labels")),
+        annotations=_str_dict(meta.get("annotations")),
+        containers=containers,
+        node_name=str(node_name) if node_name else None,
+        node_selector=_str_dict(spec.get("nodeSelector")),
+        node_affinity=terms,
+        restart_policy=spec.get("restartPolicy"),
+    )
+
+
+def _templates(kind: str, obj: dict, spec: dict) -> list[PodTemplate] | None:
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        if not isinstance(spec.get("template"), dict):
+            return None
+        return [parse_pod_template(spec["template"])]
+    if kind == "CronJob":
+        job = _dict(_dict(spec.get("jobTemplate")).get("spec"))
+        if not isinstance(job.get("template"), dict):
+            return None
+        return [parse_pod_template(job["template"])]
+    if kind == "Pod":
+        return [parse_pod_template(None, pod_spec=spec, metadata=obj.get("metadata"))]
+    return None
+
+
+def object_meta(obj: dict) -> tuple[str | None, str | None, dict]:
+    meta = _dict(obj.get("metadata"))
+    name = meta.get("name") or meta.get("generateName")  # objects made with kubectl create
+    ns = meta.get("namespace")
+    return (str(name) if name else None), (str(ns) if ns else None), meta
+
+
+def parse_workload(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> Workload:
+    kind = str(obj.get("kind"))
+    name, ns, meta = object_meta(obj)
+    where = f"{kind} {name or '?'}"
+    if not name:
+        raise ParseError(f"{where}: metadata.name is missing.")
+    spec = _dict(obj.get("spec"))
+    if kind != "Pod" and not isinstance(obj.get("spec"), dict):
+        raise ParseError(f"{where}: spec is missing or not an object.")
+    templates = _templates(kind, obj, spec)
+    if templates is None:
+        path = "spec.jobTemplate.spec.template" if kind == "CronJob" else "spec.template"
+        raise ParseError(f"{where}: {path} is missing or not an object.")
+    annotations = _str_dict(meta.get("annotations"))
+    return Workload(
+        kind=kind, namespace=ns or default_namespace, name=name,
+        labels=_str_dict(meta.get("labels")), annotations=annotations, templates=templates,
+        decl=parse_declarations(annotations), source=source,
+        uid=str(meta["uid"]) if meta.get("uid") else None,
+        generation=meta.get("generation") if isinstance(meta.get("generation"), int) else None,
+    )
+
+
+def parse_service(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> Service:
+    name, ns, meta = object_meta(obj)
+    if not name:
+        raise ParseError("Service ?: metadata.name is missing.")
+    spec = _dict(obj.get("spec"))
+    return Service(namespace=ns or default_namespace, name=name, selector=_str_dict(spec.get("selector")),
+                   ports=_ports(spec.get("ports")), labels=_str_dict(meta.get("labels")),
+                   type=str(spec.get("type") or "ClusterIP"),
+                   external_name=str(spec["externalName"]) if spec.get("externalName") else None, source=source)
+
+
+MONITOR_KINDS = frozenset({"ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring"})
+
+
+def parse_monitor(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> Monitor:
+    kind = str(obj.get("kind"))
+    name, ns, _ = object_meta(obj)
+    if not name:
+        raise ParseError(f"{kind} ?: metadata.name is missing.")
+    spec = _dict(obj.get("spec"))
+    nss = _dict(spec.get("namespaceSelector"))
+    if kind == "ClusterPodMonitoring" or nss.get("any") is True:
+        namespaces: list[str] | None = ["*"]
+    elif _list(nss.get("matchNames")):
+        namespaces = [str(n) for n in nss["matchNames"]]
+    else:
+        namespaces = None
+    return Monitor(kind=kind, namespace=ns or default_namespace, name=name, selector=_dict(spec.get("selector")),
+                   namespaces=namespaces, source=source)
+
+
+def parse_namespace(obj: dict) -> Namespace:
+    name, _, meta = object_meta(obj)
+    if not name:
+        raise ParseError("Namespace: metadata.name is missing.")
+    return Namespace(name=name, labels=_str_dict(meta.get("labels")))
+
+
+def parse_node(obj: dict, source: SourceRef | None = None) -> Node:
+    name, _, meta = object_meta(obj)
+    if not name:
+        raise ParseError("Node ?: metadata.name is missing.")
+    alloc = _dict(_dict(obj.get("status")).get("allocatable"))
+    gpus = 0.0
+    for key, value in alloc.items():
+        if is_gpu_resource(str(key)):
+            try:
+                gpus += float(value)
+            except (TypeError, ValueError):
+                pass
+    return Node(name=name, labels=_str_dict(meta.get("labels")), annotations=_str_dict(meta.get("annotations")),
+                allocatable_gpus=gpus, source=source)
