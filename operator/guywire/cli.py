@@ -54,8 +54,8 @@ def build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[Po
             continue
         if view is None:
             skipped[kind] += 1
-        else:
-            inventory.add(view)
+        elif not inventory.add(view):
+            skipped[f"{kind} (evaluated through its owner)"] += 1
     for pf in policy_files:
         pdocs, pdiags, _ = load([pf])
         diags.extend(pdiags)
@@ -137,6 +137,27 @@ def cmd_crd(args) -> int:
     return EXIT_CLEAN
 
 
+def cmd_webhook_config(args) -> int:
+    from .webhookconfig import webhook_configuration_yaml
+
+    ns, _, name = args.service.partition("/")
+    if not name:
+        raise ValueError(f"--service {args.service!r} is not NAMESPACE/NAME.")
+    ca = None
+    if args.ca_file:
+        with open(args.ca_file, "rb") as fh:
+            ca = fh.read()
+    sys.stdout.write(webhook_configuration_yaml(namespace=ns, service=name, base_url=args.base_url, ca_bundle=ca,
+                                                service_account=args.service_account))
+    return EXIT_CLEAN
+
+
+def cmd_run(args) -> int:
+    from .operator.main import cmd_run as run
+
+    return run(args)
+
+
 def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory (recursive *.yaml, *.yml, *.json) or -")
     p.add_argument("--policy", action="append", metavar="FILE",
@@ -167,6 +188,19 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rules", help="list the rule catalogue")
     p.add_argument("--format", "-o", choices=["text", "json", "markdown"], default="text")
     p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("run", help="run the operator against a cluster")
+    from .operator.options import add_run_arguments
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("webhook-config", help="print the ValidatingWebhookConfiguration")
+    p.add_argument("--service", default="guywire/guywire", metavar="NS/NAME",
+                   help="the webhook's Service (default guywire/guywire)")
+    p.add_argument("--base-url", metavar="URL", help="call an operator outside the cluster at this URL instead")
+    p.add_argument("--ca-file", metavar="FILE", help="CA certificate to put in caBundle")
+    p.add_argument("--service-account", default="guywire", help="the operator's ServiceAccount (never judged)")
+    p.set_defaults(func=cmd_webhook_config)
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinitions")
     p.set_defaults(func=cmd_crd)

@@ -21,8 +21,12 @@ class Inventory:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
 
-    def add(self, view: Any) -> None:
+    def add(self, view: Any) -> bool:
+        """Hold ``view``; False for a workload run by another workload (a Deployment's ReplicaSet, a
+        CronJob's Job, a controller's Pod): its owner is evaluated instead, once."""
         if isinstance(view, Workload):
+            if view.owner is not None:
+                return False
             self.workloads[view.key] = view
         elif isinstance(view, Service):
             self.services[view.key] = view
@@ -32,6 +36,7 @@ class Inventory:
             self.namespaces[view.name] = view
         elif isinstance(view, Node):
             self.nodes[view.name] = view
+        return True
 
     def namespace_labels(self, ns: str) -> dict[str, str]:
         found = self.namespaces.get(ns)

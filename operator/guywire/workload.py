@@ -111,6 +111,7 @@ class Workload:
     source: SourceRef | None = None
     uid: str | None = None
     generation: int | None = None
+    owner: tuple[str, str] | None = None  # the controller's (kind, name), e.g. a Deployment's ReplicaSet
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -310,6 +311,14 @@ def object_meta(obj: dict) -> tuple[str | None, str | None, dict]:
     return (str(name) if name else None), (str(ns) if ns else None), meta
 
 
+def controller_of(meta: dict) -> tuple[str, str] | None:
+    for ref in _list(meta.get("ownerReferences")):
+        ref = _dict(ref)
+        if ref.get("controller") and ref.get("kind") and ref.get("name"):
+            return str(ref["kind"]), str(ref["name"])
+    return None
+
+
 def parse_workload(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> Workload:
     kind = str(obj.get("kind"))
     name, ns, meta = object_meta(obj)
@@ -330,6 +339,7 @@ def parse_workload(obj: dict, source: SourceRef | None = None, default_namespace
         decl=parse_declarations(annotations), source=source,
         uid=str(meta["uid"]) if meta.get("uid") else None,
         generation=meta.get("generation") if isinstance(meta.get("generation"), int) else None,
+        owner=controller_of(meta),
     )
 
 

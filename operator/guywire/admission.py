@@ -1,0 +1,209 @@
+"""Admission decisions: one AdmissionReview in, one AdmissionReview out, judged by the engine.
+
+Pure apart from the engine it is given: no kopf, no HTTP. The engine's graph is
+changed for the time of the decision (so graph rules see the cluster as it would be
+after the request) and restored before returning, whatever the outcome; nothing
+else is written.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .annotations import OWN_ANNOTATIONS
+from .engine import Engine, worst_first
+from .inventory import POLICY_KINDS, view_of
+from .model.finding import Finding
+from .model.policy import Enforcement, PolicyError, parse_policy
+from .workload import WORKLOAD_KINDS, ParseError, Workload
+
+API_VERSION = "admission.k8s.io/v1"
+MAX_WARNINGS = 10
+MAX_WARNING_CHARS = 256
+MAX_MESSAGE_CHARS = 4000
+
+
+class BadReview(ValueError):
+    """A body that is not an AdmissionReview this server can answer; ``status`` is the HTTP code."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class Decision:
+    uid: str
+    allowed: bool = True
+    message: str = ""
+    warnings: list[str] = field(default_factory=list)
+    outcome: str = "allowed"  # allowed | warned | denied | error | skipped
+    policies: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def review(self) -> dict:
+        resp: dict[str, Any] = {"uid": self.uid, "allowed": self.allowed}
+        if not self.allowed:
+            resp["status"] = {"code": 403, "reason": "Forbidden", "message": self.message}
+        if self.warnings:
+            resp["warnings"] = self.warnings
+        return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": resp}
+
+
+def parse_review(raw: bytes | str) -> dict:
+    try:
+        review = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadReview(f"the body is not JSON: {exc}.") from None
+    if not isinstance(review, dict):
+        raise BadReview("the body is not an AdmissionReview object.")
+    if review.get("kind") != "AdmissionReview":
+        raise BadReview(f"kind is {review.get('kind')!r}, not AdmissionReview.")
+    if review.get("apiVersion") != API_VERSION:
+        raise BadReview(f"apiVersion is {review.get('apiVersion')!r}; only {API_VERSION} is served.")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("request is missing or not an object.")
+    if not isinstance(request.get("uid"), str) or not request["uid"]:
+        raise BadReview("request.uid is missing.")
+    return request
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _strip_own(obj: Any) -> Any:
+    if not isinstance(obj, dict):
+        return obj
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    meta.pop("managedFields", None)
+    meta.pop("generation", None)
+    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
+                           if k not in OWN_ANNOTATIONS and not k.startswith("kopf.zalando.org")}
+    return {**obj, "metadata": meta, "status": None}
+
+
+class Admission:
+    def __init__(self, engine: Engine, *, own_namespace: str = "guywire", own_users: frozenset[str] = frozenset(),
+                 ready: bool = True):
+        self.engine = engine
+        self.own_namespace = own_namespace
+        self.own_users = own_users
+        self.ready = ready
+
+    def decide(self, request: dict) -> Decision:
+        uid = request["uid"]
+        d = Decision(uid=uid, dry_run=bool(request.get("dryRun")))
+        try:
+            self._decide(request, d)
+        except Exception as exc:  # errors are not failures: allow and say so
+            d.allowed, d.outcome = True, "error"
+            d.warnings = [clip(f"guywire could not evaluate this request ({type(exc).__name__}: {exc}); allowed.",
+                               MAX_WARNING_CHARS)]
+        return d
+
+    def _decide(self, request: dict, d: Decision) -> None:
+        operation = request.get("operation")
+        obj = request.get("object")
+        kind = (request.get("kind") or {}).get("kind") or (obj or {}).get("kind")
+        namespace = request.get("namespace") or ((obj or {}).get("metadata") or {}).get("namespace")
+        if operation not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+            d.outcome = "skipped"
+            return
+        if namespace in ("kube-system", self.own_namespace):
+            d.outcome = "skipped"
+            return
+        if ((request.get("userInfo") or {}).get("username")) in self.own_users:
+            d.outcome = "skipped"
+            return
+        if kind in POLICY_KINDS:
+            try:
+                parse_policy({**obj, "kind": kind})
+            except PolicyError as exc:
+                d.allowed, d.outcome = False, "denied"
+                d.message = clip(f"guywire: {kind} {obj.get('metadata', {}).get('name', '?')} cannot be used: {exc}",
+                                 MAX_MESSAGE_CHARS)
+            return
+        if kind not in WORKLOAD_KINDS:
+            d.outcome = "skipped"
+            return
+        old = request.get("oldObject")
+        if operation == "UPDATE" and isinstance(old, dict) and _strip_own(old) == _strip_own(obj):
+            d.outcome = "skipped"  # only guywire's own annotations (or status) changed
+            return
+        if not self.ready:
+            d.outcome = "error"
+            d.warnings = ["guywire is still reading the cluster; this request was not evaluated."]
+            return
+        obj = {**obj, "kind": kind}
+        if namespace and not (obj.get("metadata") or {}).get("namespace"):
+            obj["metadata"] = {**(obj.get("metadata") or {}), "namespace": namespace}
+        try:
+            view = view_of(obj)
+        except ParseError as exc:
+            d.outcome = "error"
+            d.warnings = [clip(f"guywire could not read this {kind}: {exc} Allowed without evaluation.",
+                               MAX_WARNING_CHARS)]
+            return
+        if not isinstance(view, Workload) or view.owner is not None:
+            d.outcome = "skipped"
+            return
+        per = self.judge_hypothetically(view)
+        self._verdict(view, per, d)
+
+    def judge_hypothetically(self, view: Workload) -> dict[str, list[Finding]]:
+        """Findings per policy for ``view`` as if it were stored; the engine is left as it was."""
+        engine = self.engine
+        previous = engine.inventory.workloads.get(view.key)
+        try:
+            engine.upsert(view)
+            return dict(engine.results.get(view.key, {}))
+        finally:
+            if previous is not None:
+                engine.upsert(previous)
+            else:
+                engine.remove(view.kind, view.namespace, view.name)
+
+    def _verdict(self, view: Workload, per: dict[str, list[Finding]], d: Decision) -> None:
+        policies = {p.ref: p for p in self.engine.policies}
+        enforce: dict[str, list[Finding]] = {}
+        warn: list[Finding] = []
+        for ref, found in per.items():
+            p = policies.get(ref)
+            if p is None or not found or p.spec.enforcement is Enforcement.AUDIT:
+                continue
+            d.policies.append(ref)
+            if p.spec.enforcement is Enforcement.ENFORCE:
+                enforce[ref] = worst_first(found)
+            else:
+                warn.extend(found)
+        if enforce:
+            d.allowed, d.outcome = False, "denied"
+            lines: list[str] = []
+            for ref, found in enforce.items():
+                lines.append(f"guywire: {ref} (Enforce) denies {view.ref}: {len(found)} violation(s).")
+                lines += [f.render() for f in found]
+            text = ""
+            for i, line in enumerate(lines):
+                if len(text) + len(line) + 1 > MAX_MESSAGE_CHARS - 40:
+                    text += f"… and {len(lines) - i} more line(s)."
+                    break
+                text += line + "\n"
+            d.message = text.rstrip("\n")
+        seen: set[tuple] = set()
+        unique = []
+        for f in worst_first(warn):
+            k = (f.rule, f.location, f.message)
+            if k not in seen:
+                seen.add(k)
+                unique.append(f)
+        if unique:
+            d.warnings = [clip(f.render(), MAX_WARNING_CHARS) for f in unique[:MAX_WARNINGS]]
+            if len(unique) > MAX_WARNINGS:
+                d.warnings.append(f"… and {len(unique) - MAX_WARNINGS} more guywire finding(s); see "
+                                  "kubectl describe after apply.")
+            if d.allowed:
+                d.outcome = "warned"

@@ -1,0 +1,166 @@
+"""Kubernetes API I/O for the operator: merge patches, status writes and Events, with retries.
+
+Built on the official client (sync) run in worker threads, so it serves kopf's asyncio
+loop without blocking it. Every call retries conflicts, throttling, 5xx and timeouts
+with exponential backoff; what still fails is reported to the caller, who keeps the
+write pending for the next pass.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("guywire.kube")
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    kind: str
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+WORKLOAD_KINDS = {
+    "Deployment": Kind("Deployment", "apps", "v1", "deployments"),
+    "StatefulSet": Kind("StatefulSet", "apps", "v1", "statefulsets"),
+    "DaemonSet": Kind("DaemonSet", "apps", "v1", "daemonsets"),
+    "ReplicaSet": Kind("ReplicaSet", "apps", "v1", "replicasets"),
+    "Job": Kind("Job", "batch", "v1", "jobs"),
+    "CronJob": Kind("CronJob", "batch", "v1", "cronjobs"),
+    "Pod": Kind("Pod", "", "v1", "pods"),
+}
+POLICY_KINDS = {
+    "ComplexityPolicy": Kind("ComplexityPolicy", "guywire.dev", "v1alpha1", "complexitypolicies"),
+    "ClusterComplexityPolicy": Kind("ClusterComplexityPolicy", "guywire.dev", "v1alpha1",
+                                    "clustercomplexitypolicies", namespaced=False),
+}
+NODE = Kind("Node", "", "v1", "nodes", namespaced=False)
+EVENT = Kind("Event", "", "v1", "events")
+
+RETRYABLE = {409, 429, 500, 502, 503, 504}
+
+
+def load_config(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
+    """KUBECONFIG (or the given file), else the in-cluster service account."""
+    try:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context)
+    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
+        kubernetes.config.load_incluster_config()
+    return kubernetes.client.Configuration.get_default_copy()
+
+
+class ApiFailure(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class KubeClient:
+    def __init__(self, configuration: kubernetes.client.Configuration | None = None, *, attempts: int = 5,
+                 base_delay: float = 0.2, timeout: float = 10.0):
+        self.api = kubernetes.client.ApiClient(configuration)
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.api.close()
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        try:
+            data = self.api.call_api(path, method, header_params={"Content-Type": content_type,
+                                                                  "Accept": "application/json"},
+                                     body=body, auth_settings=["BearerToken"], _preload_content=False,
+                                     _request_timeout=self.timeout)
+        except ApiException as exc:
+            raise ApiFailure(exc.status or 0, _reason(exc)) from None
+        except Exception as exc:  # connection refused, timeouts, TLS
+            raise ApiFailure(0, f"{type(exc).__name__}: {exc}") from None
+        resp = data[0] if isinstance(data, tuple) else data
+        raw = resp.data
+        return json.loads(raw) if raw else None
+
+    async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                      *, retry_conflicts: bool = True) -> Any:
+        delay = self.base_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await asyncio.to_thread(self._call, method, path, body, content_type)
+            except ApiFailure as exc:
+                retryable = exc.status in RETRYABLE or exc.status == 0
+                if exc.status == 409 and not retry_conflicts:
+                    raise
+                if not retryable or attempt == self.attempts:
+                    raise
+                log.info("API %s %s answered %s; retrying in %.1fs.", method, path, exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    async def merge_patch(self, path: str, body: dict) -> Any:
+        return await self.request("PATCH", path, body, "application/merge-patch+json")
+
+    async def get(self, path: str) -> Any:
+        return await self.request("GET", path)
+
+    async def post_event(self, *, involved: dict, reason: str, message: str, type_: str, key: str,
+                         instance: str = "guywire") -> str:
+        """Create an Event with a name derived from ``key``, so the same episode is never posted twice.
+
+        Returns "created", or "exists" when an Event of that name is already stored (posted
+        before a restart): its lastTimestamp is then refreshed instead.
+        """
+        ns = involved.get("namespace") or "default"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        name = f"{involved['name'][:200]}.gw{digest}"
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "guywire"}},
+            "involvedObject": involved, "reason": reason, "message": message[:1024], "type": type_,
+            "source": {"component": "guywire"}, "reportingComponent": "guywire.dev/operator",
+            "reportingInstance": instance[:128], "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "action": "Evaluate",
+        }
+        try:
+            await self.request("POST", EVENT.path(ns), body, retry_conflicts=False)
+            return "created"
+        except ApiFailure as exc:
+            if exc.status != 409:
+                raise
+        await self.merge_patch(EVENT.path(ns, name), {"lastTimestamp": now})
+        return "exists"
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message") or exc.reason or ""
+    except Exception:
+        return exc.reason or ""

@@ -1,0 +1,30 @@
+"""Prometheus metrics of the operator and the webhook, in one registry, with bounded labels only."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+FINDINGS = Gauge("guywire_findings", "Current findings by rule, severity and namespace.",
+                 ["rule", "severity", "namespace"], registry=REGISTRY)
+EVALUATION_SECONDS = Histogram("guywire_evaluation_duration_seconds", "Time to evaluate workloads.",
+                               ["scope"], registry=REGISTRY,
+                               buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+WORKLOADS_INDEXED = Gauge("guywire_workloads_indexed", "Workloads held in the operator's index.", registry=REGISTRY)
+SERVICES_INDEXED = Gauge("guywire_services_indexed", "Services held in the operator's index.", registry=REGISTRY)
+POLICIES = Gauge("guywire_policies", "Policies known, by readiness.", ["ready"], registry=REGISTRY)
+EVENTS = Counter("guywire_events_total", "Kubernetes Events posted, by type.", ["type"], registry=REGISTRY)
+EVENTS_DROPPED = Counter("guywire_events_dropped_total", "Events not posted because the queue was full.",
+                         registry=REGISTRY)
+PATCHES = Counter("guywire_patches_total", "Writes to the API, by target and outcome.", ["target", "outcome"],
+                  registry=REGISTRY)
+API_ERRORS = Counter("guywire_api_errors_total", "API calls that failed after retries, by operation.",
+                     ["operation"], registry=REGISTRY)
+ADMISSION_REQUESTS = Counter("guywire_admission_requests_total", "Admission decisions, by outcome and policy.",
+                             ["outcome", "policy"], registry=REGISTRY)
+ADMISSION_SECONDS = Histogram("guywire_admission_duration_seconds", "Server-side admission latency.",
+                              registry=REGISTRY,
+                              buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
+ADMISSION_ERRORS = Counter("guywire_admission_errors_total", "Requests the engine could not evaluate (allowed).",
+                           registry=REGISTRY)
+TAINTS = Gauge("guywire_gpu_nodes_tainted", "GPU nodes tainted by guywire.", registry=REGISTRY)

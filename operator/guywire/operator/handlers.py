@@ -1,0 +1,95 @@
+"""kopf handlers: thin translations from watch events to the operator state. No rule logic here.
+
+Every watched kind gets a kopf index (its slim view, keyed by object) and a
+``<resource>_event`` handler. kopf runs no handler until every index has been
+populated from its initial listing, so the first handler call is the moment the
+whole cluster is known: the graph is built once, then kept up to date incrementally.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from .state import OperatorState
+from .webhook import WebhookServer
+
+log = logging.getLogger("guywire.operator")
+
+#: (group, version, plural) of every kind the operator watches.
+WATCHED = [
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "statefulsets"),
+    ("apps", "v1", "daemonsets"),
+    ("apps", "v1", "replicasets"),
+    ("batch", "v1", "jobs"),
+    ("batch", "v1", "cronjobs"),
+    ("", "v1", "services"),
+    ("", "v1", "namespaces"),
+    ("", "v1", "nodes"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("monitoring.coreos.com", "v1", "podmonitors"),
+    ("guywire.dev", "v1alpha1", "complexitypolicies"),
+    ("guywire.dev", "v1alpha1", "clustercomplexitypolicies"),
+]
+
+
+def _resource(group: str, version: str, plural: str) -> tuple:
+    return (group, version, plural) if group else (version, plural)
+
+
+def _state(memo: Any) -> OperatorState:
+    return memo["state"]
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    """A fresh registry with guywire's handlers, so tests can run several operators in one process."""
+    registry = kopf.OperatorRegistry()
+
+    for group, version, plural in WATCHED:
+        res = _resource(group, version, plural)
+
+        def object_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict:
+            state = _state(memo)
+            try:
+                state.observe(dict(body))
+            except Exception:  # a bad object must not stop indexing
+                log.exception("Cannot index %s %s.", body.get("kind"), body.get("metadata", {}).get("name"))
+            meta = body.get("metadata", {})
+            return {(body.get("kind"), meta.get("namespace"), meta.get("name")): True}
+
+        def object_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+            state = _state(memo)
+            state.warm_up()
+            if type == "DELETED":
+                meta = body.get("metadata", {})
+                state.forget(body.get("kind"), meta.get("namespace"), meta.get("name"))
+
+        object_index.__name__ = f"{plural}_index"
+        object_event.__name__ = f"{plural}_event"
+        kopf.index(*res, id=f"{plural}_index", registry=registry)(object_index)
+        kopf.on.event(*res, id=f"{plural}_event", registry=registry)(object_event)
+
+    @kopf.on.startup(registry=registry)
+    async def operator_startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # guywire posts its own deduplicated Events
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="guywire.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="guywire.dev",
+                                                                                  key="last-handled-configuration")
+        settings.watching.server_timeout = memo.get("watch_timeout", 300)
+        settings.watching.client_timeout = memo.get("watch_timeout", 300) + 30
+        state = _state(memo)
+        state.start()
+        if memo.get("webhook") is not None:
+            server = WebhookServer(state.admission, memo["webhook"])
+            await server.start()
+            memo["webhook_server"] = server
+
+    @kopf.on.cleanup(registry=registry)
+    async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
+        if memo.get("webhook_server") is not None:
+            await memo["webhook_server"].stop()
+        await _state(memo).stop()
+
+    return registry

@@ -1,0 +1,136 @@
+"""``guywire run``: the operator process — kopf, metrics, health probes, logging."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+import kopf
+
+from ..kube import KubeClient, load_config
+from ..model.units import parse_duration
+from .handlers import build_registry
+from .options import add_run_arguments  # noqa: F401  (re-exported for the CLI)
+from .state import OperatorState, Settings
+from .webhook import WebhookSettings
+
+log = logging.getLogger("guywire.operator")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+               "logger": record.name, "message": record.getMessage()}
+        for key in ("k8s_obj", "object"):
+            if hasattr(record, key):
+                out[key] = str(getattr(record, key))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(fmt: str, verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("kopf").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def settings_from(args: Any) -> Settings:
+    users = frozenset({f"system:serviceaccount:{args.own_namespace}:{args.service_account}"})
+    return Settings(own_namespace=args.own_namespace, audit_interval=parse_duration(args.audit_interval),
+                    status_interval=parse_duration(args.status_interval),
+                    events_per_second=args.events_per_second,
+                    instance=os.environ.get("POD_NAME") or Settings().instance, own_users=users)
+
+
+def webhook_settings(args: Any) -> WebhookSettings | None:
+    if not args.webhook_port:
+        return None
+    return WebhookSettings(host=args.webhook_host, port=args.webhook_port, cert=args.webhook_cert,
+                           key=args.webhook_key, insecure=args.webhook_insecure)
+
+
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the client configuration guywire loaded (the same for both clients)."""
+    token = None
+    auth = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+    if auth:
+        token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else auth
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert or None,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None,
+        token=token,
+        username=configuration.username or None,
+        password=configuration.password or None,
+    )
+
+
+def make_memo(state: OperatorState, **extra: Any) -> kopf.Memo:
+    memo = kopf.Memo()
+    memo["state"] = state
+    memo.update(extra)
+    return memo
+
+
+async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None) -> None:
+    """Run the operator until ``stop_flag`` is set (or a signal arrives)."""
+    configuration = load_config(args.kubeconfig, args.context)
+    client = KubeClient(configuration)
+    state = OperatorState(client, settings_from(args))
+    registry = build_registry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(configuration)
+
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        from ..metrics import REGISTRY
+        start_http_server(args.metrics_port, registry=REGISTRY)
+    namespaces = [n for n in args.namespace if n]
+    clusterwide = args.all_namespaces or not namespaces
+    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    try:
+        await kopf.operator(registry=registry, memo=make_memo(state, webhook=webhook_settings(args)), standalone=args.standalone,
+                            peering_name=None if args.standalone else args.peering, clusterwide=clusterwide,
+                            namespaces=[] if clusterwide else namespaces, liveness_endpoint=liveness,
+                            stop_flag=stop_flag, ready_flag=ready_flag)
+    finally:
+        client.close()
+
+
+def cmd_run(args: Any) -> int:
+    setup_logging(args.log_format, args.verbose)
+    log.info("guywire operator starting (%s).", "all namespaces" if (args.all_namespaces or not args.namespace)
+             else ", ".join(args.namespace))
+    try:
+        asyncio.run(operate(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def run_in_thread(args: Any) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """Start the operator in a thread with its own loop (tests, embedding); returns (thread, stop, ready)."""
+    stop, ready = threading.Event(), threading.Event()
+
+    def target() -> None:
+        asyncio.run(operate(args, stop_flag=stop, ready_flag=ready))
+
+    thread = threading.Thread(target=target, name="guywire-operator", daemon=True)
+    thread.start()
+    return thread, stop, ready

@@ -1,0 +1,433 @@
+"""The operator's state: the engine fed from watch events, and the writes that follow from its results.
+
+Handlers (handlers.py) only translate kopf's calls into ``observe_*`` / ``forget_*``;
+this module decides what to write (annotations, Events, policy status) and writes it
+in batches, never more than the results changed.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..admission import Admission
+from ..annotations import COMPLEXITY_SCORE, EVALUATED_AT, OWN_ANNOTATIONS, VIOLATIONS
+from ..engine import Engine, worst_first
+from ..graph import Graph
+from ..inventory import Inventory, view_of
+from ..kube import POLICY_KINDS, WORKLOAD_KINDS, ApiFailure, KubeClient
+from ..model.finding import Finding
+from ..model.policy import Enforcement, Policy, PolicyError, parse_policy
+from ..workload import ParseError, Workload
+from .. import metrics
+
+log = logging.getLogger("guywire.operator")
+WKey = tuple[str, str, str]
+
+
+@dataclass
+class Settings:
+    own_namespace: str = "guywire"
+    audit_interval: float = 600.0
+    flush_interval: float = 0.5
+    status_interval: float = 2.0
+    events_per_second: float = 5.0
+    events_burst: int = 50
+    event_queue_max: int = 10_000
+    findings_cap: int = 50
+    write_concurrency: int = 8
+    instance: str = field(default_factory=socket.gethostname)
+    own_users: frozenset[str] = frozenset()
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fingerprint(body: dict) -> str:
+    """What the engine reads of an object, hashed; guywire's own annotations are left out so that
+    its own writes never trigger another evaluation."""
+    meta = body.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in OWN_ANNOTATIONS}
+    relevant = [meta.get("labels"), annotations, meta.get("ownerReferences"), body.get("spec"),
+                (body.get("status") or {}).get("allocatable") if body.get("kind") == "Node" else None]
+    return hashlib.blake2b(json.dumps(relevant, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def wait_time(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class OperatorState:
+    def __init__(self, client: KubeClient | None, settings: Settings | None = None):
+        self.client = client
+        self.settings = settings or Settings()
+        self.engine = Engine([], Inventory(), skip_namespaces={self.settings.own_namespace})
+        self.warm = False
+        self.policies: dict[str, Policy] = {}
+        self.policy_meta: dict[str, dict] = {}  # ref -> {kind, namespace, name, generation}
+        self.policy_errors: dict[str, str] = {}
+        self.fingerprints: dict[tuple, str] = {}
+        self.written: dict[WKey, tuple[str, str]] = {}  # what our annotations hold: (violations, score)
+        self.announced: dict[WKey, set[str]] = {}  # rules whose Warning event was posted
+        self.dirty: set[WKey] = set()
+        self.status_dirty = True
+        self.status_written: dict[str, dict] = {}
+        self.events: OrderedDict[tuple, dict] = OrderedDict()
+        self.bucket = TokenBucket(self.settings.events_per_second, self.settings.events_burst)
+        self.tasks: list[asyncio.Task] = []
+        self.last_status_flush = 0.0
+
+    # ----- feeding the engine ------------------------------------------------------------------
+    def _changed(self, ident: tuple, body: dict) -> bool:
+        fp = fingerprint(body)
+        if self.fingerprints.get(ident) == fp:
+            return False
+        self.fingerprints[ident] = fp
+        return True
+
+    def observe(self, body: dict) -> None:
+        """A watched object was added or changed."""
+        kind = body.get("kind")
+        meta = body.get("metadata") or {}
+        ident = (kind, meta.get("namespace"), meta.get("name"))
+        if kind in POLICY_KINDS:
+            self.observe_policy(body)
+            return
+        if not self._changed(ident, body):
+            return
+        try:
+            view = view_of(body)
+        except ParseError as exc:
+            log.warning("Cannot read %s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), exc)
+            return
+        if view is None:
+            return
+        if isinstance(view, Workload):
+            if view.owner is not None:
+                return
+            if view.key not in self.written:
+                self.written[view.key] = (view.annotations.get(VIOLATIONS, ""),
+                                          view.annotations.get(COMPLEXITY_SCORE, ""))
+                self.announced[view.key] = {r for r in view.annotations.get(VIOLATIONS, "").split(",") if r}
+        if not self.warm:
+            self.engine.inventory.add(view)
+            return
+        started = time.perf_counter()
+        affected = self.engine.upsert(view)
+        metrics.EVALUATION_SECONDS.labels("incremental").observe(time.perf_counter() - started)
+        self._mark(affected)
+
+    def forget(self, kind: str, namespace: str | None, name: str) -> None:
+        """A watched object was deleted."""
+        self.fingerprints.pop((kind, namespace, name), None)
+        if kind in POLICY_KINDS:
+            ref = self._policy_ref(kind, namespace, name)
+            self.policies.pop(ref, None)
+            self.policy_meta.pop(ref, None)
+            self.policy_errors.pop(ref, None)
+            self.status_written.pop(ref, None)
+            if self.warm:
+                self._reevaluate_all()
+            return
+        if not self.warm:
+            self._remove_cold(kind, namespace, name)
+            return
+        affected = self.engine.remove(kind, namespace, name)
+        key = (namespace or "default", kind, name)
+        self.written.pop(key, None)
+        self.announced.pop(key, None)
+        self._mark(affected)
+
+    def _remove_cold(self, kind: str, namespace: str | None, name: str) -> None:
+        inv = self.engine.inventory
+        ns = namespace or "default"
+        inv.workloads.pop((ns, kind, name), None)
+        if kind == "Service":
+            inv.services.pop((ns, name), None)
+        elif kind == "Namespace":
+            inv.namespaces.pop(name, None)
+        elif kind == "Node":
+            inv.nodes.pop(name, None)
+        else:
+            inv.monitors.pop((ns, kind, name), None)
+
+    @staticmethod
+    def _policy_ref(kind: str, namespace: str | None, name: str) -> str:
+        return f"{kind}/{name}" if kind == "ClusterComplexityPolicy" else f"{kind} {namespace or 'default'}/{name}"
+
+    def observe_policy(self, body: dict) -> None:
+        kind = body["kind"]
+        meta = body.get("metadata") or {}
+        ref = self._policy_ref(kind, meta.get("namespace"), meta.get("name"))
+        self.policy_meta[ref] = {"kind": kind, "namespace": meta.get("namespace"), "name": meta.get("name"),
+                                 "generation": meta.get("generation")}
+        ident = (kind, meta.get("namespace"), meta.get("name"))
+        if not self._changed(ident, body) and ref in (self.policies.keys() | self.policy_errors.keys()):
+            return
+        try:
+            policy = parse_policy(body)
+        except PolicyError as exc:
+            log.warning("Policy %s cannot be used: %s", ref, exc)
+            self.policy_errors[ref] = str(exc)
+            self.policies.pop(ref, None)
+        else:
+            self.policy_errors.pop(ref, None)
+            self.policies[ref] = policy
+        self.status_dirty = True
+        if self.warm:
+            self._reevaluate_all()
+
+    def _mark(self, keys) -> None:
+        self.dirty.update(keys)
+        if keys:
+            self.status_dirty = True
+
+    def _reevaluate_all(self) -> None:
+        started = time.perf_counter()
+        self.engine.set_policies(sorted(self.policies.values(), key=lambda p: p.ref))
+        metrics.EVALUATION_SECONDS.labels("full").observe(time.perf_counter() - started)
+        self._mark(set(self.engine.inventory.workloads))
+        self.status_dirty = True
+
+    def warm_up(self) -> None:
+        """All watched kinds are listed: build the graph once and judge everything."""
+        if self.warm:
+            return
+        self.engine.graph = Graph(self.engine.inventory)
+        self.warm = True
+        self._reevaluate_all()
+        log.info("Indexed %d workloads, %d Services, %d policies; evaluated all.",
+                 len(self.engine.inventory.workloads), len(self.engine.inventory.services), len(self.policies))
+
+    def full_audit(self) -> None:
+        if self.warm:
+            self._reevaluate_all()
+
+    # ----- deciding writes ---------------------------------------------------------------------
+    def enforcement_of(self, ref: str) -> Enforcement:
+        p = self.policies.get(ref)
+        return p.spec.enforcement if p else Enforcement.AUDIT
+
+    def desired(self, key: WKey) -> tuple[dict[str, str | None] | None, list[tuple[str, str, dict]]]:
+        """The annotation patch (None: nothing to change) and the Events to post for one workload."""
+        w = self.engine.inventory.workloads.get(key)
+        if w is None:
+            return None, []
+        per = self.engine.results.get(key, {})
+        findings = worst_first(f for found in per.values() for f in found)
+        violations = ",".join(dict.fromkeys(f.rule for f in findings))
+        score = str(self.engine.score(key)) if per else ""
+        patch = None
+        if (violations, score) != self.written.get(key, ("", "")):
+            if per:
+                patch = {VIOLATIONS: violations or None, COMPLEXITY_SCORE: score, EVALUATED_AT: now_rfc3339()}
+            else:  # no policy looks at it any more: take our annotations away
+                patch = {VIOLATIONS: None, COMPLEXITY_SCORE: None, EVALUATED_AT: None}
+        loud: dict[str, list[Finding]] = {}
+        for ref, found in per.items():
+            if self.enforcement_of(ref) is Enforcement.AUDIT:
+                continue
+            for f in found:
+                loud.setdefault(f.rule, []).append(f)
+        before = self.announced.get(key, set())
+        events = []
+        for rule in [r for r in loud if r not in before]:
+            group = worst_first(loud[rule])
+            text = group[0].render() + (f" (and {len(group) - 1} more)" if len(group) > 1 else "")
+            events.append(("Warning", rule, {"message": text, "key": f"{w.uid or w.key}|{rule}|{text}"}))
+        for rule in sorted(before - set(loud)):
+            text = f"[{rule}] {w.ref}: no longer violated."
+            events.append(("Normal", rule, {"message": text,
+                                            "key": f"{w.uid or w.key}|{rule}|resolved|{time.time():.0f}"}))
+        return patch, events
+
+    # ----- writing -----------------------------------------------------------------------------
+    async def flush(self) -> None:
+        if not self.warm or self.client is None:
+            return
+        keys, self.dirty = self.dirty, set()
+        sem = asyncio.Semaphore(self.settings.write_concurrency)
+
+        async def one(key: WKey) -> None:
+            async with sem:
+                await self._write_workload(key)
+
+        await asyncio.gather(*(one(k) for k in keys))
+        if self.status_dirty and time.monotonic() - self.last_status_flush >= self.settings.status_interval:
+            self.status_dirty = False
+            self.last_status_flush = time.monotonic()
+            await self.write_statuses()
+
+    async def _write_workload(self, key: WKey) -> None:
+        w = self.engine.inventory.workloads.get(key)
+        if w is None:
+            return
+        patch, events = self.desired(key)
+        kind = WORKLOAD_KINDS.get(w.kind)
+        if kind is None:
+            return
+        if patch is not None:
+            try:
+                await self.client.merge_patch(kind.path(w.namespace, w.name), {"metadata": {"annotations": patch}})
+            except ApiFailure as exc:
+                metrics.PATCHES.labels("workload", "error").inc()
+                if exc.status == 404:
+                    return  # deleted meanwhile; the watch will tell
+                log.warning("Cannot annotate %s: %s; will retry.", w.ref, exc)
+                self.dirty.add(key)
+                return
+            metrics.PATCHES.labels("workload", "ok").inc()
+            self.written[key] = (patch.get(VIOLATIONS) or "", patch.get(COMPLEXITY_SCORE) or "")
+            log.info("Annotated %s: violations=%s score=%s.", w.ref, patch.get(VIOLATIONS) or "none",
+                     patch.get(COMPLEXITY_SCORE))
+        announced = self.announced.setdefault(key, set())
+        involved = {"apiVersion": kind.api_version, "kind": w.kind, "name": w.name, "namespace": w.namespace}
+        if w.uid:
+            involved["uid"] = w.uid
+        for type_, rule, ev in events:
+            if type_ == "Warning":
+                announced.add(rule)
+            else:
+                announced.discard(rule)
+            self._queue_event((key, rule, type_), dict(involved=involved, reason=rule, type_=type_, **ev))
+
+    def _queue_event(self, ident: tuple, event: dict) -> None:
+        if ident in self.events:
+            self.events[ident] = event
+            return
+        if len(self.events) >= self.settings.event_queue_max:
+            self.events.popitem(last=False)
+            metrics.EVENTS_DROPPED.inc()
+        self.events[ident] = event
+
+    async def post_events(self) -> None:
+        """Drain the Event queue at the global rate; runs for the operator's lifetime."""
+        while True:
+            if not self.events or self.client is None:
+                await asyncio.sleep(0.1)
+                continue
+            wait = self.bucket.wait_time()
+            if wait:
+                await asyncio.sleep(wait)
+                continue
+            _, event = self.events.popitem(last=False)
+            try:
+                outcome = await self.client.post_event(instance=self.settings.instance, **event)
+                metrics.EVENTS.labels(event["type_"]).inc()
+                log.info("Event %s %s on %s/%s (%s).", event["type_"], event["reason"],
+                         event["involved"]["namespace"], event["involved"]["name"], outcome)
+            except ApiFailure as exc:
+                metrics.API_ERRORS.labels("event").inc()
+                log.warning("Cannot post event %s on %s: %s.", event["reason"], event["involved"]["name"], exc)
+
+    def status_for(self, ref: str) -> dict:
+        meta = self.policy_meta.get(ref, {})
+        gen = meta.get("generation")
+        if ref in self.policy_errors:
+            return {"observedGeneration": gen, "matched": 0, "violating": 0, "findings": [], "truncated": 0,
+                    "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
+                                    "message": self.policy_errors[ref][:1024], "observedGeneration": gen}]}
+        policy = self.policies[ref]
+        pr = self.engine.policy_result(policy)
+        cap = self.settings.findings_cap
+        findings = [{"rule": f.rule, "severity": f.severity.value, "workload": str(f.workload),
+                     "message": f.render()[:1024]} for f in pr.findings[:cap]]
+        return {"observedGeneration": gen, "matched": pr.matched, "violating": pr.violating, "findings": findings,
+                "truncated": max(0, len(pr.findings) - cap),
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Evaluated",
+                                "message": f"{pr.matched} workload(s) matched, {pr.violating} violating.",
+                                "observedGeneration": gen}]}
+
+    async def write_statuses(self) -> None:
+        self._update_finding_metrics()
+        for ref in list(self.policy_meta):
+            status = self.status_for(ref)
+            if self.status_written.get(ref) == status:
+                continue
+            meta = self.policy_meta[ref]
+            kind = POLICY_KINDS[meta["kind"]]
+            stamp = now_rfc3339()
+            body = dict(status, lastEvaluated=stamp,
+                        conditions=[dict(c, lastTransitionTime=stamp) for c in status["conditions"]])
+            try:
+                await self.client.merge_patch(kind.path(meta["namespace"], meta["name"], "status"), {"status": body})
+            except ApiFailure as exc:
+                metrics.PATCHES.labels("status", "error").inc()
+                if exc.status != 404:
+                    log.warning("Cannot write the status of %s: %s; will retry.", ref, exc)
+                    self.status_dirty = True
+                continue
+            metrics.PATCHES.labels("status", "ok").inc()
+            self.status_written[ref] = status
+            log.info("Status of %s: %s matched, %s violating.", ref, status["matched"], status["violating"])
+
+    def _update_finding_metrics(self) -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for key in self.engine.results:
+            for f in self.engine.findings_for(key):
+                k = (f.rule, f.severity.value, key[0])
+                counts[k] = counts.get(k, 0) + 1
+        metrics.FINDINGS.clear()
+        for (rule, sev, ns), n in counts.items():
+            metrics.FINDINGS.labels(rule, sev, ns).set(n)
+        metrics.WORKLOADS_INDEXED.set(len(self.engine.inventory.workloads))
+        metrics.SERVICES_INDEXED.set(len(self.engine.inventory.services))
+        metrics.POLICIES.labels("true").set(len(self.policies))
+        metrics.POLICIES.labels("false").set(len(self.policy_errors))
+
+    def admission(self) -> Admission:
+        return Admission(self.engine, own_namespace=self.settings.own_namespace,
+                         own_users=self.settings.own_users, ready=self.warm)
+
+    # ----- background loops --------------------------------------------------------------------
+    async def writer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.flush_interval)
+            try:
+                await self.flush()
+            except Exception:  # never let one bad write stop the loop
+                log.exception("Writing results failed; will retry.")
+
+    async def audit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.audit_interval)
+            log.info("Periodic full audit.")
+            self.full_audit()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self.writer_loop()), loop.create_task(self.post_events()),
+                      loop.create_task(self.audit_loop())]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.warm and self.client is not None:
+            try:
+                await asyncio.wait_for(self.flush(), timeout=5)
+            except Exception:
+                pass
+
+
+__all__ = ["OperatorState", "Settings", "fingerprint"]
