@@ -208,7 +208,12 @@ class Graph:
         edges: list[Edge] = []
         declared_services: set[SKey] = set()
         declared_workloads: set[WKey] = set()
+        declared: set[tuple[bool, str, str]] = set()
         for dep in w.decl.depends_on:
+            ident = (dep.external, dep.name, dep.namespace or ns)
+            if ident in declared:
+                continue  # one dependency written two ways (retriever, retriever.ml.svc) is one edge
+            declared.add(ident)
             edge = Edge(source=key, dep=dep, namespace=dep.namespace or ns,
                         retry=w.decl.retry_policy(dep, ns), declared=True)
             self._resolve(edge)

@@ -68,6 +68,14 @@ def retry_without_timeout(w: Workload, params: RetryRules, ctx: Context) -> Iter
                     "Add perTryTimeout and timeout to the retry annotation.")
 
 
+def _worst_case_parts(r) -> str:
+    """How a hop's worst case adds up: attempts x per-try timeout, or the overall timeout that caps it."""
+    if r.per_try_timeout is not None and (r.timeout is None or r.attempts * r.per_try_timeout <= r.timeout):
+        return f"{r.attempts} x {format_duration(r.per_try_timeout)}"
+    tries = "1 attempt" if r.attempts == 1 else f"{r.attempts} attempts"
+    return f"{tries} within a {format_duration(r.timeout)} timeout"
+
+
 @rule(id="GW-RTY-004", name="timeout-inversion", severity=Severity.HIGH, section="retries",
       switch="forbid_timeout_inversion",
       summary="A caller gives up on a hop before the callee's own retries can finish.",
@@ -91,9 +99,8 @@ def timeout_inversion(w: Workload, params: RetryRules, ctx: Context) -> Iterator
             wc, inner = worst
             path = [wlabel(w.key), wlabel(t), inner.label]
             yield Issue(f"waits {format_duration(budget)} per try on {wlabel(t)}, but {wlabel(t)} may spend "
-                        f"{format_duration(wc)} on {inner.label} ({inner.retry.attempts} x "
-                        f"{format_duration(inner.retry.per_try_timeout or wc)}). Raise the per-try timeout above "
-                        f"{format_duration(wc)} or cut the inner retries.", path=path)
+                        f"{format_duration(wc)} on {inner.label} ({_worst_case_parts(inner.retry)}). Raise the "
+                        f"per-try timeout above {format_duration(wc)} or cut the inner retries.", path=path)
             break
 
 
