@@ -23,6 +23,8 @@ BLAST_RADIUS = PREFIX + "blast-radius"
 GPU_HEALTH = PREFIX + "gpu-health"
 #: Annotations guywire writes itself; a change to only these never triggers re-evaluation.
 OWN_ANNOTATIONS = frozenset({VIOLATIONS, COMPLEXITY_SCORE, EVALUATED_AT, BLAST_RADIUS})
+#: guywire.dev/ keys that are not declarations but are no typo either (written by guywire or kopf).
+KNOWN_OTHER = OWN_ANNOTATIONS | {GPU_HEALTH, PREFIX + "last-handled-configuration"}
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$")
@@ -35,6 +37,11 @@ MAX_ATTEMPTS = 1000
 def quote(value: str, limit: int = 120) -> str:
     text = value if len(value) <= limit else value[: limit - 1] + "…"
     return '"' + text.replace("\n", "\\n") + '"'
+
+
+def _r(value: str, limit: int = 60) -> str:
+    """repr() of part of a value for a message, shortened so an absurd value cannot flood it."""
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,7 @@ def parse_host(text: str, key: str, raw: str) -> tuple[DependencyRef | None, str
     if ":" in item:
         host, _, port_text = item.rpartition(":")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            return None, f"{quote(text)} has port {port_text!r}; a port is a number from 1 to 65535."
+            return None, f"{quote(text)} has port {_r(port_text)}; a port is a number from 1 to 65535."
         port, item = int(port_text), host
     if external:
         if not item or not HOSTNAME.match(item):
@@ -126,10 +133,10 @@ def parse_host(text: str, key: str, raw: str) -> tuple[DependencyRef | None, str
         name, namespace = parts[0], parts[1]
     else:
         return None, (f"{quote(text)} is not a Service or workload name (name, name.namespace or "
-                      f"name.namespace.svc.cluster.local); write external:{item} for a host outside the cluster.")
+                      f"name.namespace.svc.cluster.local); write external:{quote(item, 60)[1:-1]} for a host outside the cluster.")
     for label in (name, namespace):
         if label is not None and not DNS_LABEL.match(label):
-            return None, f"{quote(text)}: {label!r} is not a valid Kubernetes name."
+            return None, f"{quote(text)}: {_r(label)} is not a valid Kubernetes name."
     return DependencyRef(raw=text.strip(), name=name, namespace=namespace, port=port), None
 
 
@@ -184,16 +191,16 @@ def parse_retry(key: str, value: str) -> tuple[RetryPolicy | None, list[Annotati
         name, _, raw = (s.strip() for s in item.partition("="))
         field_name = _RETRY_KEYS.get(name.lower())
         if field_name is None:
-            bad(f"unknown key {name!r}; known keys are attempts, perTryTimeout, timeout, backoff.")
+            bad(f"unknown key {_r(name)}; known keys are attempts, perTryTimeout, timeout, backoff.")
             continue
         if field_name == "attempts":
             try:
                 attempts = int(raw)
             except ValueError:
-                bad(f"attempts={raw!r} is not a whole number.")
+                bad(f"attempts={_r(raw)} is not a whole number.")
                 continue
             if attempts < 1 or attempts > MAX_ATTEMPTS:
-                bad(f"attempts={attempts} is out of range; attempts counts every try, the first included, "
+                bad(f"attempts={attempts if len(raw) <= 20 else _r(raw)} is out of range; attempts counts every try, the first included, "
                     f"from 1 (no retry) to {MAX_ATTEMPTS}.")
                 continue
             fields["attempts"] = attempts
@@ -206,15 +213,16 @@ def parse_retry(key: str, value: str) -> tuple[RetryPolicy | None, list[Annotati
                     parse_duration(raw)
                     fields["backoff"] = "fixed"
                 except ValueError:
-                    bad(f"backoff={raw!r} is unknown; use none, fixed, linear, exponential or a delay such as 100ms.")
+                    bad(f"backoff={_r(raw)} is unknown; use none, fixed, linear, exponential or a delay such as 100ms.")
         else:
             try:
                 seconds = parse_duration(raw)
-            except ValueError as exc:
-                bad(f"{name}={raw!r}: {exc}")
+            except ValueError:
+                bad(f"{name}={_r(raw)}: {_r(raw)} is not a duration: use a number with ms, s, m or h, "
+                    "such as 2s, 500ms or 5m.")
                 continue
             if seconds <= 0:
-                bad(f"{name}={raw!r} must be longer than zero.")
+                bad(f"{name}={_r(raw)} must be longer than zero.")
                 continue
             fields[field_name] = seconds
     if not fields:
@@ -284,4 +292,8 @@ def parse_declarations(annotations: dict[str, str]) -> Declarations:
             decl.errors.extend(errs)
         elif key == EXEMPT_REASON:
             decl.exempt_reason = value.strip()
+        elif key not in KNOWN_OTHER:
+            decl.errors.append(AnnotationError(key, value, f"{key} is not a guywire annotation; known ones are "
+                                               f"{DEPENDS_ON}, {RETRY}, {RETRY_FOR}<dependency>, {EXEMPT} and "
+                                               f"{EXEMPT_REASON}."))
     return decl

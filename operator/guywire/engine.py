@@ -218,9 +218,13 @@ class Engine:
     def upsert(self, view: Any) -> set[WKey]:
         """Add or replace one object; judge again what it can affect; return those workload keys."""
         if isinstance(view, Workload):
+            if view.owner is not None:
+                return set()
             affected = self.graph.upsert_workload(view)
         elif isinstance(view, Service):
             affected = self.graph.upsert_service(view)
+            # its labels decide which ServiceMonitors reach its backends (GW-OBS-003), even when they are unchanged
+            affected |= set(self.graph.backends.get(view.key, ()))
         elif isinstance(view, Namespace):
             self.inventory.namespaces[view.name] = view
             affected = {k for k in self.inventory.workloads if k[0] == view.name}

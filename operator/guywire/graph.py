@@ -78,6 +78,8 @@ class Analysis:
 def service_hosts(host: str, own_ns: str) -> SKey | None:
     """The (namespace, name) a host names in-cluster, or None: svc, svc.ns, svc.ns.svc[.cluster.local]."""
     parts = host.lower().rstrip(".").split(".")
+    if len(parts) >= 4 and parts[3] == "svc":  # pod-0.headless.ns.svc: one pod of a StatefulSet's Service
+        parts = parts[1:]
     if len(parts) == 1:
         key = (own_ns, parts[0])
     elif len(parts) == 2:
@@ -122,6 +124,7 @@ class Graph:
         self.out: dict[WKey, list[Edge]] = {}
         self.callers: dict[WKey, set[WKey]] = {}  # reverse edges: workload -> workloads that call it
         self.refs: dict[SKey, set[WKey]] = {}  # (ns, name) a workload's edges name -> those workloads
+        self.mentions: dict[WKey, set[SKey]] = {}  # Services a workload's env names, edge or not (in refs too)
         self.backends: dict[SKey, tuple[WKey, ...]] = {}
         self.selected_by: dict[WKey, set[SKey]] = {}  # workload -> Services that select it
         self.by_name: dict[SKey, list[WKey]] = {}
@@ -222,11 +225,14 @@ class Graph:
                 declared_services.add(edge.service)
             declared_workloads.update(edge.targets)
         seen: set[SKey] = set()
+        mentioned: set[SKey] = set()
         for t in w.templates:
             for c in t.containers:
                 for env_name, value in c.env:
                     for host, port in env_hosts(env_name, value):
                         skey = service_hosts(host, ns)
+                        if skey is not None:
+                            mentioned.add(skey)  # so the edge is reconsidered when the Service changes
                         if skey is None or skey in seen or skey not in self.inv.services:
                             continue
                         seen.add(skey)
@@ -242,9 +248,13 @@ class Graph:
                                     declared=False, inferred_from=f"{c.name}/{env_name}")
                         self._resolve(edge)
                         edges.append(edge)
-        self._set_edges(key, edges)
+        self._set_edges(key, edges, mentioned)
 
-    def _set_edges(self, key: WKey, edges: list[Edge]) -> None:
+    def _set_edges(self, key: WKey, edges: list[Edge], mentioned: set[SKey] | None = None) -> None:
+        for skey in self.mentions.pop(key, ()):
+            ref = self.refs.get(skey)
+            if ref:
+                ref.discard(key)
         for old in self.out.get(key, ()):
             for t in old.targets:
                 s = self.callers.get(t)
@@ -257,8 +267,12 @@ class Graph:
         for e in edges:
             for t in e.targets:
                 self.callers.setdefault(t, set()).add(key)
-            if not e.external:
+            if not e.dep.external:  # an ExternalName Service too: it may be deleted or get a selector
                 self.refs.setdefault((e.namespace, e.dep.name), set()).add(key)
+        if mentioned:
+            self.mentions[key] = mentioned
+            for skey in mentioned:
+                self.refs.setdefault(skey, set()).add(key)
 
     # ----- incremental changes ---------------------------------------------------------------
     def _rebackend(self, skeys: set[SKey]) -> set[WKey]:
@@ -291,16 +305,19 @@ class Graph:
         if w is None:
             return set()
         callers = set(self.callers.get(key, ()))
+        callees = {t for e in self.out.get(key, ()) for t in e.targets}
         self._set_edges(key, [])
         self._unindex_workload(w)
         del self.inv.workloads[key]
         self.out.pop(key, None)
-        self.analysis.pop(key, None)
+        gone = self.analysis.pop(key, None)
+        if gone is not None:
+            self.sccs.pop(gone.scc, None)  # a self-loop has no other member to clear its cycle
         self.callers.pop(key, None)
         affected_services = set(self.selected_by.pop(key, ()))
         dirty = callers | self._rebackend(affected_services) | self.refs.get((w.namespace, w.name), set())
         dirty.discard(key)
-        return self._rebuild(dirty)
+        return self._rebuild(dirty, callees)
 
     def upsert_service(self, svc: Service) -> set[WKey]:
         self.inv.services[svc.key] = svc
@@ -312,11 +329,16 @@ class Graph:
         del self.inv.services[skey]
         return self._rebuild(self._rebackend({skey}))
 
-    def _rebuild(self, dirty: set[WKey]) -> set[WKey]:
+    def _rebuild(self, dirty: set[WKey], callees: set[WKey] | None = None) -> set[WKey]:
+        """Rebuild the edges of ``dirty``; return them, their ancestors, and the workloads that gained or
+        lost a caller (rules such as GW-OBS-001 read ``callers``)."""
         dirty = {k for k in dirty if k in self.inv.workloads}
+        callees = set(callees or ())
         for key in dirty:
+            before = {t for e in self.out.get(key, ()) for t in e.targets}
             self._build_edges(key)
-        return self.analyze(dirty)
+            callees |= before ^ {t for e in self.out[key] for t in e.targets}
+        return self.analyze(dirty) | {k for k in callees if k in self.inv.workloads}
 
     # ----- analysis ------------------------------------------------------------------------
     def ancestors(self, keys: set[WKey]) -> set[WKey]:

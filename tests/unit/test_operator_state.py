@@ -1,0 +1,202 @@
+"""The operator's write decisions, with a recording client in place of the API (the kopf side is
+covered by tests/integration/test_operator.py against a real HTTP API)."""
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from guywire.annotations import COMPLEXITY_SCORE, VIOLATIONS
+from guywire.kube import ApiFailure
+from guywire.operator.state import OperatorState, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RecordingClient:
+    def __init__(self):
+        self.patches: list[tuple[str, dict]] = []
+        self.events: list[dict] = []
+        self.fail_next: int = 0
+        self.event_names: set[str] = set()
+
+    async def merge_patch(self, path, body):
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ApiFailure(500, "injected")
+        self.patches.append((path, body))
+        return {}
+
+    async def post_event(self, *, involved, reason, message, type_, key, instance="x"):
+        exists = key in self.event_names
+        self.event_names.add(key)
+        self.events.append({"reason": reason, "type": type_, "message": message, "name": involved["name"]})
+        return "exists" if exists else "created"
+
+
+def example_bodies() -> list[dict]:
+    out = []
+    for f in sorted((ROOT / "examples").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc:
+                doc.setdefault("metadata", {}).setdefault("uid", f"uid-{doc['kind']}-{doc['metadata']['name']}")
+                doc["metadata"].setdefault("generation", 1)
+                out.append(doc)
+    return out
+
+
+def started(client=None) -> OperatorState:
+    state = OperatorState(client or RecordingClient(), Settings(status_interval=0, events_per_second=1000,
+                                                                events_burst=1000))
+    for body in example_bodies():
+        state.observe(body)
+    state.warm_up()
+    return state
+
+
+async def drain(state: OperatorState) -> None:
+    await state.flush()
+    while state.events:
+        _, ev = state.events.popitem(last=False)
+        await state.client.post_event(**ev)
+
+
+def annotation_patches(client) -> dict[str, dict]:
+    return {path: body["metadata"]["annotations"] for path, body in client.patches if "/status" not in path}
+
+
+def test_first_pass_annotates_violating_workloads_and_posts_one_event_per_rule():
+    state = started()
+    asyncio.run(drain(state))
+    patches = annotation_patches(state.client)
+    gw = patches["/apis/apps/v1/namespaces/ml/deployments/gateway"]
+    assert gw[VIOLATIONS].split(",")[0] == "GW-RTY-002"
+    assert int(gw[COMPLEXITY_SCORE]) > 0
+    reasons = [(e["name"], e["reason"]) for e in state.client.events]
+    assert ("gateway", "GW-RTY-002") in reasons
+    assert len(reasons) == len(set(reasons)), "one event per workload x rule"
+    assert all(e["type"] == "Warning" for e in state.client.events)
+
+
+def test_a_second_pass_with_nothing_changed_writes_nothing():
+    state = started()
+    asyncio.run(drain(state))
+    n_patches, n_events = len(state.client.patches), len(state.client.events)
+    state.full_audit()
+    asyncio.run(drain(state))
+    assert len(annotation_patches(state.client)) == len([p for p in state.client.patches[:n_patches]
+                                                         if "/status" not in p[0]])
+    assert len(state.client.events) == n_events
+
+
+def test_own_annotation_changes_are_ignored():
+    state = started()
+    asyncio.run(drain(state))
+    body = next(b for b in example_bodies() if b["metadata"]["name"] == "gateway")
+    body["metadata"]["annotations"][VIOLATIONS] = "GW-RTY-002"
+    body["metadata"]["annotations"]["guywire.dev/evaluated-at"] = "2026-11-24T00:00:00Z"
+    state.dirty.clear()
+    state.observe(body)
+    assert not state.dirty
+
+
+def test_fixing_a_workload_clears_its_annotation_and_posts_a_normal_event():
+    state = started()
+    asyncio.run(drain(state))
+    body = next(b for b in example_bodies() if b["metadata"]["name"] == "embedder")
+    body["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] = {"memory": "2Gi"}
+    state.observe(body)
+    asyncio.run(drain(state))
+    patch = annotation_patches(state.client)["/apis/apps/v1/namespaces/ml/deployments/embedder"]
+    assert patch[VIOLATIONS] is None  # merge patch null removes the annotation
+    normal = [e for e in state.client.events if e["type"] == "Normal" and e["name"] == "embedder"]
+    assert [e["reason"] for e in normal] == ["GW-OBS-004"]
+
+
+def test_a_restarted_operator_reads_what_was_announced_from_the_annotations():
+    first = started()
+    asyncio.run(drain(first))
+    written = annotation_patches(first.client)
+    bodies = example_bodies()
+    for b in bodies:
+        path_kind = {"Deployment": "deployments", "StatefulSet": "statefulsets", "Job": "jobs"}.get(b["kind"])
+        if not path_kind:
+            continue
+        ann = written.get(f"/apis/{'apps' if b['kind'] != 'Job' else 'batch'}/v1/namespaces/"
+                          f"{b['metadata']['namespace']}/{path_kind}/{b['metadata']['name']}")
+        if ann:
+            b["metadata"]["annotations"] = {**b["metadata"].get("annotations", {}),
+                                            **{k: v for k, v in ann.items() if v is not None}}
+    second = OperatorState(RecordingClient(), first.settings)
+    for b in bodies:
+        second.observe(b)
+    second.warm_up()
+    asyncio.run(drain(second))
+    assert second.client.events == []
+    assert annotation_patches(second.client) == {}
+
+
+def test_a_bad_policy_is_not_ready_and_the_others_keep_working():
+    state = started()
+    bad = {"apiVersion": "guywire.dev/v1alpha1", "kind": "ClusterComplexityPolicy",
+           "metadata": {"name": "broken", "generation": 2}, "spec": {"enforcement": "Sometimes"}}
+    state.observe(bad)
+    status = state.status_for("ClusterComplexityPolicy/broken")
+    assert status["conditions"][0]["status"] == "False"
+    assert "spec.enforcement" in status["conditions"][0]["message"]
+    assert status["observedGeneration"] == 2
+    good = state.status_for("ClusterComplexityPolicy/ai-baseline")
+    assert good["conditions"][0]["status"] == "True" and good["matched"] > 0 and good["violating"] > 0
+
+
+def test_status_findings_are_capped_worst_first_with_a_truncated_count():
+    state = started()
+    state.settings.findings_cap = 3
+    status = state.status_for("ClusterComplexityPolicy/ai-baseline")
+    assert len(status["findings"]) == 3 and status["truncated"] > 0
+    ranks = {"Critical": 4, "High": 3, "Medium": 2, "Low": 1}
+    sev = [ranks[f["severity"]] for f in status["findings"]]
+    assert sev == sorted(sev, reverse=True)
+
+
+def test_a_failed_patch_is_retried_on_the_next_pass():
+    client = RecordingClient()
+    state = started(client)
+    client.fail_next = 1
+    asyncio.run(state.flush())
+    assert state.dirty, "the failed workload stays pending"
+    asyncio.run(state.flush())
+    assert not state.dirty
+
+
+def test_events_are_rate_limited_not_dropped():
+    state = OperatorState(RecordingClient(), Settings(events_per_second=1, events_burst=2))
+    for body in example_bodies():
+        state.observe(body)
+    state.warm_up()
+    asyncio.run(state.flush())
+    queued = len(state.events)
+    assert queued > 2
+
+    async def run_for(seconds: float) -> None:
+        task = asyncio.ensure_future(state.post_events())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run_for(1.5))
+    assert 2 <= len(state.client.events) <= 4
+    assert len(state.events) == queued - len(state.client.events)
+
+
+def test_owned_workloads_are_left_to_their_owner():
+    state = started()
+    rs = copy.deepcopy(next(b for b in example_bodies() if b["metadata"]["name"] == "gateway"))
+    rs["kind"] = "ReplicaSet"
+    rs["metadata"]["name"] = "gateway-7d4b9c"
+    rs["metadata"]["ownerReferences"] = [{"kind": "Deployment", "name": "gateway", "controller": True}]
+    state.observe(rs)
+    assert ("ml", "ReplicaSet", "gateway-7d4b9c") not in state.engine.inventory.workloads
