@@ -131,9 +131,13 @@ def cmd_rules(args) -> int:
 
 
 def cmd_crd(args) -> int:
-    from .crd import crds_yaml
+    from .crd import crds_yaml, write_crds
 
-    sys.stdout.write(crds_yaml())
+    if args.output_dir:
+        for path in write_crds(args.output_dir):
+            print(f"guywire: wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write(crds_yaml())
     return EXIT_CLEAN
 
 
@@ -203,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_webhook_config)
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinitions")
+    p.add_argument("--output-dir", metavar="DIR", help="write one file per CRD into DIR instead of printing them")
     p.set_defaults(func=cmd_crd)
     return ap
 
