@@ -158,6 +158,8 @@ class Graph:
                     s.discard(w.key)
 
     def _select(self, svc: Service) -> tuple[WKey, ...]:
+        if svc.backend is not None:
+            return (svc.backend,) if svc.backend in self.inv.workloads else ()
         if not svc.selector or svc.external_name:
             return ()
         candidates: set[WKey] | None = None
@@ -297,6 +299,12 @@ class Graph:
         self.inv.workloads[w.key] = w
         self._index_workload(w)
         affected_services = {s for s in self.backends if w.namespace == s[0]}
+        for name in w.implicit_services:
+            skey = (w.namespace, name)
+            if skey not in self.inv.services:
+                self.inv.services[skey] = Service(namespace=w.namespace, name=name, selector={}, ports=[],
+                                                  labels={}, backend=w.key)
+                affected_services.add(skey)
         dirty = {w.key} | self._rebackend(affected_services) | self.refs.get((w.namespace, w.name), set())
         return self._rebuild(dirty)
 
@@ -315,6 +323,10 @@ class Graph:
             self.sccs.pop(gone.scc, None)  # a self-loop has no other member to clear its cycle
         self.callers.pop(key, None)
         affected_services = set(self.selected_by.pop(key, ()))
+        for skey, svc in list(self.inv.services.items()):
+            if svc.backend == key:  # the Services its controller made go with it
+                del self.inv.services[skey]
+                affected_services.add(skey)
         dirty = callers | self._rebackend(affected_services) | self.refs.get((w.namespace, w.name), set())
         dirty.discard(key)
         return self._rebuild(dirty, callees)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .aikinds import ai_kind_of, parse_ai_workload
 from .model.finding import SourceRef
 from .workload import (
     DEFAULT_NAMESPACE, MONITOR_KINDS, WORKLOAD_KINDS, Monitor, Namespace, Node, ParseError, Service, Workload,
@@ -28,6 +29,9 @@ class Inventory:
             if view.owner is not None:
                 return False
             self.workloads[view.key] = view
+            for name in view.implicit_services:
+                if (view.namespace, name) not in self.services:
+                    self.services[(view.namespace, name)] = implicit_service(view, name)
         elif isinstance(view, Service):
             self.services[view.key] = view
         elif isinstance(view, Monitor):
@@ -45,9 +49,17 @@ class Inventory:
         return labels
 
 
+def implicit_service(w: Workload, name: str) -> Service:
+    """A Service the workload's controller creates; it leads to that workload only."""
+    return Service(namespace=w.namespace, name=name, selector={}, ports=[], labels={}, backend=w.key)
+
+
 def view_of(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> Any:
     """The view for ``obj``, or None for a kind the engine does not read. Raises ParseError on a bad object."""
     kind = obj.get("kind")
+    ai = ai_kind_of(obj)
+    if ai is not None:
+        return parse_ai_workload(obj, ai, source, default_namespace)
     if kind in WORKLOAD_KINDS:
         return parse_workload(obj, source, default_namespace)
     if kind == "Service":

@@ -112,6 +112,11 @@ class Workload:
     uid: str | None = None
     generation: int | None = None
     owner: tuple[str, str] | None = None  # the controller's (kind, name), e.g. a Deployment's ReplicaSet
+    batch: bool = False  # runs to completion (Jobs, training jobs): no probes or metrics expected
+    api_version: str = ""
+    implicit_services: tuple[str, ...] = ()  # Services its controller creates (KServe, Ray, LWS, Knative)
+    platform_probes: bool = False  # the platform probes its pods (KServe model servers, Knative)
+    platform_metrics: bool = False  # the platform exports its metrics (Knative queue-proxy)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -123,7 +128,7 @@ class Workload:
 
     @property
     def long_running(self) -> bool:
-        return self.kind not in BATCH
+        return not self.batch
 
     @property
     def containers(self) -> list[Container]:
@@ -154,6 +159,7 @@ class Service:
     type: str = "ClusterIP"
     external_name: str | None = None
     source: SourceRef | None = None
+    backend: tuple[str, str, str] | None = None  # set for a Service a workload's controller creates
 
     @property
     def key(self) -> tuple[str, str]:
@@ -340,6 +346,8 @@ def parse_workload(obj: dict, source: SourceRef | None = None, default_namespace
         uid=str(meta["uid"]) if meta.get("uid") else None,
         generation=meta.get("generation") if isinstance(meta.get("generation"), int) else None,
         owner=controller_of(meta),
+        batch=kind in BATCH,
+        api_version=str(obj.get("apiVersion") or ""),
     )
 
 

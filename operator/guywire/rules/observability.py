@@ -9,18 +9,25 @@ from ..workload import Container, PodTemplate, Workload, selector_matches
 from .base import Context, Issue, rule
 
 SCRAPE_ANNOTATION = "prometheus.io/scrape"
+KSERVE_SCRAPE_ANNOTATION = "serving.kserve.io/enable-prometheus-scraping"
 
 
-def _serving(w: Workload, ctx: Context) -> bool:
-    """A long-running workload that others reach: a Service selects it, a workload calls it, or it listens."""
+def _served_templates(w: Workload, ctx: Context) -> Iterator[PodTemplate]:
+    """Templates whose pods take traffic: a container declares a port, a Service selects the pods, or
+    (for a one-template workload) another workload calls it by name."""
     if not w.long_running:
-        return False
-    return bool(ctx.graph.selected_by.get(w.key) or ctx.graph.callers.get(w.key)
-                or any(c.ports for c in w.containers if c.main))
-
-
-def _probe_targets(w: Workload) -> Iterator[tuple[PodTemplate, Container]]:
+        return
+    selectors = [svc.selector for skey in ctx.graph.selected_by.get(w.key, ())
+                 if (svc := ctx.inventory.services.get(skey)) is not None and svc.backend is None]
+    called = bool(ctx.graph.callers.get(w.key)) and len(w.templates) == 1
     for t in w.templates:
+        if called or any(c.ports for c in t.main_containers) or any(
+                selector_matches({"matchLabels": sel}, t.labels) for sel in selectors):
+            yield t
+
+
+def _probe_targets(w: Workload, ctx: Context) -> Iterator[tuple[PodTemplate, Container]]:
+    for t in _served_templates(w, ctx):
         mains = [c for c in t.main_containers]
         with_ports = [c for c in mains if c.ports]
         for c in with_ports or mains:
@@ -34,12 +41,14 @@ def _probe_targets(w: Workload) -> Iterator[tuple[PodTemplate, Container]]:
                   "so the Service only routes to pods that can answer.")
 def missing_readiness_probe(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
     """Without a readiness probe a pod receives traffic the moment its process starts: an inference
-    server still loading a model answers with errors that every caller then retries. Checked on
-    long-running workloads that back a Service, are called by name, or declare a container port;
-    on the containers that declare ports (all main containers when none does)."""
-    if not _serving(w, ctx):
+    server still loading a model answers with errors that every caller then retries. Checked on the
+    pod templates of long-running workloads that a Service selects, that declare a container port,
+    or (one-template workloads) that another workload calls by name; on the containers that declare
+    ports (all main containers when none does). Not checked where the platform probes the pods:
+    KServe model servers, KubeRay (which injects probes) and Knative."""
+    if w.platform_probes:
         return
-    for t, c in _probe_targets(w):
+    for t, c in _probe_targets(w, ctx):
         if not c.readiness_probe:
             yield Issue("has no readinessProbe, so traffic reaches it before it can answer. "
                         "Add a readinessProbe on its serving port or health endpoint.",
@@ -53,8 +62,9 @@ def missing_readiness_probe(w: Workload, params: ObservabilityRules, ctx: Contex
                   "with a startupProbe for slow model loads.")
 def missing_liveness_probe(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
     """A process that deadlocks (a wedged CUDA context, an exhausted thread pool) keeps its pod
-    Running forever unless something restarts it. Jobs and CronJobs are not checked: they end."""
-    if not w.long_running:
+    Running forever unless something restarts it. Jobs, CronJobs and training jobs are not checked:
+    they end. Nor are KServe model servers and Knative Services, whose platform probes the pods."""
+    if not w.long_running or w.platform_probes:
         return
     for t in w.templates:
         for c in t.main_containers:
@@ -74,15 +84,17 @@ def _metrics_port(c: Container) -> bool:
                   "select the workload with a ServiceMonitor or PodMonitor.")
 def metrics_not_exposed(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
     """Latency, error and saturation figures are how anyone finds out that a dependency is the slow
-    one. Accepted: the prometheus.io/scrape annotation on the pod template or workload, a container
+    one. Accepted: the prometheus.io/scrape annotation on the pod template or workload (or KServe's
+    serving.kserve.io/enable-prometheus-scraping), a container
     port named metrics / *-metrics / metrics-*, a ServiceMonitor selecting a Service that selects
-    the pods, or a PodMonitor / PodMonitoring selecting the pods."""
-    if not w.long_running:
+    the pods, or a PodMonitor / PodMonitoring selecting the pods. Knative Services are exported by
+    their queue-proxy and not checked."""
+    if not w.long_running or w.platform_metrics:
         return
     for t in w.templates:
         if t.annotations.get(SCRAPE_ANNOTATION, "").lower() == "true":
             return
-    if w.annotations.get(SCRAPE_ANNOTATION, "").lower() == "true":
+    if any(w.annotations.get(a, "").lower() == "true" for a in (SCRAPE_ANNOTATION, KSERVE_SCRAPE_ANNOTATION)):
         return
     if any(_metrics_port(c) for c in w.containers):
         return
