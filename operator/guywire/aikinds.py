@@ -220,7 +220,10 @@ def parse_ai_workload(obj: dict, spec: AIKind, source: SourceRef | None = None,
     body = obj.get("spec")
     if not isinstance(body, dict):
         raise ParseError(f"{spec.kind} {name}: spec is missing or not an object.")
-    templates = spec.templates(name, body)
+    try:
+        templates = spec.templates(name, body)
+    except ParseError as exc:
+        raise ParseError(f"{spec.kind} {name}: {exc}") from None
     if not templates:
         raise ParseError(f"{spec.kind} {name}: no pod template or container found in spec.")
     annotations = _str_dict(meta.get("annotations"))

@@ -276,6 +276,10 @@ def parse_pod_template(template: Any, role: str | None = None, pod_spec: Any = N
     tpl = _dict(template)
     meta = _dict(metadata if pod_spec is not None else tpl.get("metadata"))
     spec = _dict(pod_spec if pod_spec is not None else tpl.get("spec"))
+    where = "spec" if pod_spec is not None else "spec.template.spec"
+    for key in ("containers", "initContainers"):
+        if spec.get(key) is not None and not isinstance(spec[key], list):
+            raise ParseError(f"{where}.{key} is a {type(spec[key]).__name__}, not a list of containers.")
     containers = [parse_container(c, init=True) for c in _list(spec.get("initContainers"))]
     containers += [parse_container(c) for c in _list(spec.get("containers"))]
     affinity = _dict(_dict(_dict(spec.get("affinity")).get("nodeAffinity"))
@@ -334,7 +338,10 @@ def parse_workload(obj: dict, source: SourceRef | None = None, default_namespace
     spec = _dict(obj.get("spec"))
     if kind != "Pod" and not isinstance(obj.get("spec"), dict):
         raise ParseError(f"{where}: spec is missing or not an object.")
-    templates = _templates(kind, obj, spec)
+    try:
+        templates = _templates(kind, obj, spec)
+    except ParseError as exc:
+        raise ParseError(f"{where}: {exc}") from None
     if templates is None:
         path = "spec.jobTemplate.spec.template" if kind == "CronJob" else "spec.template"
         raise ParseError(f"{where}: {path} is missing or not an object.")

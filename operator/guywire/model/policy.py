@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from .severity import Severity
@@ -44,6 +44,14 @@ class LabelSelectorRequirement(Strict):
     key: str = Field(min_length=1)
     operator: SelectorOperator
     values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> "LabelSelectorRequirement":
+        if self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN) and not self.values:
+            raise ValueError(f"operator {self.operator.value} needs values")
+        if self.operator in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST) and self.values:
+            raise ValueError(f"operator {self.operator.value} takes no values")
+        return self
 
 
 class LabelSelector(Strict):
@@ -140,6 +148,12 @@ class Override(Strict):
     rule: str = Field(pattern=RULE_ID_PATTERN, description="A rule id, or a category such as GW-OBS-*.")
     severity: Severity | None = None
     disabled: bool = False
+
+    @model_validator(mode="after")
+    def _does_something(self) -> "Override":
+        if self.severity is None and not self.disabled:
+            raise ValueError("an override sets a severity or disables the rule")
+        return self
 
 
 class PolicySpec(Strict):
@@ -242,6 +256,9 @@ def parse_policy(obj: Any) -> Policy:
         parsed = PolicySpec.model_validate(spec)
     except ValidationError as err:
         raise PolicyError(format_validation_error(err)) from None
+    if kind == "ComplexityPolicy" and parsed.match.namespace_selector is not None:
+        raise PolicyError("spec.match.namespaceSelector: a ComplexityPolicy applies to its own namespace only; "
+                          "use a ClusterComplexityPolicy to select namespaces.")
     namespace = meta.get("namespace") if kind == "ComplexityPolicy" else None
     if kind == "ComplexityPolicy" and not namespace:
         namespace = "default"
