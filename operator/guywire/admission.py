@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .aikinds import ai_kind_of
 from .annotations import OWN_ANNOTATIONS
 from .engine import Engine, worst_first
 from .inventory import POLICY_KINDS, view_of
@@ -127,7 +128,9 @@ class Admission:
                 d.message = clip(f"guywire: {kind} {obj.get('metadata', {}).get('name', '?')} cannot be used: {exc}",
                                  MAX_MESSAGE_CHARS)
             return
-        if kind not in WORKLOAD_KINDS:
+        group = (request.get("kind") or {}).get("group")
+        if kind not in WORKLOAD_KINDS and not (ai_kind_of({**obj, "kind": kind}) or (
+                kind == "Service" and group == "serving.knative.dev")):
             d.outcome = "skipped"
             return
         old = request.get("oldObject")

@@ -19,6 +19,8 @@ from typing import Any
 import kubernetes
 from kubernetes.client.rest import ApiException
 
+from .aikinds import AI_KINDS
+
 log = logging.getLogger("guywire.kube")
 
 
@@ -55,6 +57,9 @@ WORKLOAD_KINDS = {
     "CronJob": Kind("CronJob", "batch", "v1", "cronjobs"),
     "Pod": Kind("Pod", "", "v1", "pods"),
 }
+for _ai in AI_KINDS.values():
+    WORKLOAD_KINDS[_ai.kind] = Kind(_ai.kind, _ai.group, _ai.version, _ai.plural)
+
 POLICY_KINDS = {
     "ComplexityPolicy": Kind("ComplexityPolicy", "guywire.dev", "v1alpha1", "complexitypolicies"),
     "ClusterComplexityPolicy": Kind("ClusterComplexityPolicy", "guywire.dev", "v1alpha1",

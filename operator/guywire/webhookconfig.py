@@ -5,12 +5,19 @@ import base64
 
 import yaml
 
+from .aikinds import AI_KINDS
+
 WORKLOAD_RULES = [
     {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets",
                                                                   "replicasets"]},
     {"apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs", "cronjobs"]},
     {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]},
 ]
+_AI_GROUPS: dict[tuple[str, str], list[str]] = {}
+for _k in AI_KINDS.values():
+    _AI_GROUPS.setdefault((_k.group, _k.version), []).append(_k.plural)
+WORKLOAD_RULES += [{"apiGroups": [g], "apiVersions": [v], "resources": sorted(set(p))}
+                   for (g, v), p in sorted(_AI_GROUPS.items())]
 POLICY_RULES = [{"apiGroups": ["guywire.dev"], "apiVersions": ["v1alpha1"],
                  "resources": ["complexitypolicies", "clustercomplexitypolicies"]}]
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import kopf
 
+from ..aikinds import AI_KINDS
+
 from .state import OperatorState
 from .webhook import WebhookServer
 
@@ -32,7 +34,7 @@ WATCHED = [
     ("monitoring.coreos.com", "v1", "podmonitors"),
     ("guywire.dev", "v1alpha1", "complexitypolicies"),
     ("guywire.dev", "v1alpha1", "clustercomplexitypolicies"),
-]
+] + [(k.group, k.version, k.plural) for k in AI_KINDS.values()]  # served only where their CRDs exist
 
 
 def _resource(group: str, version: str, plural: str) -> tuple:
@@ -66,10 +68,11 @@ def build_registry() -> kopf.OperatorRegistry:
                 meta = body.get("metadata", {})
                 state.forget(body.get("kind"), meta.get("namespace"), meta.get("name"))
 
+        ident = f"{plural}.{group}" if group else plural
         object_index.__name__ = f"{plural}_index"
         object_event.__name__ = f"{plural}_event"
-        kopf.index(*res, id=f"{plural}_index", registry=registry)(object_index)
-        kopf.on.event(*res, id=f"{plural}_event", registry=registry)(object_event)
+        kopf.index(*res, id=f"{ident}_index", registry=registry)(object_index)
+        kopf.on.event(*res, id=f"{ident}_event", registry=registry)(object_event)
 
     @kopf.on.startup(registry=registry)
     async def operator_startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
