@@ -130,12 +130,19 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
     return docs, diags
 
 
+_TYPE_NAMES = {"str": "string", "int": "number", "float": "number", "bool": "boolean", "list": "list"}
+
+
+def _type_name(obj: Any) -> str:
+    return _TYPE_NAMES.get(type(obj).__name__, type(obj).__name__)
+
+
 def _expand(obj: Any, source: SourceRef, diags: list[Diagnostic]) -> list[Document]:
     """A document, or the items of a ``kind: List``."""
     if obj is None:
         return []
     if not isinstance(obj, dict):
-        diags.append(Diagnostic(source, f"document is a {type(obj).__name__}, not a Kubernetes object."))
+        diags.append(Diagnostic(source, f"document is a {_type_name(obj)}, not a Kubernetes object."))
         return []
     kind = obj.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and isinstance(obj.get("items"), list):
@@ -144,7 +151,7 @@ def _expand(obj: Any, source: SourceRef, diags: list[Diagnostic]) -> list[Docume
             if isinstance(item, dict):
                 out.append(Document(item, source))
             else:
-                diags.append(Diagnostic(source, f"items[{i}] is a {type(item).__name__}, not a Kubernetes object."))
+                diags.append(Diagnostic(source, f"items[{i}] is a {_type_name(item)}, not a Kubernetes object."))
         return out
     return [Document(obj, source)]
 
@@ -165,6 +172,8 @@ def load(paths: list[str]) -> tuple[list[Document], list[Diagnostic], int]:
                 diags.append(diag)
                 continue
             d, g = parse_text(text or "", name if name != "-" else "<stdin>")
+            if not d and not g:
+                g = [Diagnostic(SourceRef(name if name != "-" else "<stdin>"), "holds no objects.", error=False)]
             docs.extend(d)
             diags.extend(g)
     return docs, diags, files

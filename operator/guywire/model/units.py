@@ -33,15 +33,16 @@ def format_duration(seconds: float) -> str:
     if seconds <= 0:
         return "0s"
     ms = round(seconds * 1000)
-    if ms % 3_600_000 == 0:
-        return f"{ms // 3_600_000}h"
-    if ms % 60_000 == 0:
-        return f"{ms // 60_000}m"
-    if ms % 1000 == 0:
-        return f"{ms // 1000}s"
-    if ms < 1000:
-        return f"{ms}ms"
-    return f"{seconds:g}s"
+    if ms and abs(seconds * 1000 - ms) < 1e-6:  # a whole number of milliseconds
+        if ms % 3_600_000 == 0:
+            return f"{ms // 3_600_000}h"
+        if ms % 60_000 == 0:
+            return f"{ms // 60_000}m"
+        if ms % 1000 == 0:
+            return f"{ms // 1000}s"
+        if ms < 1000:
+            return f"{ms}ms"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"  # not {:g}: 1234.567 must not become 1234.57s
 
 
 Duration = Annotated[
