@@ -162,6 +162,12 @@ def cmd_run(args) -> int:
     return run(args)
 
 
+def cmd_node_agent(args) -> int:
+    from .gpu.agent import run_node_agent
+
+    return run_node_agent(args)
+
+
 def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory (recursive *.yaml, *.yml, *.json) or -")
     p.add_argument("--policy", action="append", metavar="FILE",
@@ -205,6 +211,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", metavar="FILE", help="CA certificate to put in caBundle")
     p.add_argument("--service-account", default="guywire", help="the operator's ServiceAccount (never judged)")
     p.set_defaults(func=cmd_webhook_config)
+
+    p = sub.add_parser("node-agent", help="watch this node's GPUs through NVML and report their health on the Node")
+    from .gpu.flags import add_node_agent_arguments
+    add_node_agent_arguments(p)
+    p.set_defaults(func=cmd_node_agent)
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinitions")
     p.add_argument("--output-dir", metavar="DIR", help="write one file per CRD into DIR instead of printing them")

@@ -1,0 +1,548 @@
+"""GPU and node health from NVML readings: Healthy, Degraded or Unhealthy, with reasons and an action.
+
+Pure: readings in, a ``NodeGpuHealth`` report out. The tables below are the policy
+(see docs/gpu-health.md, generated from them by ``guywire.gpu.docs``); a YAML file can
+change the XID table and the thresholds (``load_health_config``).
+
+``HealthTracker`` adds the memory one read cannot have: XIDs latch (an XID is an
+event, not a state: the GPU stays Unhealthy after the event passed) and clear on a
+re-check that finds nothing Unhealthy after evidence that the GPU was reset or the
+node rebooted (its boot ID changed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from ..model.gpu import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, XidEvent, format_time
+from .readings import GpuReadings, NodeReadings, XidSeen
+
+H, D, U = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY
+
+# ----- sources ---------------------------------------------------------------------------------
+SOURCES = {
+    "xid-catalog": ("NVIDIA Xid catalog (resolution buckets)",
+                    "https://docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html"),
+    "device-plugin": ("NVIDIA k8s-device-plugin health checks (ignored application XIDs)",
+                      "https://github.com/NVIDIA/k8s-device-plugin/blob/main/internal/rm/health.go"),
+    "dcgm": ("DCGM health watches (memory, PCIe, NVLink, thermal, power, driver)",
+             "https://docs.nvidia.com/datacenter/dcgm/latest/user-guide/feature-overview.html"),
+    "dcgm-limits": ("DCGM hardware limits: 8 PCIe replays per minute",
+                    "https://github.com/NVIDIA/DCGM/blob/master/dcgmlib/src/dcgm_gpu_hardware_limits.h"),
+    "nvml": ("NVML API reference (errors, thresholds, clock event reasons, field values)",
+             "https://docs.nvidia.com/deploy/nvml-api/"),
+    "memory": ("NVIDIA GPU memory error management (row remapping)",
+               "https://docs.nvidia.com/deploy/a100-gpu-mem-error-mgmt/index.html"),
+    "page-retirement": ("NVIDIA dynamic page retirement",
+                        "https://docs.nvidia.com/deploy/dynamic-page-retirement/index.html"),
+    "gpud": ("GPUd health components", "https://github.com/leptonai/gpud"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the classification table."""
+
+    id: str
+    signal: str
+    condition: str
+    state: HealthState
+    action: Action
+    sources: tuple[str, ...]
+
+
+ROWS: tuple[Row, ...] = (
+    Row("gpu-lost", "any NVML call", "answers NVML_ERROR_GPU_IS_LOST (the GPU fell off the bus or stopped "
+        "responding)", U, Action.REBOOT_NODE, ("nvml", "xid-catalog", "dcgm")),
+    Row("reset-required", "any NVML call", "answers NVML_ERROR_RESET_REQUIRED", U, Action.RESET_GPU, ("nvml",)),
+    Row("inaccessible", "nvmlDeviceGetHandleByIndex", "fails with another error", U, Action.INVESTIGATE,
+        ("dcgm",)),
+    Row("missing-gpus", "nvmlDeviceGetCount", "fewer GPUs than the Node advertises (label nvidia.com/gpu.count, "
+        "else capacity or allocatable nvidia.com/gpu)", U, Action.REBOOT_NODE, ("device-plugin", "gpud")),
+    Row("nvml-error", "nvmlDeviceGetCount", "fails", U, Action.INVESTIGATE, ("nvml",)),
+    Row("ecc-uncorrected", "nvmlDeviceGetTotalEccErrors (uncorrected, volatile)",
+        "above thresholds.eccUncorrectedVolatile (default 0)", U, Action.RESET_GPU, ("dcgm", "memory")),
+    Row("row-remap-failure", "nvmlDeviceGetRemappedRows", "failure flag set: no spare rows left", U,
+        Action.REPLACE_GPU, ("memory", "dcgm")),
+    Row("nvlink-down", "nvmlDeviceGetNvLinkState", "a link inactive while other links of the GPU are active", U,
+        Action.RESET_GPU, ("dcgm", "xid-catalog")),
+    Row("temperature-shutdown", "nvmlDeviceGetTemperature", "at or above the shutdown threshold "
+        "(nvmlDeviceGetTemperatureThreshold SHUTDOWN) minus thresholds.temperatureMarginC", U, Action.INVESTIGATE,
+        ("nvml", "dcgm")),
+    Row("recovery-action", "field NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", "asks for a GPU reset, bus reset, node or "
+        "system reboot, or a P2P drain (see the recovery action table)", U, Action.RESET_GPU, ("nvml", "dcgm")),
+    Row("xid-critical", "XID events (nvmlEventTypeXidCriticalError)", "an XID whose catalog action is RESET_GPU, "
+        "RESTART_BM, RESTART_VM or WORKFLOW_* (see the XID table); latched", U, Action.RESET_GPU,
+        ("xid-catalog", "device-plugin")),
+    Row("recovery-action-drain", "field NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", "DRAIN_AND_RESET (reduced capacity) "
+        "or RECOVER_IMEX_DOMAIN", D, Action.RESET_GPU, ("nvml",)),
+    Row("row-remap-pending", "nvmlDeviceGetRemappedRows", "pending flag set: a reset applies the remap", D,
+        Action.RESET_GPU, ("memory", "dcgm")),
+    Row("retired-pages-pending", "nvmlDeviceGetRetiredPagesPendingStatus", "pages pending retirement", D,
+        Action.RESET_GPU, ("page-retirement", "dcgm")),
+    Row("temperature-slowdown", "nvmlDeviceGetTemperature", "at or above the slowdown threshold minus "
+        "thresholds.temperatureMarginC", D, Action.INVESTIGATE, ("nvml", "dcgm")),
+    Row("hw-throttle", "nvmlDeviceGetCurrentClocksEventReasons", "a reason in degradedClockReasons (default "
+        "HwSlowdown, HwThermalSlowdown, HwPowerBrakeSlowdown)", D, Action.INVESTIGATE, ("nvml", "dcgm")),
+    Row("pcie-replays", "nvmlDeviceGetPcieReplayCounter", "more than thresholds.pcieReplaysPerMinute (default 8, "
+        "DCGM's limit) between two reads at least 10 s apart", D, Action.INVESTIGATE, ("dcgm-limits", "dcgm")),
+    Row("xid-degraded", "XID events", "an XID that is not in the table (unknownXid, default Degraded) or whose "
+        "catalog action is CHECK_MECHANICALS / UPDATE_SWFW; latched", D, Action.INVESTIGATE, ("xid-catalog",)),
+    Row("xid-application", "XID events", "an application XID (13, 31, 43, 45, 68 and the catalog's RESTART_APP / "
+        "IGNORE ones): reported in recentXids, changes nothing", H, Action.NONE, ("device-plugin", "xid-catalog")),
+    Row("not-supported", "any reading", "answers NVML_ERROR_NOT_SUPPORTED (consumer GPUs, MIG, old drivers): the "
+        "reading is unknown and listed in `unknown`, never a failure", H, Action.NONE, ("nvml", "dcgm")),
+)
+ROW = {r.id: r for r in ROWS}
+
+# ----- the XID table: NVIDIA's catalog, resolution bucket "Immediate Action" --------------------
+# (code, description, bucket). "Unused" codes and codes without a bucket are left out: they fall to unknownXid.
+XID_CATALOG: tuple[tuple[int, str, str], ...] = (
+    (8, "GPU stopped processing", "RESTART_APP"),
+    (11, "Invalid or corrupted push buffer stream", "RESTART_APP"),
+    (13, "Graphics Engine Exception", "RESTART_APP"),
+    (25, "Invalid or illegal push buffer stream", "RESTART_APP"),
+    (31, "GPU memory page fault", "RESTART_APP"),
+    (32, "Invalid or corrupted push buffer stream", "RESTART_APP"),
+    (37, "Driver firmware error", "IGNORE"),
+    (38, "Driver firmware error", "IGNORE"),
+    (39, "Copy Engine Exception", "RESTART_APP"),
+    (40, "Copy Engine Exception", "RESTART_APP"),
+    (41, "Copy Engine Exception", "RESTART_APP"),
+    (43, "GPU stopped processing", "IGNORE"),
+    (44, "Graphics Engine fault during context switch", "IGNORE"),
+    (45, "Preemptive cleanup, due to previous errors", "WORKFLOW_XID_45"),
+    (46, "GPU stopped processing", "RESET_GPU"),
+    (48, "Double Bit ECC Error", "WORKFLOW_XID_48"),
+    (54, "Auxiliary power is not connected to the GPU board", "CHECK_MECHANICALS"),
+    (60, "Video processor exception", "RESTART_APP"),
+    (62, "Internal micro-controller halt", "RESET_GPU"),
+    (63, "GPU memory remapping event", "IGNORE"),
+    (64, "GPU memory remapping failure", "RESET_GPU"),
+    (66, "Illegal access by driver", "IGNORE"),
+    (67, "Illegal access by driver", "IGNORE"),
+    (68, "NVDEC0 Exception", "RESTART_APP"),
+    (69, "Graphics Engine class error", "RESTART_APP"),
+    *((c, f"CE{c - 67}: Unknown Error", "RESTART_APP") for c in (70, 71, 72)),
+    (74, "NVLINK Error", "WORKFLOW_NVLINK_ERR"),
+    *((c, f"CE{c - 69}: Unknown Error", "RESTART_APP") for c in (75, 76, 77)),
+    (78, "vGPU Start Error", "UPDATE_SWFW"),
+    (79, "GPU has fallen off the bus", "RESTART_BM"),
+    (80, "Corrupted data sent to GPU", "RESTART_APP"),
+    (82, "NVJPG0 Error", "RESTART_APP"),
+    (83, "NVDEC1 Error", "RESTART_APP"),
+    (84, "NVDEC2 Error", "RESTART_APP"),
+    (85, "CE9: Unknown Error", "RESTART_APP"),
+    (86, "OFA Exception", "RESTART_APP"),
+    (88, "NVDEC3 Error", "RESTART_APP"),
+    (89, "NVDEC4 Error", "RESTART_APP"),
+    (92, "High single-bit ECC error rate", "IGNORE"),
+    (93, "Non-fatal violation of provisioned InfoROM wear limit", "IGNORE"),
+    (94, "Contained memory error", "RESTART_APP"),
+    (95, "Uncontained memory error", "RESET_GPU"),
+    *((c, f"NVDEC{c - 91} Error", "RESTART_APP") for c in (96, 97, 98)),
+    *((c, f"NVJPG{c - 98} Error", "RESTART_APP") for c in (99, 100, 101, 102, 103, 104, 105)),
+    (106, "SMBPBI Test Message", "IGNORE"),
+    (107, "SMBPBI Test Message Silent", "IGNORE"),
+    (109, "Context Switch Timeout Error", "RESET_GPU"),
+    (110, "Security Fault Error", "RESET_GPU"),
+    (119, "GSP RPC Timeout", "RESET_GPU"),
+    (120, "GSP Error", "RESET_GPU"),
+    (121, "C2C Error", "IGNORE"),
+    *((c, f"CE{c - 116}: Unknown Error", "RESTART_APP") for c in range(126, 136)),
+    (136, "Link Training Failed", "RESET_GPU"),
+    (137, "NVLink Privilege Error", "IGNORE"),
+    (139, "OFA1 Error", "RESTART_APP"),
+    (140, "ECC Unrecovered Error", "RESET_GPU"),
+    (141, "CUDA Fast Path Error", "IGNORE"),
+    (143, "GPU Initialization Error", "RESET_GPU"),
+    (144, "NVLINK: SAW Error", "WORKFLOW_NVLINK5_ERR"),
+    (145, "NVLINK: RLW Error", "WORKFLOW_NVLINK5_ERR"),
+    (146, "NVLINK: TLW Error", "WORKFLOW_NVLINK5_ERR"),
+    (147, "NVLINK: TREX Error", "WORKFLOW_NVLINK5_ERR"),
+    (148, "NVLINK: NVLPW_CTRL Error", "WORKFLOW_NVLINK5_ERR"),
+    (149, "NVLINK: NETIR Error", "WORKFLOW_NVLINK5_ERR"),
+    (150, "NVLINK: MSE Error", "WORKFLOW_NVLINK5_ERR"),
+    (151, "Key rotation Error", "RESTART_VM"),
+    (152, "DLA SMMU Error", "IGNORE"),
+    (153, "DLA timeout Error", "IGNORE"),
+    (154, "GPU Recovery Action Changed (the recovery action field says what to do)", "XID_154"),
+    (155, "NVLINK: SW Defined Error", "RESET_GPU"),
+    (156, "Resource Retirement Event", "RESET_GPU"),
+    (157, "Resource Retirement Failure", "IGNORE"),
+    (158, "GPU Fatal Timeout", "RESET_GPU"),
+    (159, "CHI Non-Data Error", "CHECK_UVM"),
+    (160, "Channel Retirement Event", "IGNORE"),
+    (161, "Channel Retirement Failure", "IGNORE"),
+)
+# Where guywire departs from the catalog bucket, and why.
+XID_OVERRIDES: dict[int, tuple[HealthState, Action, str]] = {
+    45: (H, Action.NONE, "the device plugin ignores it: a cleanup after another XID, which is judged on its own"),
+}
+XID_NOTES = {
+    109: "the device plugin ignores it as an application error; the catalog says RESET_GPU, which guywire follows",
+    64: "repeats after a reset call for field diagnostics and replacement (catalog: CONTACT_SUPPORT)",
+}
+
+
+def bucket_effect(bucket: str) -> tuple[HealthState, Action]:
+    if bucket == "RESTART_BM" or bucket == "RESTART_VM":
+        return U, Action.REBOOT_NODE
+    if bucket == "RESET_GPU" or bucket.startswith("WORKFLOW"):
+        return U, Action.RESET_GPU
+    if bucket in ("CHECK_MECHANICALS", "UPDATE_SWFW", "CONTACT_SUPPORT"):
+        return D, Action.INVESTIGATE
+    return H, Action.NONE  # RESTART_APP, IGNORE, CHECK_UVM, XID_154: the application's, or informational
+
+
+@dataclass(frozen=True, slots=True)
+class XidRule:
+    code: int
+    description: str
+    bucket: str  # the catalog's immediate action, or "configured"
+    state: HealthState
+    action: Action
+    note: str = ""
+
+
+RECOVERY_ACTIONS: dict[int, tuple[str, HealthState, Action, str]] = {
+    0: ("NONE", H, Action.NONE, "nothing"),
+    1: ("GPU_RESET", U, Action.RESET_GPU, "a GPU reset"),
+    2: ("NODE_REBOOT", U, Action.REBOOT_NODE, "a node reboot"),
+    3: ("DRAIN_P2P", U, Action.DRAIN, "peer-to-peer traffic to be drained before it can tell what else"),
+    4: ("DRAIN_AND_RESET", D, Action.RESET_GPU, "a reset once drained: it runs at reduced capacity"),
+    5: ("RECOVER_IMEX_DOMAIN", D, Action.INVESTIGATE, "the IMEX domain to be recovered"),
+    6: ("BUS_RESET", U, Action.RESET_GPU, "a PCIe bus reset"),
+    7: ("SYSTEM_REBOOT", U, Action.REBOOT_NODE, "a system reboot"),
+}
+DEGRADING_CLOCK_REASONS = ("HwSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown")
+
+
+# ----- configuration -----------------------------------------------------------------------------
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class XidSetting(_Config):
+    state: HealthState
+    action: Action | None = None
+
+
+class Thresholds(_Config):
+    pcie_replays_per_minute: float = Field(default=8.0, ge=0, description="DCGM_LIMIT_MAX_PCIREPLAY_RATE.")
+    ecc_uncorrected_volatile: int = Field(default=0, ge=0, description="Uncorrected volatile ECC errors tolerated.")
+    temperature_margin_c: float = Field(default=0.0, ge=0, description="Degrees below NVML's thresholds that count.")
+
+
+class HealthConfig(_Config):
+    """What a ``--health-config`` YAML file may set."""
+
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    xids: dict[int, XidSetting] = Field(default_factory=dict)
+    unknown_xid: HealthState = D
+    degraded_clock_reasons: list[str] = Field(default_factory=lambda: list(DEGRADING_CLOCK_REASONS))
+
+    @field_validator("xids", mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({"state": v} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+
+class HealthConfigError(ValueError):
+    """A health config that cannot be used; the message names the field."""
+
+
+@dataclass(slots=True)
+class HealthTable:
+    thresholds: Thresholds
+    xids: dict[int, XidRule]
+    unknown_xid: HealthState
+    degraded_clock_reasons: tuple[str, ...]
+
+    @classmethod
+    def build(cls, config: HealthConfig | None = None) -> "HealthTable":
+        config = config or HealthConfig()
+        xids: dict[int, XidRule] = {}
+        for code, desc, bucket in XID_CATALOG:
+            state, action = bucket_effect(bucket)
+            note = XID_NOTES.get(code, "")
+            if code in XID_OVERRIDES:
+                state, action, note = XID_OVERRIDES[code]
+            if code == 79:
+                action = Action.REBOOT_NODE
+            xids[code] = XidRule(code, desc, bucket, state, action, note)
+        for code, setting in config.xids.items():
+            base = xids.get(code)
+            action = setting.action or (base.action if base and base.state == setting.state else
+                                        {H: Action.NONE, D: Action.INVESTIGATE, U: Action.RESET_GPU}[setting.state])
+            xids[code] = XidRule(code, base.description if base else f"XID {code}",
+                                 base.bucket if base else "", setting.state, action, "configured")
+        return cls(thresholds=config.thresholds, xids=xids, unknown_xid=config.unknown_xid,
+                   degraded_clock_reasons=tuple(config.degraded_clock_reasons))
+
+    def xid(self, code: int) -> XidRule:
+        found = self.xids.get(code)
+        if found is not None:
+            return found
+        action = Action.INVESTIGATE if self.unknown_xid is not H else Action.NONE
+        if self.unknown_xid is U:
+            action = Action.RESET_GPU
+        return XidRule(code, "not in guywire's XID table", "", self.unknown_xid, action,
+                       "unknownXid")
+
+
+def load_health_config(path: str | Path) -> HealthTable:
+    """Read a YAML health config; raise HealthConfigError naming the field."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise HealthConfigError(f"{path}: cannot be read ({exc}).") from None
+    try:
+        return HealthTable.build(HealthConfig.model_validate(data))
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        raise HealthConfigError(f"{path}: {loc}: {e['msg'].rstrip('.')}.") from None
+
+
+DEFAULT_TABLE = HealthTable.build()
+
+
+# ----- one GPU, one read ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Check:
+    state: HealthState
+    reason: str
+    action: Action
+    row: str
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def classify_gpu(g: GpuReadings, table: HealthTable = DEFAULT_TABLE) -> list[Check]:
+    """What this read says about the GPU, XID events aside. Unknown readings say nothing."""
+    out: list[Check] = []
+
+    def add(row_id: str, reason: str, state: HealthState | None = None, action: Action | None = None) -> None:
+        row = ROW[row_id]
+        out.append(Check(state or row.state, reason, action or row.action, row_id))
+
+    if g.lost:
+        where = f" while reading {g.lost_during}" if g.lost_during and g.lost_during != "handle" else ""
+        add("gpu-lost", f"NVML reports the GPU lost (NVML_ERROR_GPU_IS_LOST{where}): it fell off the bus or "
+                        "stopped responding.")
+    if g.reset_required:
+        add("reset-required", "NVML reports that the GPU needs a reset (NVML_ERROR_RESET_REQUIRED).")
+    if g.inaccessible:
+        add("inaccessible", f"NVML cannot open the GPU ({g.inaccessible.rstrip('.')}).")
+    t = table.thresholds
+    if g.ecc_uncorrected_volatile is not None and g.ecc_uncorrected_volatile > t.ecc_uncorrected_volatile:
+        add("ecc-uncorrected", f"{g.ecc_uncorrected_volatile} uncorrected ECC error(s) since the last reset "
+                               f"(limit {t.ecc_uncorrected_volatile}).")
+    rows = g.remapped_rows
+    if rows is not None and rows.failure:
+        add("row-remap-failure", f"row remapping failed ({rows.uncorrectable} row(s) remapped for uncorrectable "
+                                 "errors): the GPU has no spare memory rows left.")
+    if g.nvlink_down:
+        links = ", ".join(str(x) for x in g.nvlink_down)
+        add("nvlink-down", f"NVLink link(s) {links} down while {len(g.nvlink_active or [])} other(s) are up.")
+    temp, margin = g.temperature_c, t.temperature_margin_c
+    if temp is not None and g.shutdown_temperature_c is not None and temp >= g.shutdown_temperature_c - margin:
+        add("temperature-shutdown", f"temperature {_num(temp)} °C is at or above the shutdown threshold "
+                                    f"{_num(g.shutdown_temperature_c)} °C.")
+    elif temp is not None and g.slowdown_temperature_c is not None and temp >= g.slowdown_temperature_c - margin:
+        add("temperature-slowdown", f"temperature {_num(temp)} °C is at or above the slowdown threshold "
+                                    f"{_num(g.slowdown_temperature_c)} °C, so clocks are reduced.")
+    if g.recovery_action:
+        name, state, action, asks = RECOVERY_ACTIONS.get(
+            g.recovery_action, (str(g.recovery_action), D, Action.INVESTIGATE, "an action guywire does not know"))
+        row_id = "recovery-action" if state is U else "recovery-action-drain"
+        add(row_id, f"the driver asks for {asks} (recovery action {g.recovery_action}, {name}).", state, action)
+    if rows is not None and rows.pending and not rows.failure:
+        add("row-remap-pending", "a row remap is pending; a GPU reset applies it.")
+    if g.retired_pages_pending:
+        add("retired-pages-pending", "retired memory pages are pending; a GPU reset retires them.")
+    slow = [r for r in (g.clocks_event_reasons or []) if r in table.degraded_clock_reasons]
+    if slow:
+        add("hw-throttle", f"clocks are held down by {', '.join(slow)}.")
+    rate = g.pcie_replays_per_minute
+    if rate is not None and rate > t.pcie_replays_per_minute:
+        add("pcie-replays", f"{_num(round(rate, 1))} PCIe replays per minute (limit {_num(t.pcie_replays_per_minute)}); "
+                            "check the PCIe link, riser and seating.")
+    return out
+
+
+def xid_event(seen: XidSeen, table: HealthTable = DEFAULT_TABLE) -> XidEvent:
+    rule = table.xid(seen.xid)
+    return XidEvent(xid=seen.xid, name=rule.description, effect=rule.state, action=rule.action, at=seen.at)
+
+
+def _latch_check(latch: LatchedXid) -> Check:
+    row = "xid-critical" if latch.effect is U else "xid-degraded"
+    when = f" at {format_time(latch.at)}" if latch.at else ""
+    return Check(latch.effect, f"XID {latch.xid} ({latch.name}){when}; it holds until the GPU is reset or the "
+                               "node reboots.", latch.action, row)
+
+
+# ----- memory across reads ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Seen:
+    """What the previous read showed of a GPU: a reset shows as these going away."""
+
+    recovery_action: int | None = None
+    lost: bool = False
+    reset_required: bool = False
+    ecc_volatile: int | None = None
+    remap_pending: bool | None = None
+    pages_pending: bool | None = None
+    reset_at: datetime | None = None  # when evidence of a reset was last seen
+
+
+def _reset_evidence(prev: _Seen, g: GpuReadings) -> str | None:
+    if prev.lost and not g.lost and not g.inaccessible:
+        return "it answers again after being lost"
+    if prev.reset_required and not g.reset_required and not g.lost:
+        return "it no longer needs a reset"
+    if prev.recovery_action and g.recovery_action == 0:
+        return "the driver's recovery action went back to NONE"
+    if prev.ecc_volatile and g.ecc_uncorrected_volatile is not None and g.ecc_uncorrected_volatile < prev.ecc_volatile:
+        return "its volatile ECC counters were cleared"
+    if prev.remap_pending and g.remapped_rows is not None and not g.remapped_rows.pending:
+        return "its pending row remap was applied"
+    if prev.pages_pending and g.retired_pages_pending is False:
+        return "its pending page retirements were applied"
+    return None
+
+
+@dataclass
+class HealthTracker:
+    """Judges successive reads of one node, remembering latched XIDs and signs of GPU resets."""
+
+    table: HealthTable = field(default_factory=lambda: DEFAULT_TABLE)
+    boot_id: str | None = None
+    latched: dict[str, list[LatchedXid]] = field(default_factory=dict)  # GPU uuid (or "node") -> latches
+    recent: dict[str, list[XidEvent]] = field(default_factory=dict)
+    seen: dict[str, _Seen] = field(default_factory=dict)
+    uuid_at: dict[int, str] = field(default_factory=dict)
+    recent_limit: int = 10
+
+    def restore(self, report: NodeGpuHealth | None) -> None:
+        """Carry latches over from the report a previous agent wrote (it restarted, or this is --once)."""
+        if report is None:
+            return
+        self.boot_id = self.boot_id or report.boot_id
+        for gpu in report.gpus:
+            key = gpu.uuid or f"index-{gpu.index}"
+            if gpu.uuid:
+                self.uuid_at.setdefault(gpu.index, gpu.uuid)
+            if gpu.latched:
+                self.latched.setdefault(key, [l.model_copy() for l in gpu.latched])
+            if gpu.recent_xids:
+                self.recent.setdefault(key, [x.model_copy() for x in gpu.recent_xids])
+            r = gpu.readings
+            rows = r.get("remappedRows") if isinstance(r.get("remappedRows"), dict) else {}
+            self.seen.setdefault(key, _Seen(recovery_action=r.get("recoveryAction"),
+                                            lost=any("NVML_ERROR_GPU_IS_LOST" in x for x in gpu.reasons),
+                                            ecc_volatile=r.get("eccUncorrectedVolatile"),
+                                            remap_pending=rows.get("pending"),
+                                            pages_pending=r.get("retiredPagesPending")))
+
+    def _key(self, g: GpuReadings) -> str:
+        if g.uuid:
+            self.uuid_at[g.index] = g.uuid
+            return g.uuid
+        return self.uuid_at.get(g.index, f"index-{g.index}")
+
+    def assess(self, readings: NodeReadings, now: datetime, *, boot_id: str | None = None,
+               expected_gpus: int | None = None, agent_version: str | None = None) -> NodeGpuHealth:
+        rebooted = bool(boot_id and self.boot_id and boot_id != self.boot_id)
+        if boot_id:
+            self.boot_id = boot_id
+        gpus: list[GpuHealth] = []
+        node_checks: list[Check] = []
+        for g in readings.gpus:
+            gpus.append(self._assess_gpu(g, now, rebooted))
+        # node level
+        count = readings.gpu_count
+        for err in readings.errors:
+            if err.startswith("NVML cannot count"):
+                node_checks.append(Check(U, err, ROW["nvml-error"].action, "nvml-error"))
+        if expected_gpus is not None and count is not None and count < expected_gpus:
+            node_checks.append(Check(U, f"NVML sees {count} GPU(s) but the node advertises {expected_gpus}: "
+                                        f"{expected_gpus - count} GPU(s) fell off the bus or failed to initialise.",
+                                     ROW["missing-gpus"].action, "missing-gpus"))
+        node_latches = self.latched.setdefault("node", [])
+        for seen in readings.unattributed_xids:
+            ev = xid_event(seen, self.table)
+            if ev.effect is not H:
+                node_latches[:] = [l for l in node_latches if l.xid != ev.xid]
+                node_latches.append(LatchedXid(**ev.model_dump(), boot_id=boot_id))
+        if rebooted:
+            node_latches.clear()
+        for latch in node_latches:
+            c = _latch_check(latch)
+            node_checks.append(Check(c.state, "a GPU NVML cannot name raised " + c.reason, c.action, c.row))
+        reasons = [c.reason for c in node_checks]
+        for gpu in gpus:
+            if gpu.state is not H:
+                reasons += [f"GPU {gpu.index}: {r}" for r in gpu.reasons]
+        states = [c.state for c in node_checks] + [g.state for g in gpus]
+        actions = [c.action for c in node_checks] + [g.action for g in gpus]
+        return NodeGpuHealth(state=HealthState.worst(states), reported_at=now, reasons=reasons,
+                             action=Action.strongest(actions), gpus=gpus, gpu_count=count,
+                             expected_gpus=expected_gpus, driver_version=readings.driver_version,
+                             boot_id=boot_id or self.boot_id, agent_version=agent_version)
+
+    def _assess_gpu(self, g: GpuReadings, now: datetime, rebooted: bool) -> GpuHealth:
+        key = self._key(g)
+        prev = self.seen.get(key) or _Seen()
+        evidence = _reset_evidence(prev, g)
+        if evidence:
+            prev.reset_at = now
+        checks = classify_gpu(g, self.table)
+        current = HealthState.worst([c.state for c in checks])
+        latches = self.latched.setdefault(key, [])
+        recent = self.recent.setdefault(key, [])
+        raised_now: set[int] = set()
+        for seen_xid in g.xids:
+            ev = xid_event(seen_xid, self.table)
+            recent.append(ev)
+            if ev.effect is not H:
+                raised_now.add(ev.xid)
+                latches[:] = [l for l in latches if l.xid != ev.xid]
+                latches.append(LatchedXid(**ev.model_dump(), boot_id=self.boot_id))
+        del recent[:-self.recent_limit]
+        if current is not U:  # a healthy re-check: latches clear after a reset or a reboot
+            kept = []
+            for latch in latches:
+                reset_after = prev.reset_at is not None and (latch.at is None or prev.reset_at > latch.at)
+                if latch.xid not in raised_now and (rebooted or reset_after):
+                    continue
+                kept.append(latch)
+            latches[:] = kept
+        checks += [_latch_check(l) for l in latches]
+        self.seen[key] = _Seen(recovery_action=g.recovery_action, lost=g.lost, reset_required=g.reset_required,
+                               ecc_volatile=g.ecc_uncorrected_volatile,
+                               remap_pending=g.remapped_rows.pending if g.remapped_rows else None,
+                               pages_pending=g.retired_pages_pending, reset_at=prev.reset_at)
+        state = HealthState.worst([c.state for c in checks])
+        return GpuHealth(index=g.index, uuid=g.uuid or (key if not key.startswith("index-") else None), name=g.name,
+                         state=state, reasons=[c.reason for c in checks],
+                         action=Action.strongest([c.action for c in checks]), latched=list(latches),
+                         recent_xids=list(recent), unknown=sorted(set(g.unknown)), readings=g.snapshot())
+
+
+def classify(readings: NodeReadings, now: datetime, *, expected_gpus: int | None = None,
+             table: HealthTable = DEFAULT_TABLE, boot_id: str | None = None) -> NodeGpuHealth:
+    """One read, no memory: what a single ``--once`` pass reports."""
+    return HealthTracker(table=table).assess(readings, now, boot_id=boot_id, expected_gpus=expected_gpus)

@@ -1,0 +1,648 @@
+"""A stand-in for pynvml driven by a YAML scenario: for tests, and for trying the agent without a GPU.
+
+``FakeNvml`` has the pynvml function names, constants and error classes guywire uses
+(``nvmlDeviceGetTemperature``, ``NVML_ERROR_GPU_IS_LOST``, ``NVMLError_NotSupported`` ...),
+so ``gpu.nvml`` cannot tell it from the real module. A scenario::
+
+    driverVersion: "550.90.07"
+    bootId: 4d1c...                 # optional: what the agent takes for the node's boot ID
+    expectedGpus: 8                 # optional: GPUs the node advertises (when no Node is read)
+    gpus:
+    - uuid: GPU-0e2c...             # index = position in the list
+      name: NVIDIA H100 80GB HBM3
+      temperature: 64               # Celsius
+      slowdownTemperature: 87
+      shutdownTemperature: 92
+      powerUsage: 310.5             # watts
+      powerLimit: 700
+      memoryUsed: 1024              # MiB
+      memoryTotal: 81559
+      utilization: 35               # percent
+      eccUncorrectedVolatile: 0
+      eccUncorrectedAggregate: 0
+      retiredPagesPending: false
+      remappedRows: {correctable: 0, uncorrectable: 0, pending: false, failure: false}
+      clocksEventReasons: []        # e.g. [HwSlowdown, HwThermalSlowdown, HwPowerBrakeSlowdown, SwThermalSlowdown]
+      xids: []                      # XID codes raised as events when this state begins
+      nvlinkDown: []                # link numbers that are down (of nvlinkLinks, default 18)
+      pcieReplaysPerMinute: 0
+      recoveryAction: 0             # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION value
+      lost: false                   # every call answers NVML_ERROR_GPU_IS_LOST
+      notSupported: []              # readings that answer NOT_SUPPORTED, e.g. [remappedRows, ecc]
+    steps:                          # optional: later states; each lasts `reads` reads (default 1)
+    - gpus: [{}, {xids: [79], lost: true}]   # partial: entries merge into the GPU at the same position
+    - bootId: 9a0e...               # the node rebooted
+      gpus: [{}, {lost: false}]
+
+Further GPU keys: ``missing`` (NVML no longer lists the GPU), ``lostAfterCalls`` (in each
+read the GPU answers that many calls, then GPU_IS_LOST from then on: lost in the middle of a read), ``resetRequired``,
+``reset`` (in a step: the GPU was reset; volatile ECC, pending remaps and pages, the
+recovery action and lost clear), ``nvlinkLinks``, ``memoryUtilization``. A top-level
+``nvmlInitError`` (e.g. ``LibraryNotFound``) makes nvmlInit fail that way.
+
+Time: a read is one ``nvmlDeviceGetCount`` call (the reader makes one more when it opens,
+which does not count). The fake's ``clock`` moves one virtual minute each time it is read,
+so a PCIe replay rate is known from the first read on.
+"""
+from __future__ import annotations
+
+import copy
+import string
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# ----- constants, as pynvml names them -------------------------------------------------------
+NVML_SUCCESS = 0
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_ALREADY_INITIALIZED = 5
+NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_INSUFFICIENT_SIZE = 7
+NVML_ERROR_INSUFFICIENT_POWER = 8
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_TIMEOUT = 10
+NVML_ERROR_IRQ_ISSUE = 11
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
+NVML_ERROR_CORRUPTED_INFOROM = 14
+NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_RESET_REQUIRED = 16
+NVML_ERROR_OPERATING_SYSTEM = 17
+NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+NVML_ERROR_IN_USE = 19
+NVML_ERROR_MEMORY = 20
+NVML_ERROR_NO_DATA = 21
+NVML_ERROR_UNKNOWN = 999
+
+NVML_FEATURE_DISABLED = 0
+NVML_FEATURE_ENABLED = 1
+NVML_TEMPERATURE_GPU = 0
+NVML_TEMPERATURE_THRESHOLD_SHUTDOWN = 0
+NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
+NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+NVML_VOLATILE_ECC = 0
+NVML_AGGREGATE_ECC = 1
+NVML_NVLINK_MAX_LINKS = 36
+NVML_FI_DEV_PCIE_REPLAY_COUNTER = 94
+NVML_FI_DEV_GET_GPU_RECOVERY_ACTION = 230
+NVML_VALUE_TYPE_UNSIGNED_INT = 1
+NVML_GPU_RECOVERY_ACTION_NONE = 0
+NVML_GPU_RECOVERY_ACTION_GPU_RESET = 1
+NVML_GPU_RECOVERY_ACTION_NODE_REBOOT = 2
+NVML_GPU_RECOVERY_ACTION_DRAIN_P2P = 3
+NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET = 4
+NVML_GPU_RECOVERY_ACTION_RECOVER_IMEX_DOMAIN = 5
+NVML_GPU_RECOVERY_ACTION_BUS_RESET = 6
+NVML_GPU_RECOVERY_ACTION_SYSTEM_REBOOT = 7
+
+nvmlEventTypeSingleBitEccError = 0x1
+nvmlEventTypeDoubleBitEccError = 0x2
+nvmlEventTypePState = 0x4
+nvmlEventTypeXidCriticalError = 0x8
+nvmlEventTypeClock = 0x10
+nvmlEventTypeNone = 0x0
+
+nvmlClocksEventReasonGpuIdle = 0x1
+nvmlClocksEventReasonApplicationsClocksSetting = 0x2
+nvmlClocksEventReasonSwPowerCap = 0x4
+nvmlClocksEventReasonHwSlowdown = 0x8
+nvmlClocksEventReasonSyncBoost = 0x10
+nvmlClocksEventReasonSwThermalSlowdown = 0x20
+nvmlClocksEventReasonHwThermalSlowdown = 0x40
+nvmlClocksEventReasonHwPowerBrakeSlowdown = 0x80
+nvmlClocksEventReasonDisplayClockSetting = 0x100
+nvmlClocksEventReasonNone = 0x0
+nvmlClocksThrottleReasonGpuIdle = nvmlClocksEventReasonGpuIdle
+nvmlClocksThrottleReasonApplicationsClocksSetting = nvmlClocksEventReasonApplicationsClocksSetting
+nvmlClocksThrottleReasonSwPowerCap = nvmlClocksEventReasonSwPowerCap
+nvmlClocksThrottleReasonHwSlowdown = nvmlClocksEventReasonHwSlowdown
+nvmlClocksThrottleReasonSyncBoost = nvmlClocksEventReasonSyncBoost
+nvmlClocksThrottleReasonSwThermalSlowdown = nvmlClocksEventReasonSwThermalSlowdown
+nvmlClocksThrottleReasonHwThermalSlowdown = nvmlClocksEventReasonHwThermalSlowdown
+nvmlClocksThrottleReasonHwPowerBrakeSlowdown = nvmlClocksEventReasonHwPowerBrakeSlowdown
+nvmlClocksThrottleReasonDisplayClockSetting = nvmlClocksEventReasonDisplayClockSetting
+nvmlClocksThrottleReasonNone = nvmlClocksEventReasonNone
+
+CLOCK_REASON_BITS = {
+    "GpuIdle": 0x1, "ApplicationsClocksSetting": 0x2, "SwPowerCap": 0x4, "HwSlowdown": 0x8, "SyncBoost": 0x10,
+    "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40, "HwPowerBrakeSlowdown": 0x80,
+    "DisplayClockSetting": 0x100,
+}
+
+
+# ----- errors, built the way pynvml builds them ----------------------------------------------
+class NVMLError(Exception):
+    """Same shape as pynvml.NVMLError: ``NVMLError(code)`` is an instance of the code's subclass."""
+
+    _valClassMapping: dict[int, type] = {}
+    _errcode_to_string = {
+        NVML_ERROR_UNINITIALIZED: "Uninitialized", NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
+        NVML_ERROR_NOT_SUPPORTED: "Not Supported", NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+        NVML_ERROR_ALREADY_INITIALIZED: "Already Initialized", NVML_ERROR_NOT_FOUND: "Not Found",
+        NVML_ERROR_INSUFFICIENT_SIZE: "Insufficient Size", NVML_ERROR_INSUFFICIENT_POWER: "Insufficient External Power",
+        NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded", NVML_ERROR_TIMEOUT: "Timeout",
+        NVML_ERROR_IRQ_ISSUE: "Interrupt Request Issue", NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
+        NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found", NVML_ERROR_CORRUPTED_INFOROM: "Corrupted infoROM",
+        NVML_ERROR_GPU_IS_LOST: "GPU is lost", NVML_ERROR_RESET_REQUIRED: "GPU requires restart",
+        NVML_ERROR_OPERATING_SYSTEM: "The operating system has blocked the request.",
+        NVML_ERROR_LIB_RM_VERSION_MISMATCH: "RM has detected an NVML/RM version mismatch.",
+        NVML_ERROR_MEMORY: "Insufficient Memory", NVML_ERROR_UNKNOWN: "Unknown Error",
+    }
+
+    def __new__(typ, value):
+        if typ == NVMLError:
+            typ = NVMLError._valClassMapping.get(value, typ)
+        obj = Exception.__new__(typ)
+        obj.value = value
+        return obj
+
+    def __str__(self) -> str:
+        return self._errcode_to_string.get(self.value, f"NVML Error with code {self.value}")
+
+    def __eq__(self, other) -> bool:
+        return self.value == getattr(other, "value", None)
+
+    __hash__ = Exception.__hash__
+
+
+def _error_classes() -> dict[str, type]:
+    out = {}
+    for name, val in list(globals().items()):
+        if not name.startswith("NVML_ERROR_"):
+            continue
+        cls_name = "NVMLError_" + string.capwords(name.replace("NVML_ERROR_", ""), "_").replace("_", "")
+
+        def gen_new(v):
+            def new(typ, *args):
+                return NVMLError.__new__(typ, v)
+            return new
+
+        cls = type(cls_name, (NVMLError,), {"__new__": gen_new(val)})
+        cls.__module__ = __name__
+        NVMLError._valClassMapping[val] = cls
+        out[cls_name] = cls
+    return out
+
+
+ERROR_CLASSES = _error_classes()
+globals().update(ERROR_CLASSES)  # NVMLError_NotSupported, NVMLError_GpuIsLost, NVMLError_Timeout, ...
+
+
+class FakeScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the key."""
+
+
+# ----- scenario ----------------------------------------------------------------------------------
+GPU_DEFAULTS: dict[str, Any] = {
+    "uuid": None, "name": "NVIDIA H100 80GB HBM3", "temperature": 40, "slowdownTemperature": 87,
+    "shutdownTemperature": 92, "powerUsage": 100.0, "powerLimit": 700, "memoryUsed": 0, "memoryTotal": 81559,
+    "utilization": 0, "memoryUtilization": 0, "eccUncorrectedVolatile": 0, "eccUncorrectedAggregate": 0,
+    "retiredPagesPending": False,
+    "remappedRows": {"correctable": 0, "uncorrectable": 0, "pending": False, "failure": False},
+    "clocksEventReasons": [], "xids": [], "nvlinkDown": [], "nvlinkLinks": 18, "pcieReplaysPerMinute": 0,
+    "recoveryAction": 0, "lost": False, "lostAfterCalls": None, "resetRequired": False, "missing": False,
+    "notSupported": [], "reset": False,
+}
+STEP_ONLY = {"xids", "reset"}  # keys that describe what happens when a state begins, not a lasting state
+
+# notSupported names -> the fake function(s) that then answer NOT_SUPPORTED
+NOT_SUPPORTED_NAMES = {
+    "name": {"name"}, "uuid": {"uuid"}, "temperature": {"temperature"},
+    "temperatureThresholds": {"slowdown", "shutdown"}, "slowdownTemperature": {"slowdown"},
+    "shutdownTemperature": {"shutdown"}, "power": {"power"}, "powerUsage": {"power"}, "powerLimit": {"powerLimit"},
+    "ecc": {"eccVolatile", "eccAggregate"}, "eccUncorrectedVolatile": {"eccVolatile"},
+    "eccUncorrectedAggregate": {"eccAggregate"}, "retiredPages": {"retiredPages"},
+    "retiredPagesPending": {"retiredPages"}, "remappedRows": {"remappedRows"},
+    "clocksEventReasons": {"clocks"}, "throttleReasons": {"clocks"}, "utilization": {"utilization"},
+    "memory": {"memory"}, "memoryUsed": {"memory"}, "memoryTotal": {"memory"}, "nvlink": {"nvlink"},
+    "nvlinkDown": {"nvlink"}, "pcieReplays": {"pcie"}, "pcieReplaysPerMinute": {"pcie"},
+    "recoveryAction": {"recoveryAction"}, "xids": {"events"}, "xidEvents": {"events"}, "events": {"events"},
+}
+
+
+def _check_gpu(entry: Any, where: str) -> dict:
+    if entry is None:
+        return {}
+    if not isinstance(entry, dict):
+        raise FakeScenarioError(f"{where}: must be a mapping of GPU readings.")
+    unknown = sorted(set(entry) - set(GPU_DEFAULTS) - {"index"})
+    if unknown:
+        raise FakeScenarioError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(GPU_DEFAULTS)}.")
+    for name in entry.get("notSupported") or []:
+        if name not in NOT_SUPPORTED_NAMES:
+            raise FakeScenarioError(f"{where}.notSupported: {name!r} is not a reading; use one of "
+                                    f"{', '.join(NOT_SUPPORTED_NAMES)}.")
+    for reason in entry.get("clocksEventReasons") or []:
+        if reason not in CLOCK_REASON_BITS:
+            raise FakeScenarioError(f"{where}.clocksEventReasons: {reason!r} is not a reason; use one of "
+                                    f"{', '.join(CLOCK_REASON_BITS)}.")
+    for key in ("xids", "nvlinkDown"):
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(x, int) for x in value)):
+            raise FakeScenarioError(f"{where}.{key}: must be a list of integers.")
+    rows = entry.get("remappedRows")
+    if rows is not None and not isinstance(rows, dict):
+        raise FakeScenarioError(f"{where}.remappedRows: must be a mapping (correctable, uncorrectable, pending, failure).")
+    return entry
+
+
+def load_scenario(source: str | Path | dict) -> dict:
+    """Read and check a scenario (a path to YAML, YAML text, or a dict)."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        text = Path(source).read_text() if isinstance(source, Path) or "\n" not in str(source) and Path(
+            str(source)).exists() else str(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise FakeScenarioError(f"the scenario is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise FakeScenarioError("a scenario must be a mapping with at least `gpus`.")
+    allowed = {"driverVersion", "bootId", "expectedGpus", "gpus", "steps", "reads", "nvmlInitError"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise FakeScenarioError(f"unknown top-level key {unknown[0]!r}; known keys: {', '.join(sorted(allowed))}.")
+    gpus = data.get("gpus") or []
+    if not isinstance(gpus, list):
+        raise FakeScenarioError("gpus: must be a list.")
+    for i, g in enumerate(gpus):
+        _check_gpu(g, f"gpus[{i}]")
+    steps = data.get("steps") or []
+    if not isinstance(steps, list):
+        raise FakeScenarioError("steps: must be a list.")
+    for s, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise FakeScenarioError(f"steps[{s}]: must be a mapping.")
+        bad = sorted(set(step) - {"driverVersion", "bootId", "expectedGpus", "gpus", "reads"})
+        if bad:
+            raise FakeScenarioError(f"steps[{s}]: unknown key {bad[0]!r}.")
+        for i, g in enumerate(step.get("gpus") or []):
+            _check_gpu(g, f"steps[{s}].gpus[{i}]")
+    err = data.get("nvmlInitError")
+    if err is not None and f"NVMLError_{err}" not in ERROR_CLASSES:
+        raise FakeScenarioError(f"nvmlInitError: {err!r} is not an NVML error name such as LibraryNotFound.")
+    return data
+
+
+@dataclass
+class _Handle:
+    """A device handle: the position of the GPU in the scenario (its index while none is missing)."""
+
+    slot: int
+
+    def __hash__(self) -> int:
+        return hash(("fake-gpu", self.slot))
+
+
+class _Struct:
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.__dict__})"
+
+
+class _EventSet:
+    def __init__(self) -> None:
+        self.slots: set[int] = set()
+
+
+class FakeNvml:
+    """The fake module. Thread-safe: the agent's event thread waits while the main thread reads."""
+
+    NVMLError = NVMLError
+
+    def __init__(self, scenario: str | Path | dict):
+        self.scenario = load_scenario(scenario)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._t = 0.0  # virtual seconds
+        self._initialised = False
+        self._setup_count_pending = False
+        self._first_read_done = False
+        self._reads = 0  # reads counted so far (the opening count excluded)
+        self._steps = [{k: v for k, v in self.scenario.items() if k in {"gpus", "reads", "driverVersion", "bootId",
+                                                                        "expectedGpus"}}]
+        self._steps += list(self.scenario.get("steps") or [])
+        self.step = -1
+        self._reads_left = 0
+        self.gpus: list[dict] = []
+        self.driver_version = str(self.scenario.get("driverVersion") or "550.90.07")
+        self.boot_id: str | None = self.scenario.get("bootId")
+        self.expected_gpus: int | None = self.scenario.get("expectedGpus")
+        self._calls: list[int] = []
+        self._replays: list[float] = []  # replay counters, as floats (rounded down when read)
+        self._replays_t: list[float] = []
+        self._events: list[tuple[int, int]] = []  # (slot, xid) queued
+        self._sets: list[_EventSet] = []
+        self._activate(0)
+
+    # ----- scenario time ---------------------------------------------------------------------
+    def _activate(self, step: int) -> None:
+        with self._lock:
+            self._fold_replays()
+            spec = self._steps[step]
+            for key, attr in (("driverVersion", "driver_version"), ("bootId", "boot_id"),
+                              ("expectedGpus", "expected_gpus")):
+                if key in spec:
+                    setattr(self, attr, spec[key] if key != "driverVersion" else str(spec[key]))
+            for pos, entry in enumerate(spec.get("gpus") or []):
+                entry = dict(entry or {})
+                slot = int(entry.pop("index", pos))
+                while slot >= len(self.gpus):
+                    fresh = copy.deepcopy(GPU_DEFAULTS)
+                    fresh["uuid"] = f"GPU-fake0000-0000-0000-0000-{len(self.gpus):012d}"
+                    self.gpus.append(fresh)
+                    self._calls.append(0)
+                    self._replays.append(0.0)
+                    self._replays_t.append(self._t)
+                gpu = self.gpus[slot]
+                gpu["xids"], gpu["reset"] = [], False
+                for key, value in entry.items():
+                    if key == "remappedRows":
+                        gpu["remappedRows"] = {**gpu["remappedRows"], **(value or {})}
+                    else:
+                        gpu[key] = copy.deepcopy(value)
+                if gpu["reset"]:
+                    gpu.update(eccUncorrectedVolatile=0, retiredPagesPending=False, recoveryAction=0, lost=False,
+                               resetRequired=False, lostAfterCalls=None)
+                    gpu["remappedRows"] = {**gpu["remappedRows"], "pending": False}
+                for xid in gpu["xids"]:
+                    self._events.append((slot, int(xid)))
+            for slot in range(len(self.gpus)):
+                self._calls[slot] = 0
+                if not any(int((e or {}).get("index", p)) == slot for p, e in enumerate(spec.get("gpus") or [])):
+                    self.gpus[slot]["xids"] = []
+            self.step = step
+            self._reads_left = int(spec.get("reads", 1) or 1)
+            self._cond.notify_all()
+
+    def advance(self) -> int:
+        """Move to the next step now (tests); returns the step number."""
+        with self._lock:
+            if self.step + 1 < len(self._steps):
+                self._activate(self.step + 1)
+            return self.step
+
+    def _on_read(self) -> None:
+        with self._lock:
+            if not self._first_read_done:
+                self._first_read_done = True  # the reader counting GPUs as it opens
+                return
+            self._reads += 1
+            if self._reads == 1:
+                return
+            self._reads_left -= 1
+            if self._reads_left <= 0 and self.step + 1 < len(self._steps):
+                self._activate(self.step + 1)
+
+    def clock(self) -> float:
+        """Virtual monotonic seconds: one minute passes each time it is read."""
+        with self._lock:
+            self._t += 60.0
+            return self._t
+
+    def _fold_replays(self) -> None:
+        for slot, gpu in enumerate(self.gpus):
+            self._replays[slot] += float(gpu["pcieReplaysPerMinute"] or 0) * (self._t - self._replays_t[slot]) / 60.0
+            self._replays_t[slot] = self._t
+
+    # ----- helpers -----------------------------------------------------------------------------
+    def _visible(self) -> list[int]:
+        return [slot for slot, g in enumerate(self.gpus) if not g["missing"]]
+
+    def _gpu(self, handle: Any, what: str | None = None) -> dict:
+        if not isinstance(handle, _Handle) or handle.slot >= len(self.gpus):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        gpu = self.gpus[handle.slot]
+        if gpu["missing"] or gpu["lost"]:
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        after = gpu["lostAfterCalls"]
+        self._calls[handle.slot] += 1
+        if after is not None and self._reads > 0 and self._calls[handle.slot] > int(after):
+            gpu["lost"] = True  # lost in the middle of a read, and lost from then on
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        if gpu["resetRequired"]:
+            raise NVMLError(NVML_ERROR_RESET_REQUIRED)
+        if what is not None and any(what in NOT_SUPPORTED_NAMES[n] for n in gpu["notSupported"]):
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return gpu
+
+    def _need_init(self) -> None:
+        if not self._initialised:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+
+    # ----- pynvml's functions ------------------------------------------------------------------
+    def nvmlInit(self) -> None:
+        self.nvmlInitWithFlags(0)
+
+    def nvmlInitWithFlags(self, flags: int) -> None:
+        err = self.scenario.get("nvmlInitError")
+        if err:
+            raise ERROR_CLASSES[f"NVMLError_{err}"]()
+        with self._lock:
+            self._initialised = True
+
+    def nvmlShutdown(self) -> None:
+        with self._lock:
+            self._initialised = False
+
+    def nvmlErrorString(self, code: int) -> str:
+        return NVMLError._errcode_to_string.get(code, f"NVML Error with code {code}")
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._need_init()
+        return self.driver_version
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._need_init()
+        self._on_read()
+        with self._lock:
+            self._calls = [0] * len(self.gpus)  # lostAfterCalls counts calls within one read
+            return len(self._visible())
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
+        self._need_init()
+        with self._lock:
+            visible = self._visible()
+            if not 0 <= int(index) < len(visible):
+                raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+            handle = _Handle(visible[int(index)])
+            self._gpu(handle)
+            return handle
+
+    def nvmlDeviceGetIndex(self, handle: _Handle) -> int:
+        with self._lock:
+            self._gpu(handle)
+            return self._visible().index(handle.slot)
+
+    def nvmlDeviceGetName(self, handle: _Handle) -> str:
+        with self._lock:
+            return str(self._gpu(handle, "name")["name"])
+
+    def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
+        with self._lock:
+            return str(self._gpu(handle, "uuid")["uuid"])
+
+    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
+        with self._lock:
+            return int(self._gpu(handle, "temperature")["temperature"])
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle: _Handle, threshold: int) -> int:
+        with self._lock:
+            if threshold == NVML_TEMPERATURE_THRESHOLD_SLOWDOWN:
+                return int(self._gpu(handle, "slowdown")["slowdownTemperature"])
+            if threshold == NVML_TEMPERATURE_THRESHOLD_SHUTDOWN:
+                return int(self._gpu(handle, "shutdown")["shutdownTemperature"])
+            self._gpu(handle)
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+
+    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
+        with self._lock:
+            return int(round(float(self._gpu(handle, "power")["powerUsage"]) * 1000))
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
+        with self._lock:
+            return int(round(float(self._gpu(handle, "powerLimit")["powerLimit"]) * 1000))
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, errorType: int, counterType: int) -> int:
+        with self._lock:
+            volatile = counterType == NVML_VOLATILE_ECC
+            gpu = self._gpu(handle, "eccVolatile" if volatile else "eccAggregate")
+            if errorType != NVML_MEMORY_ERROR_TYPE_UNCORRECTED:
+                return 0
+            return int(gpu["eccUncorrectedVolatile" if volatile else "eccUncorrectedAggregate"])
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: _Handle) -> int:
+        with self._lock:
+            pending = self._gpu(handle, "retiredPages")["retiredPagesPending"]
+            return NVML_FEATURE_ENABLED if pending else NVML_FEATURE_DISABLED
+
+    def nvmlDeviceGetRemappedRows(self, handle: _Handle) -> tuple[int, int, int, int]:
+        with self._lock:
+            rows = self._gpu(handle, "remappedRows")["remappedRows"]
+            return (int(rows.get("correctable", 0)), int(rows.get("uncorrectable", 0)),
+                    int(bool(rows.get("pending"))), int(bool(rows.get("failure"))))
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: _Handle) -> int:
+        with self._lock:
+            mask = 0
+            for name in self._gpu(handle, "clocks")["clocksEventReasons"]:
+                mask |= CLOCK_REASON_BITS[name]
+            return mask
+
+    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
+
+    def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> _Struct:
+        with self._lock:
+            gpu = self._gpu(handle, "utilization")
+            return _Struct(gpu=int(gpu["utilization"]), memory=int(gpu["memoryUtilization"]))
+
+    def nvmlDeviceGetMemoryInfo(self, handle: _Handle, version: Any = None) -> _Struct:
+        with self._lock:
+            gpu = self._gpu(handle, "memory")
+            total, used = int(gpu["memoryTotal"]) * 2**20, int(gpu["memoryUsed"]) * 2**20
+            return _Struct(total=total, used=used, free=max(total - used, 0))
+
+    def nvmlDeviceGetNvLinkState(self, handle: _Handle, link: int) -> int:
+        with self._lock:
+            gpu = self._gpu(handle, "nvlink")
+            if not 0 <= int(link) < int(gpu["nvlinkLinks"] or 0):
+                raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+            return NVML_FEATURE_DISABLED if int(link) in gpu["nvlinkDown"] else NVML_FEATURE_ENABLED
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: _Handle) -> int:
+        with self._lock:
+            self._gpu(handle, "pcie")
+            self._fold_replays()
+            return int(self._replays[handle.slot])
+
+    def nvmlDeviceGetFieldValues(self, handle: _Handle, fieldIds: list) -> list[_Struct]:
+        with self._lock:
+            gpu = self._gpu(handle)
+            out = []
+            for fid in fieldIds:
+                fid = fid[0] if isinstance(fid, tuple) else fid
+                ret, value = NVML_ERROR_NOT_SUPPORTED, 0
+                if fid == NVML_FI_DEV_GET_GPU_RECOVERY_ACTION and "recoveryAction" not in gpu["notSupported"]:
+                    ret, value = NVML_SUCCESS, int(gpu["recoveryAction"])
+                elif fid == NVML_FI_DEV_PCIE_REPLAY_COUNTER and not {"pcieReplays", "pcieReplaysPerMinute"} & set(
+                        gpu["notSupported"]):
+                    self._fold_replays()
+                    ret, value = NVML_SUCCESS, int(self._replays[handle.slot])
+                out.append(_Struct(fieldId=fid, scopeId=0, timestamp=0, latencyUsec=0,
+                                   valueType=NVML_VALUE_TYPE_UNSIGNED_INT, nvmlReturn=ret,
+                                   value=_Struct(uiVal=value, ullVal=value)))
+            return out
+
+    # ----- events ------------------------------------------------------------------------------
+    def nvmlEventSetCreate(self) -> _EventSet:
+        self._need_init()
+        with self._lock:
+            es = _EventSet()
+            self._sets.append(es)
+            return es
+
+    def nvmlDeviceGetSupportedEventTypes(self, handle: _Handle) -> int:
+        with self._lock:
+            self._gpu(handle, "events")
+            return (nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError | nvmlEventTypePState
+                    | nvmlEventTypeXidCriticalError | nvmlEventTypeClock)
+
+    def nvmlDeviceRegisterEvents(self, handle: _Handle, eventTypes: int, eventSet: _EventSet) -> None:
+        with self._lock:
+            self._gpu(handle, "events")
+            if eventTypes & nvmlEventTypeXidCriticalError:
+                eventSet.slots.add(handle.slot)
+            self._cond.notify_all()
+
+    def nvmlEventSetWait_v2(self, eventSet: _EventSet, timeoutms: int) -> _Struct:
+        with self._cond:
+            def ready() -> int | None:
+                for i, (slot, _) in enumerate(self._events):
+                    gpu = self.gpus[slot] if slot < len(self.gpus) else None
+                    # a registered GPU, or one that fell off before it could be registered
+                    if slot in eventSet.slots or (eventSet.slots and gpu and (gpu["lost"] or gpu["missing"])):
+                        return i
+                return None
+
+            found = ready()
+            if found is None and timeoutms > 0:
+                self._cond.wait_for(lambda: ready() is not None, timeout=timeoutms / 1000.0)
+                found = ready()
+            if found is None:
+                raise NVMLError(NVML_ERROR_TIMEOUT)
+            slot, xid = self._events.pop(found)
+            return _Struct(device=_Handle(slot), eventType=nvmlEventTypeXidCriticalError, eventData=xid,
+                           gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+
+    nvmlEventSetWait = nvmlEventSetWait_v2
+
+    def nvmlEventSetFree(self, eventSet: _EventSet) -> None:
+        with self._lock:
+            if eventSet in self._sets:
+                self._sets.remove(eventSet)
+
+    def inject_xid(self, index: int, xid: int) -> None:
+        """Raise an XID on the GPU at scenario position ``index`` now (tests of the event thread)."""
+        with self._cond:
+            self._events.append((int(index), int(xid)))
+            self._cond.notify_all()
+
+
+for _name, _value in list(globals().items()):  # the constants, as attributes of the fake module object
+    if _name.startswith(("NVML_", "nvmlEventType", "nvmlClocks")) and isinstance(_value, int):
+        setattr(FakeNvml, _name, _value)
+for _name, _cls in ERROR_CLASSES.items():
+    setattr(FakeNvml, _name, _cls)
+
+
+__all__ = ["FakeNvml", "FakeScenarioError", "NVMLError", "load_scenario", *ERROR_CLASSES]

@@ -1,0 +1,435 @@
+"""Every NVML call guywire makes, and nothing else.
+
+``NvmlReader(nvml)`` takes the NVML module as a parameter: the real ``pynvml`` (from
+nvidia-ml-py) or ``guywire.gpu.fake.FakeNvml``. It turns one pass over the GPUs into
+plain ``readings`` dataclasses. Per reading:
+
+- NVML_ERROR_NOT_SUPPORTED (consumer GPUs, MIG, old drivers) or a function the
+  library lacks makes that reading unknown, never a failure;
+- NVML_ERROR_GPU_IS_LOST marks the GPU lost and stops reading it;
+- NVML_ERROR_RESET_REQUIRED marks it as needing a reset and stops reading it;
+- any other error leaves the reading unknown and is noted in ``errors``.
+
+XID events arrive through an NVML event set (nvmlEventSetCreate /
+nvmlDeviceRegisterEvents / nvmlEventSetWait_v2 with nvmlEventTypeXidCriticalError),
+waited on in a thread of its own (``XidWatcher.start``) or drained before a read.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from datetime import datetime, timezone
+from types import ModuleType
+from typing import Any, Callable
+
+from .readings import GpuReadings, NodeReadings, RemappedRows, XidSeen
+
+# NVML's clock event (throttle) reason bits, by the names pynvml gives them.
+CLOCK_REASONS = (
+    ("GpuIdle", 0x1), ("ApplicationsClocksSetting", 0x2), ("SwPowerCap", 0x4), ("HwSlowdown", 0x8),
+    ("SyncBoost", 0x10), ("SwThermalSlowdown", 0x20), ("HwThermalSlowdown", 0x40),
+    ("HwPowerBrakeSlowdown", 0x80), ("DisplayClockSetting", 0x100),
+)
+PCIE_RATE_WINDOW_S = 10.0  # two replay-counter samples closer than this give no rate
+EVENT_WAIT_MS = 1000
+
+
+class NvmlUnavailable(RuntimeError):
+    """There is no NVML to talk to: no library, no driver, no GPU access. The message says which."""
+
+
+def load_pynvml() -> ModuleType:
+    """The real NVML bindings, or NvmlUnavailable with a sentence a person can act on."""
+    try:
+        import pynvml  # the one import of pynvml in guywire
+    except ImportError as exc:
+        raise NvmlUnavailable(f"the nvidia-ml-py package (module pynvml) is not installed ({exc}).") from None
+    return pynvml
+
+
+def describe_init_error(nvml: Any, exc: Exception) -> str:
+    code = getattr(exc, "value", None)
+    if code == getattr(nvml, "NVML_ERROR_LIBRARY_NOT_FOUND", -1):
+        return ("the NVML library (libnvidia-ml.so.1) was not found: this is not a GPU node, or the NVIDIA "
+                "driver is not installed or not mounted into the container.")
+    if code == getattr(nvml, "NVML_ERROR_DRIVER_NOT_LOADED", -1):
+        return "the NVIDIA kernel driver is not loaded."
+    if code == getattr(nvml, "NVML_ERROR_NO_PERMISSION", -1):
+        return "NVML refused access: the agent needs access to the /dev/nvidia* devices."
+    if code == getattr(nvml, "NVML_ERROR_LIB_RM_VERSION_MISMATCH", -1):
+        return "the NVML library and the loaded NVIDIA kernel driver are different versions: reboot or reload the driver."
+    return f"NVML could not start: {exc}."
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+class _Stop(Exception):
+    """The GPU cannot be read any further in this pass (lost, or reset required)."""
+
+
+def _handle_key(handle: Any) -> Any:
+    """A hashable identity for a device handle: the pointer value of a ctypes handle, else the handle."""
+    try:
+        return ctypes.cast(handle, ctypes.c_void_p).value
+    except (TypeError, ctypes.ArgumentError):
+        try:
+            hash(handle)
+            return handle
+        except TypeError:
+            return id(handle)
+
+
+def _field_value(fv: Any) -> float | int | None:
+    attr = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}.get(
+        int(getattr(fv, "valueType", 1)), "uiVal")
+    return getattr(fv.value, attr, None)
+
+
+class XidWatcher:
+    """NVML's XID event set. ``poll`` waits for events; ``take`` hands over what arrived since the last take."""
+
+    def __init__(self, nvml: Any):
+        self.nvml = nvml
+        self.set: Any = None
+        self.error: str | None = None
+        self.registered: dict[str, int] = {}  # uuid -> index
+        self.by_handle: dict[Any, str] = {}  # handle identity -> uuid, for events from GPUs that stopped answering
+        self.unsupported: set[str] = set()  # uuids whose XID events NVML cannot deliver
+        self._seen: list[XidSeen] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_event: Callable[[], None] | None = None
+        try:
+            self.set = nvml.nvmlEventSetCreate()
+        except nvml.NVMLError as exc:
+            self.error = f"NVML cannot create an event set, so XID events are not watched: {exc}."
+
+    def register(self, handle: Any, uuid: str, index: int) -> None:
+        if self.set is None or uuid in self.registered or uuid in self.unsupported:
+            return
+        nvml = self.nvml
+        xid_type = nvml.nvmlEventTypeXidCriticalError
+        try:
+            supported = nvml.nvmlDeviceGetSupportedEventTypes(handle)
+            if not supported & xid_type:
+                self.unsupported.add(uuid)
+                return
+            nvml.nvmlDeviceRegisterEvents(handle, xid_type, self.set)
+            self.registered[uuid] = index
+            self.by_handle[_handle_key(handle)] = uuid
+        except nvml.NVMLError:
+            self.unsupported.add(uuid)
+
+    def poll(self, timeout_ms: int = 0) -> int:
+        """Wait up to ``timeout_ms`` for a first event, then drain the rest. Returns how many arrived."""
+        if self.set is None:
+            return 0
+        nvml, got, wait = self.nvml, 0, timeout_ms
+        while True:
+            try:
+                data = nvml.nvmlEventSetWait_v2(self.set, wait)
+            except nvml.NVMLError as exc:
+                if getattr(exc, "value", None) != nvml.NVML_ERROR_TIMEOUT:
+                    self.error = f"waiting for NVML events failed: {exc}."
+                return got
+            wait = 0
+            if not int(data.eventType) & nvml.nvmlEventTypeXidCriticalError:
+                continue
+            try:
+                uuid: str | None = _text(nvml.nvmlDeviceGetUUID(data.device))
+            except nvml.NVMLError:
+                uuid = self.by_handle.get(_handle_key(data.device))
+            seen = XidSeen(xid=int(data.eventData), uuid=uuid, index=self.registered.get(uuid or ""),
+                           at=datetime.now(timezone.utc))
+            with self._lock:
+                self._seen.append(seen)
+            got += 1
+
+    def take(self) -> list[XidSeen]:
+        with self._lock:
+            seen, self._seen = self._seen, []
+        return seen
+
+    # ----- the thread ------------------------------------------------------------------------
+    def start(self, on_event: Callable[[], None] | None = None) -> None:
+        if self.set is None or self._thread is not None:
+            return
+        self.on_event = on_event
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="guywire-xid-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            before = self.error
+            if self.poll(EVENT_WAIT_MS) and self.on_event:
+                self.on_event()
+            if self.error and self.error != before:
+                self._stop.wait(1.0)  # a failing wait must not spin
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=EVENT_WAIT_MS / 1000 * 3)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.set is not None:
+            try:
+                self.nvml.nvmlEventSetFree(self.set)
+            except self.nvml.NVMLError:
+                pass
+            self.set = None
+
+
+class NvmlReader:
+    """Reads every GPU once per ``read()``; ``open`` first, ``close`` at the end."""
+
+    def __init__(self, nvml: Any, clock: Callable[[], float] = time.monotonic,
+                 pcie_window_s: float = PCIE_RATE_WINDOW_S):
+        self.nvml = nvml
+        self.clock = clock
+        self.pcie_window_s = pcie_window_s
+        self.driver_version: str | None = None
+        self.xids: XidWatcher | None = None
+        self._pcie: dict[str, tuple[int, float]] = {}  # gpu key -> (counter, when) of the rate's base sample
+        self._pcie_rate: dict[str, float] = {}
+        self._opened = False
+
+    # ----- lifecycle -------------------------------------------------------------------------
+    def open(self) -> None:
+        nvml = self.nvml
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            raise NvmlUnavailable(describe_init_error(nvml, exc)) from None
+        except OSError as exc:
+            raise NvmlUnavailable(f"the NVML library could not be loaded ({exc}).") from None
+        self._opened = True
+        try:
+            self.driver_version = _text(nvml.nvmlSystemGetDriverVersion())
+        except nvml.NVMLError:
+            self.driver_version = None
+        self.xids = XidWatcher(nvml)
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+        except nvml.NVMLError:
+            count = 0
+        for i in range(count):  # register for events and take the first PCIe replay sample
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            except nvml.NVMLError:
+                continue
+            self.xids.register(handle, uuid, i)
+            try:
+                self._pcie[uuid] = (int(nvml.nvmlDeviceGetPcieReplayCounter(handle)), self.clock())
+            except nvml.NVMLError:
+                pass
+
+    def close(self) -> None:
+        if self.xids is not None:
+            self.xids.close()
+            self.xids = None
+        if self._opened:
+            try:
+                self.nvml.nvmlShutdown()
+            except self.nvml.NVMLError:
+                pass
+            self._opened = False
+
+    def __enter__(self) -> "NvmlReader":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ----- one pass --------------------------------------------------------------------------
+    def read(self, drain_events: bool = True) -> NodeReadings:
+        """Read every GPU. ``drain_events``: collect pending XID events first (when no thread waits on them)."""
+        nvml = self.nvml
+        node = NodeReadings(gpus=[], driver_version=self.driver_version)
+        try:
+            node.gpu_count = int(nvml.nvmlDeviceGetCount())
+        except nvml.NVMLError as exc:
+            node.errors.append(f"NVML cannot count the GPUs: {exc}.")
+            node.gpu_count = None
+        if self.xids is not None and drain_events:
+            self.xids.poll(0)
+        for i in range(node.gpu_count or 0):
+            node.gpus.append(self._read_gpu(i))
+        if self.xids is not None:
+            if self.xids.error:
+                node.errors.append(self.xids.error)
+                self.xids.error = None
+            by_uuid = {g.uuid: g for g in node.gpus if g.uuid}
+            for seen in self.xids.take():
+                gpu = by_uuid.get(seen.uuid or "")
+                if gpu is None and seen.index is not None and seen.index < len(node.gpus):
+                    gpu = node.gpus[seen.index]
+                if gpu is None:
+                    node.unattributed_xids.append(seen)
+                else:
+                    seen.index = gpu.index
+                    gpu.xids.append(seen)
+        return node
+
+    def _call(self, g: GpuReadings, reading: str, fn: Callable[..., Any], *args: Any) -> Any:
+        nvml = self.nvml
+        try:
+            return fn(*args)
+        except nvml.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code == nvml.NVML_ERROR_GPU_IS_LOST:
+                g.lost, g.lost_during = True, reading
+                raise _Stop from None
+            if code == nvml.NVML_ERROR_RESET_REQUIRED:
+                g.reset_required = True
+                raise _Stop from None
+            if code in (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_FUNCTION_NOT_FOUND):
+                if reading not in g.unknown:
+                    g.unknown.append(reading)
+            else:
+                g.errors.append(f"{reading}: {exc}")
+            return None
+
+    def _read_gpu(self, index: int) -> GpuReadings:
+        nvml = self.nvml
+        g = GpuReadings(index=index)
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        except nvml.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code == nvml.NVML_ERROR_GPU_IS_LOST:
+                g.lost, g.lost_during = True, "handle"
+            elif code == nvml.NVML_ERROR_RESET_REQUIRED:
+                g.reset_required = True
+            else:
+                g.inaccessible = str(exc)
+            return g
+        try:
+            self._read_into(g, handle)
+        except _Stop:
+            pass
+        return g
+
+    def _read_into(self, g: GpuReadings, h: Any) -> None:
+        nvml, call = self.nvml, self._call
+        name = call(g, "name", nvml.nvmlDeviceGetName, h)
+        g.name = _text(name) if name is not None else None
+        uuid = call(g, "uuid", nvml.nvmlDeviceGetUUID, h)
+        g.uuid = _text(uuid) if uuid is not None else None
+        if g.uuid and self.xids is not None:
+            self.xids.register(h, g.uuid, g.index)
+            if g.uuid in self.xids.unsupported and "xidEvents" not in g.unknown:
+                g.unknown.append("xidEvents")
+        temp = call(g, "temperature", nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
+        g.temperature_c = float(temp) if temp is not None else None
+        slow = call(g, "temperatureThresholds", nvml.nvmlDeviceGetTemperatureThreshold, h,
+                    nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+        g.slowdown_temperature_c = float(slow) if slow is not None else None
+        shut = call(g, "temperatureThresholds", nvml.nvmlDeviceGetTemperatureThreshold, h,
+                    nvml.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
+        g.shutdown_temperature_c = float(shut) if shut is not None else None
+        power = call(g, "power", nvml.nvmlDeviceGetPowerUsage, h)
+        g.power_w = power / 1000.0 if power is not None else None
+        limit = call(g, "powerLimit", nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+        g.power_limit_w = limit / 1000.0 if limit is not None else None
+        vol = call(g, "ecc", nvml.nvmlDeviceGetTotalEccErrors, h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                   nvml.NVML_VOLATILE_ECC)
+        g.ecc_uncorrected_volatile = int(vol) if vol is not None else None
+        agg = call(g, "ecc", nvml.nvmlDeviceGetTotalEccErrors, h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                   nvml.NVML_AGGREGATE_ECC)
+        g.ecc_uncorrected_aggregate = int(agg) if agg is not None else None
+        pending = call(g, "retiredPages", nvml.nvmlDeviceGetRetiredPagesPendingStatus, h)
+        g.retired_pages_pending = bool(pending == nvml.NVML_FEATURE_ENABLED) if pending is not None else None
+        rows = call(g, "remappedRows", nvml.nvmlDeviceGetRemappedRows, h)
+        if rows is not None:
+            corr, unc, pend, fail = rows
+            g.remapped_rows = RemappedRows(int(corr), int(unc), bool(pend), bool(fail))
+        self._read_clock_reasons(g, h)
+        util = call(g, "utilization", nvml.nvmlDeviceGetUtilizationRates, h)
+        if util is not None:
+            g.utilization_gpu_pct, g.utilization_memory_pct = float(util.gpu), float(util.memory)
+        mem = call(g, "memory", nvml.nvmlDeviceGetMemoryInfo, h)
+        if mem is not None:
+            g.memory_used_mib, g.memory_total_mib = mem.used / 2**20, mem.total / 2**20
+        self._read_nvlink(g, h)
+        self._read_pcie(g, h)
+        self._read_recovery_action(g, h)
+
+    def _read_clock_reasons(self, g: GpuReadings, h: Any) -> None:
+        nvml = self.nvml
+        fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) \
+            or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+        if fn is None:
+            g.unknown.append("clocksEventReasons")
+            return
+        mask = self._call(g, "clocksEventReasons", fn, h)
+        if mask is None:
+            return
+        g.clocks_event_mask = int(mask)
+        g.clocks_event_reasons = [name for name, bit in CLOCK_REASONS if int(mask) & bit]
+
+    def _read_nvlink(self, g: GpuReadings, h: Any) -> None:
+        nvml = self.nvml
+        active: list[int] = []
+        inactive: list[int] = []
+        for link in range(int(getattr(nvml, "NVML_NVLINK_MAX_LINKS", 18))):
+            try:
+                state = nvml.nvmlDeviceGetNvLinkState(h, link)
+            except nvml.NVMLError as exc:
+                code = getattr(exc, "value", None)
+                if code == nvml.NVML_ERROR_GPU_IS_LOST:
+                    g.lost, g.lost_during = True, "nvlink"
+                    raise _Stop from None
+                continue  # NOT_SUPPORTED / INVALID_ARGUMENT: no such link on this GPU
+            (active if state == nvml.NVML_FEATURE_ENABLED else inactive).append(link)
+        if not active and not inactive:
+            g.unknown.append("nvlink")
+            return
+        g.nvlink_active = active
+        g.nvlink_down = inactive if active else []  # a GPU with no active link is not using NVLink
+
+    def _read_pcie(self, g: GpuReadings, h: Any) -> None:
+        counter = self._call(g, "pcieReplays", self.nvml.nvmlDeviceGetPcieReplayCounter, h)
+        if counter is None:
+            return
+        g.pcie_replay_counter = int(counter)
+        key, now = g.uuid or f"index-{g.index}", self.clock()
+        base = self._pcie.get(key)
+        if base is None or counter < base[0]:
+            self._pcie[key] = (int(counter), now)
+            self._pcie_rate.pop(key, None)
+        elif now - base[1] >= self.pcie_window_s:
+            self._pcie_rate[key] = (counter - base[0]) / (now - base[1]) * 60.0
+            self._pcie[key] = (int(counter), now)
+        g.pcie_replays_per_minute = self._pcie_rate.get(key)
+        if g.pcie_replays_per_minute is None and "pcieReplays" not in g.unknown:
+            g.unknown.append("pcieReplays")  # no rate until two samples a window apart
+
+    def _read_recovery_action(self, g: GpuReadings, h: Any) -> None:
+        nvml = self.nvml
+        field_id = getattr(nvml, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", None)
+        if field_id is None:
+            g.unknown.append("recoveryAction")
+            return
+        values = self._call(g, "recoveryAction", nvml.nvmlDeviceGetFieldValues, h, [field_id])
+        if values is None:
+            return
+        fv = values[0]
+        ret = int(getattr(fv, "nvmlReturn", 0))
+        if ret == nvml.NVML_ERROR_GPU_IS_LOST:
+            g.lost, g.lost_during = True, "recoveryAction"
+            raise _Stop
+        if ret != nvml.NVML_SUCCESS:
+            g.unknown.append("recoveryAction")
+            return
+        value = _field_value(fv)
+        g.recovery_action = int(value) if value is not None else None
