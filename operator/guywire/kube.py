@@ -99,16 +99,26 @@ class KubeClient:
         self.api.close()
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
         try:
-            data = self.api.call_api(path, method, header_params={"Content-Type": content_type,
-                                                                  "Accept": "application/json"},
-                                     body=body, auth_settings=["BearerToken"], _preload_content=False,
-                                     _request_timeout=self.timeout)
+            if hasattr(self.api, "param_serialize"):  # kubernetes >= 33 (openapi-generator 7)
+                m, url, hdrs, data, post = self.api.param_serialize(
+                    method=method, resource_path=path, header_params=headers, body=body,
+                    auth_settings=["BearerToken"])
+                resp = self.api.call_api(m, url, header_params=hdrs, body=data, post_params=post,
+                                         _request_timeout=self.timeout)
+                resp.read()
+                if not 200 <= resp.status <= 299:
+                    raise ApiException(http_resp=resp)
+            else:
+                result = self.api.call_api(path, method, header_params=headers, body=body,
+                                           auth_settings=["BearerToken"], _preload_content=False,
+                                           _request_timeout=self.timeout)
+                resp = result[0] if isinstance(result, tuple) else result
         except ApiException as exc:
             raise ApiFailure(exc.status or 0, _reason(exc)) from None
         except Exception as exc:  # connection refused, timeouts, TLS
             raise ApiFailure(0, f"{type(exc).__name__}: {exc}") from None
-        resp = data[0] if isinstance(data, tuple) else data
         raw = resp.data
         return json.loads(raw) if raw else None
 

@@ -85,7 +85,8 @@ def make_memo(state: OperatorState, **extra: Any) -> kopf.Memo:
     return memo
 
 
-async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None) -> None:
+async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
+                  settings: kopf.OperatorSettings | None = None) -> None:
     """Run the operator until ``stop_flag`` is set (or a signal arrives)."""
     configuration = load_config(args.kubeconfig, args.context)
     client = KubeClient(configuration)
@@ -105,7 +106,8 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None) -
     clusterwide = args.all_namespaces or not namespaces
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     try:
-        await kopf.operator(registry=registry, memo=make_memo(state, webhook=webhook_settings(args)), standalone=args.standalone,
+        await kopf.operator(registry=registry, settings=settings, memo=make_memo(state, webhook=webhook_settings(args)),
+                            standalone=args.standalone,
                             peering_name=None if args.standalone else args.peering, clusterwide=clusterwide,
                             namespaces=[] if clusterwide else namespaces, liveness_endpoint=liveness,
                             stop_flag=stop_flag, ready_flag=ready_flag)
@@ -128,8 +130,11 @@ def run_in_thread(args: Any) -> tuple[threading.Thread, threading.Event, threadi
     """Start the operator in a thread with its own loop (tests, embedding); returns (thread, stop, ready)."""
     stop, ready = threading.Event(), threading.Event()
 
+    settings = kopf.OperatorSettings()
+    settings.process.ultimate_exiting_timeout = None  # never SIGKILL the embedding process
+
     def target() -> None:
-        asyncio.run(operate(args, stop_flag=stop, ready_flag=ready))
+        asyncio.run(operate(args, stop_flag=stop, ready_flag=ready, settings=settings))
 
     thread = threading.Thread(target=target, name="guywire-operator", daemon=True)
     thread.start()
