@@ -242,6 +242,12 @@ class Engine:
         self._evaluate(affected)
         return affected
 
+    def reevaluate(self, keys: set[WKey]) -> set[WKey]:
+        """Judge ``keys`` again after a change the graph does not see (where GPU pods run)."""
+        keys = {k for k in keys if k in self.inventory.workloads}
+        self._evaluate(keys)
+        return keys
+
     def remove(self, kind: str, namespace: str | None, name: str) -> set[WKey]:
         if kind == "Service":
             affected = self.graph.remove_service((namespace or "default", name))

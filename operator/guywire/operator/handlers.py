@@ -27,6 +27,7 @@ WATCHED = [
     ("apps", "v1", "replicasets"),
     ("batch", "v1", "jobs"),
     ("batch", "v1", "cronjobs"),
+    ("", "v1", "pods"),  # bare pods are workloads; GPU pods tell which nodes a workload runs on
     ("", "v1", "services"),
     ("", "v1", "namespaces"),
     ("", "v1", "nodes"),

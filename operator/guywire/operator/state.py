@@ -87,6 +87,8 @@ class OperatorState:
         self.policy_meta: dict[str, dict] = {}  # ref -> {kind, namespace, name, generation}
         self.policy_errors: dict[str, str] = {}
         self.fingerprints: dict[tuple, str] = {}
+        self.owners: dict[WKey, tuple[str, str]] = {}  # controlled object -> its controller (kind, name)
+        self.gpu_pod_nodes: dict[WKey, tuple[WKey, str]] = {}  # GPU pod -> (evaluated workload, node)
         self.written: dict[WKey, tuple[str, str]] = {}  # what our annotations hold: (violations, score)
         self.announced: dict[WKey, set[str]] = {}  # rules whose Warning event was posted
         self.dirty: set[WKey] = set()
@@ -124,6 +126,10 @@ class OperatorState:
             return
         if isinstance(view, Workload):
             if view.owner is not None:
+                self.owners[view.key] = view.owner
+            if view.kind == "Pod":
+                self._track_gpu_pod(view, body)
+            if view.owner is not None:
                 return
             if view.key not in self.written:
                 self.written[view.key] = (view.annotations.get(VIOLATIONS, ""),
@@ -149,6 +155,10 @@ class OperatorState:
             if self.warm:
                 self._reevaluate_all()
             return
+        ns_key = (namespace or "default", kind, name)
+        self.owners.pop(ns_key, None)
+        if kind == "Pod":
+            self._untrack_gpu_pod(ns_key)
         if not self.warm:
             self._remove_cold(kind, namespace, name)
             return
@@ -170,6 +180,41 @@ class OperatorState:
             inv.nodes.pop(name, None)
         else:
             inv.monitors.pop((ns, kind, name), None)
+
+    # ----- where GPU pods run (for GW-GPU-001/002) ------------------------------------------------
+    def top_owner(self, key: WKey) -> WKey:
+        """The workload that is evaluated for ``key``: follow controller references up (Pod -> ReplicaSet ->
+        Deployment -> InferenceService) as far as they are known."""
+        seen = 0
+        while key in self.owners and seen < 10:
+            kind, name = self.owners[key]
+            key = (key[0], kind, name)
+            seen += 1
+        return key
+
+    def _track_gpu_pod(self, pod: Workload, body: dict) -> None:
+        node = (body.get("spec") or {}).get("nodeName")
+        phase = (body.get("status") or {}).get("phase")
+        self._untrack_gpu_pod(pod.key)
+        if not node or not pod.requests_gpu or phase in ("Succeeded", "Failed"):
+            return
+        top = self.top_owner(pod.key)
+        self.gpu_pod_nodes[pod.key] = (top, node)
+        nodes = self.engine.gpu_pods.setdefault(top, set())
+        if node not in nodes:
+            nodes.add(node)
+            if self.warm:
+                self._mark(self.engine.reevaluate({top}))
+
+    def _untrack_gpu_pod(self, key: WKey) -> None:
+        found = self.gpu_pod_nodes.pop(key, None)
+        if not found:
+            return
+        top, node = found
+        if not any(t == top and n == node for t, n in self.gpu_pod_nodes.values()):
+            self.engine.gpu_pods.get(top, set()).discard(node)
+            if self.warm:
+                self._mark(self.engine.reevaluate({top}))
 
     @staticmethod
     def _policy_ref(kind: str, namespace: str | None, name: str) -> str:
