@@ -164,7 +164,7 @@ class NodeAgent:
                  expected_gpus: Callable[[dict | None], int | None] = expected_gpus_of,
                  boot_id: Callable[[], str | None] = lambda: None, metrics: Any = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr):
+                 out: TextIO | None = None, err: TextIO | None = None):
         self.reader = reader
         self.node_name = node_name
         self.client = client
@@ -175,7 +175,7 @@ class NodeAgent:
         self.boot_id = boot_id
         self.metrics = metrics
         self.now = now
-        self.out, self.err = out, err
+        self.out, self.err = out or sys.stdout, err or sys.stderr
         self.threaded = False
         self.restored = False
         self.writes = 0
@@ -213,7 +213,8 @@ class NodeAgent:
             for seen in g.xids:
                 rule = self.tracker.table.xid(seen.xid)
                 effect = "reported only" if rule.state is HealthState.HEALTHY else f"the GPU is {rule.state.value}"
-                self.log(f"GPU {g.index} ({g.uuid}) raised XID {seen.xid} ({rule.description}): {effect}.")
+                named = f"GPU {g.index}" + (f" ({g.uuid})" if g.uuid else "")
+                self.log(f"{named} raised XID {seen.xid} ({rule.description}): {effect}.")
         if report.state is not self.last_state:
             self.log(f"node {self.node_name} GPUs are {report.state.value}"
                      + (f": {report.summary()}." if report.reasons else "."))
@@ -266,8 +267,10 @@ def _api_error(exc: Exception) -> str:
 
 
 # ----- entry point -------------------------------------------------------------------------------------
-def run_node_agent(args: Any, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``guywire node-agent``: returns the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
+
     def fail(text: str) -> int:
         print(f"guywire node-agent: {text}", file=err, flush=True)
         return EXIT_ERROR

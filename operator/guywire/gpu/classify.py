@@ -468,6 +468,9 @@ class HealthTracker:
         rebooted = bool(boot_id and self.boot_id and boot_id != self.boot_id)
         if boot_id:
             self.boot_id = boot_id
+        if rebooted:  # a reboot resets every GPU: latches clear on the first healthy re-check from now on
+            for seen in self.seen.values():
+                seen.reset_at = now
         gpus: list[GpuHealth] = []
         node_checks: list[Check] = []
         for g in readings.gpus:
@@ -506,8 +509,7 @@ class HealthTracker:
     def _assess_gpu(self, g: GpuReadings, now: datetime, rebooted: bool) -> GpuHealth:
         key = self._key(g)
         prev = self.seen.get(key) or _Seen()
-        evidence = _reset_evidence(prev, g)
-        if evidence:
+        if _reset_evidence(prev, g) or rebooted:
             prev.reset_at = now
         checks = classify_gpu(g, self.table)
         current = HealthState.worst([c.state for c in checks])
@@ -526,7 +528,8 @@ class HealthTracker:
             kept = []
             for latch in latches:
                 reset_after = prev.reset_at is not None and (latch.at is None or prev.reset_at > latch.at)
-                if latch.xid not in raised_now and (rebooted or reset_after):
+                other_boot = bool(latch.boot_id and self.boot_id and latch.boot_id != self.boot_id)
+                if latch.xid not in raised_now and (reset_after or other_boot):
                     continue
                 kept.append(latch)
             latches[:] = kept

@@ -270,12 +270,14 @@ def load_scenario(source: str | Path | dict) -> dict:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise FakeScenarioError(f"unknown top-level key {unknown[0]!r}; known keys: {', '.join(sorted(allowed))}.")
-    gpus = data.get("gpus") or []
+    gpus = data.get("gpus")
+    gpus = [] if gpus is None else gpus
     if not isinstance(gpus, list):
         raise FakeScenarioError("gpus: must be a list.")
     for i, g in enumerate(gpus):
         _check_gpu(g, f"gpus[{i}]")
-    steps = data.get("steps") or []
+    steps = data.get("steps")
+    steps = [] if steps is None else steps
     if not isinstance(steps, list):
         raise FakeScenarioError("steps: must be a list.")
     for s, step in enumerate(steps):

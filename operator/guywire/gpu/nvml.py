@@ -274,6 +274,10 @@ class NvmlReader:
                 if gpu is None and seen.index is not None and seen.index < len(node.gpus):
                     gpu = node.gpus[seen.index]
                 if gpu is None:
+                    # NVML cannot name a GPU that fell off the bus; when exactly one GPU is lost, it is that one
+                    gone = [g for g in node.gpus if g.lost or g.inaccessible]
+                    gpu = gone[0] if len(gone) == 1 else None
+                if gpu is None:
                     node.unattributed_xids.append(seen)
                 else:
                     seen.index = gpu.index
