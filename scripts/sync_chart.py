@@ -36,11 +36,11 @@ API_HEADER = """\
 
 
 def _grouped(pairs: list[tuple[str, str]]) -> list[dict]:
-    groups: dict[str, list[str]] = {}
+    """Resources by API group, sorted (core group first), so reordering the code changes nothing here."""
+    groups: dict[str, set[str]] = {}
     for group, plural in pairs:
-        if plural not in groups.setdefault(group, []):
-            groups[group].append(plural)
-    return [{"apiGroup": g, "resources": r} for g, r in groups.items()]
+        groups.setdefault(group, set()).add(plural)
+    return [{"apiGroup": g, "resources": sorted(groups[g])} for g in sorted(groups)]
 
 
 def operator_api() -> dict:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kubernetes_validate
@@ -38,6 +40,7 @@ NO_SCHEMA = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("cert-manager.io/v
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                    "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "helm.sh/chart")
 
+LONG_RELEASE = "platform-observability-guywire-release-for-tenant-a"  # 52 of helm's 53 characters
 CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 
 #: name -> (release, namespace, values). "namespace" also checks a release name that is not "guywire".
@@ -62,6 +65,27 @@ CASES: dict[str, tuple[str, str, dict]] = {
         "nodeAgent": {"runtimeClassName": "", "nodeSelector": {"nvidia.com/gpu.present": None,
                                                                "node.kubernetes.io/accelerator": "h100"}},
         "podDisruptionBudget": {"maxUnavailable": None, "minAvailable": 1}}),
+    # Values a user may well set together; the long release name checks every name stays within limits.
+    "odd-values": (LONG_RELEASE, "tenant-a", {
+        "replicaCount": 0, "imagePullSecrets": [{"name": "regcred"}],
+        "image": {"repository": "registry.example.com/platform/guywire", "tag": "0.1.0-rc.1",
+                  "pullPolicy": "Always"},
+        "operator": {"extraArgs": ["--verbose"], "extraEnv": [{"name": "TZ", "value": "UTC"}],
+                     "topologySpreadConstraints": [], "podLabels": {"team": "platform"},
+                     "podAnnotations": {"example.com/owner": "platform"}, "logFormat": "text",
+                     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra",
+                                      "effect": "NoSchedule"}],
+                     "nodeSelector": {"kubernetes.io/os": "linux"}, "priorityClassName": "system-cluster-critical"},
+        "service": {"type": "NodePort", "annotations": {"example.com/x": "z1"}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "podDisruptionBudget": {"enabled": False},
+        "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 10, "annotations": {"example.com/a": "b"}},
+        "nodeAgent": {"priorityClassName": "system-node-critical", "maxUnavailable": "20%",
+                      "serviceAccount": {"name": "gpu-agent"}, "extraArgs": ["--expected-gpus=8"]},
+    }),
+    "no-rbac": ("guywire", "guywire", {"rbac": {"create": False},
+                                       "serviceAccount": {"create": False, "name": "preexisting"},
+                                       "nodeAgent": {"serviceAccount": {"create": False}}}),
 }
 
 #: What the operator was specified to use; the chart grants exactly this plus the AI kinds the code adds.
@@ -170,12 +194,15 @@ class Rendered:
 @pytest.fixture(scope="module")
 def rendered(helm, tmp_path_factory) -> dict[str, Rendered]:
     tmp = tmp_path_factory.mktemp("chart-values")
-    out = {}
-    for name, (release, namespace, values) in CASES.items():
+
+    def render(name: str) -> Rendered:
+        release, namespace, values = CASES[name]
         text = run_helm(helm, "template", release, str(CHART), "--namespace", namespace, "--include-crds",
                         "-f", str(values_file(tmp, name, values))).stdout
-        out[name] = Rendered(name, release, namespace, values, text)
-    return out
+        return Rendered(name, release, namespace, values, text)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # each case is its own helm process
+        return dict(zip(CASES, pool.map(render, CASES)))
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +219,12 @@ def rules_of(role: dict) -> set[tuple[str, str, str]]:
 # -- the chart as a whole ------------------------------------------------------------------------------------------
 
 def test_lint_strict_passes_for_every_case(helm, values_files):
-    for name, path in values_files.items():
-        out = run_helm(helm, "lint", "--strict", str(CHART), "-f", str(path), check=False)
+    def lint(path: Path) -> subprocess.CompletedProcess:
+        return run_helm(helm, "lint", "--strict", str(CHART), "-f", str(path), check=False)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = dict(zip(values_files, pool.map(lint, values_files.values())))
+    for name, out in results.items():
         assert out.returncode == 0, f"{name}: helm lint --strict failed:\n{out.stdout}\n{out.stderr}"
 
 
@@ -243,10 +274,14 @@ def test_values_yaml_comments_every_value():
 
 
 def test_every_object_is_valid_kubernetes(rendered):
-    checked = set()
+    checked, seen = set(), set()
     for case in rendered.values():
         for obj in case.objects:
             key = (obj["apiVersion"], obj["kind"])
+            text = json.dumps(obj, sort_keys=True)
+            if text in seen:  # the same object from another case (the CRDs, most of all)
+                continue
+            seen.add(text)
             if key in NO_SCHEMA:
                 assert obj["metadata"].get("name"), f"{case.name}: {key} without a name"
                 continue
@@ -298,10 +333,15 @@ def test_standard_labels_on_every_templated_object(rendered):
 
 
 def test_guywire_check_passes_on_the_chart(rendered):
-    for case in rendered.values():
-        out = subprocess.run([sys.executable, "-m", "guywire.cli", "check", "-", "--color", "never"],
-                             input=case.text, capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, f"{case.name}: guywire check exited {out.returncode}:\n{out.stdout}{out.stderr}"
+    """`helm template ... | guywire check -` exits 0: the chart's objects pass guywire's own rules."""
+    def check(case: Rendered) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "guywire.cli", "check", "-", "--color", "never"],
+                              input=case.text, capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = dict(zip(rendered, pool.map(check, rendered.values())))
+    for name, out in results.items():
+        assert out.returncode == 0, f"{name}: guywire check exited {out.returncode}:\n{out.stdout}{out.stderr}"
         assert "workload(s)" in out.stdout
 
 
@@ -319,6 +359,8 @@ def test_notes_render_and_their_first_policy_is_valid(helm):
 
 def test_operator_rbac_is_exactly_what_it_uses(rendered):
     for case in rendered.values():
+        if case.values.get("rbac", {}).get("create") is False:
+            continue
         role = case.one("ClusterRole", case.fullname)
         want = operator_rules_from_code()
         assert BASELINE_RULES <= want
@@ -342,6 +384,33 @@ def test_no_wildcards_and_no_secrets_in_any_role(rendered):
                 assert not {"secrets", "configmaps"} & set(rule.get("resources", [])), case.name
                 assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"])
                 assert "nonResourceURLs" not in rule
+
+
+def test_rbac_and_service_accounts_can_be_brought_by_the_user(rendered):
+    case = rendered["no-rbac"]
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"):
+        assert not case.of(kind), kind
+    assert case.operator["spec"]["template"]["spec"]["serviceAccountName"] == "preexisting"
+    vwc = case.one("ValidatingWebhookConfiguration")
+    assert "system:serviceaccount:guywire:preexisting" in vwc["webhooks"][0]["matchConditions"][0]["expression"]
+
+
+def test_names_and_labels_fit_kubernetes_limits(rendered):
+    label = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+    dns1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    for case in rendered.values():
+        for obj in case.objects:
+            name = obj["metadata"]["name"]
+            where = f"{case.name}: {obj['kind']} {name}"
+            assert len(name) <= (63 if obj["kind"] in ("Service", "Namespace") else 253), where
+            if obj["kind"] == "Service":
+                assert dns1035.match(name), where
+            for key, value in obj["metadata"].get("labels", {}).items():
+                assert len(value) <= 63 and label.match(value), f"{where}: label {key}={value!r}"
+        for _, spec in case.pod_templates():
+            for c in spec["containers"]:
+                for port in c.get("ports", []):
+                    assert len(port["name"]) <= 15, port
 
 
 def test_namespaced_peering_gets_a_role_and_a_kopfpeering_per_namespace(rendered):
@@ -398,6 +467,49 @@ def test_operator_deployment(rendered):
     assert "--taint-unhealthy-gpu-nodes" in tainting.args and "--taint-max-fraction=0.25" in tainting.args
     image = tainting.operator["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"ghcr.io/guywire/guywire:{guywire.__version__}@sha256:{'a' * 64}"
+
+
+def _parse(argv: list[str]):
+    """Parse a container's args with guywire's own CLI parser; argparse exits on an unknown flag."""
+    from guywire.cli import parser
+
+    try:
+        return parser().parse_args(argv)
+    except SystemExit as exc:
+        raise AssertionError(f"guywire rejects the chart's args {argv}") from exc
+
+
+def _missing_flags(command: str, argv: list[str]) -> list[str]:
+    from guywire.cli import parser
+
+    sub = next(a for a in parser()._actions if a.dest == "command").choices[command]
+    known = {opt for action in sub._actions for opt in action.option_strings}
+    return [a.split("=", 1)[0] for a in argv if a.startswith("--") and a.split("=", 1)[0] not in known]
+
+
+def test_guywire_accepts_the_args_the_chart_passes(rendered):
+    """The operator's and the agent's args parse with guywire's own CLI, so a renamed flag fails here."""
+    for case in rendered.values():
+        missing = _missing_flags("run", case.args)
+        if missing and set(missing) <= {"--taint-unhealthy-gpu-nodes", "--taint-max-fraction"}:
+            continue  # checked in test_taint_flags_exist_in_the_operator
+        args = _parse(case.args)
+        assert args.standalone == (case.values.get("replicaCount", 1) <= 1)
+        if "webhook-off" != case.name:
+            assert args.webhook_port == 9443 and args.webhook_cert and args.webhook_key
+        for ds in case.of("DaemonSet"):
+            agent_args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+            parsed = _parse(agent_args)
+            assert parsed.node_name == "$(NODE_NAME)" and parsed.metrics_port == 8082
+
+
+def test_taint_flags_exist_in_the_operator(rendered):
+    case = rendered["tainting-digest"]
+    missing = _missing_flags("run", case.args)
+    if missing:
+        pytest.xfail(f"the chart passes {missing}, which `guywire run` does not have yet (the tainting work adds them)")
+    args = _parse(case.args)
+    assert args.taint_unhealthy_gpu_nodes is True and args.taint_max_fraction == 0.25
 
 
 def test_services_route_webhook_and_metrics(rendered):
@@ -567,6 +679,7 @@ def test_node_agent_runs_only_on_gpu_nodes_and_sees_nvml(rendered):
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert container["args"][:2] == ["node-agent", "--node-name=$(NODE_NAME)"]
     assert "--interval=30s" in container["args"] and "--metrics-port=8082" in container["args"]
+    assert "--report-max-age=5m" in container["args"]
     assert {p["name"] for p in container["ports"]} == {"metrics"}
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
 

@@ -70,10 +70,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* The node agent's resource names: <full name>-node-agent, kept within 63 characters. */}}
+{{- define "guywire.agentName" -}}
+{{- printf "%s-node-agent" (include "guywire.fullname" . | trunc 52 | trimSuffix "-") -}}
+{{- end -}}
+
 {{/* The node agent's ServiceAccount name. */}}
 {{- define "guywire.agentServiceAccountName" -}}
 {{- if .Values.nodeAgent.serviceAccount.create -}}
-{{- default (printf "%s-node-agent" (include "guywire.fullname" .) | trunc 63 | trimSuffix "-") .Values.nodeAgent.serviceAccount.name -}}
+{{- default (include "guywire.agentName" .) .Values.nodeAgent.serviceAccount.name -}}
 {{- else -}}
 {{- default "default" .Values.nodeAgent.serviceAccount.name -}}
 {{- end -}}
