@@ -70,7 +70,18 @@ def gpu_health_markdown(table: HealthTable = DEFAULT_TABLE) -> str:
         x = table.xids[code]
         out.append(f"| {code} | {x.description} | {x.bucket or '-'} | {x.state.value} | {x.action.value} | "
                    f"{x.note} |")
-    out += ["", "## Sources", ""]
+    out += ["", "## Trying it without a GPU", "",
+            "`--fake-nvml FILE` reads the GPUs from a YAML scenario instead of NVML (the keys are listed in "
+            "`guywire/gpu/fake.py`); `steps` change the GPUs read by read:", "", "```yaml",
+            "driverVersion: \"550.90.07\"", "bootId: boot-1", "gpus:",
+            "- {uuid: GPU-0e2c0000-0000-0000-0000-000000000000, temperature: 64}",
+            "- {uuid: GPU-0e2c0000-0000-0000-0000-000000000001, remappedRows: {pending: true}}",
+            "steps:", "- gpus: [{xids: [79], lost: true}]   # GPU 0 falls off the bus",
+            "- bootId: boot-2                          # the node reboots: the latched XID clears",
+            "  gpus: [{lost: false}, {reset: true}]", "```", "",
+            "```sh", "guywire node-agent --once --dry-run --fake-nvml gpus.yaml   # print the report, write nothing",
+            "guywire node-agent --fake-nvml gpus.yaml --node-name gpu-1 --interval 5s --dry-run",
+            "```", "", "## Sources", ""]
     for key, (title, url) in SOURCES.items():
         out.append(f"- `{key}`: [{title}]({url})")
     out.append("")

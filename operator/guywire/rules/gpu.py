@@ -185,8 +185,8 @@ def _age(seconds: float) -> str:
 
 @rule(id="GW-GPU-003", name="stale-gpu-health-report", severity=Severity.MEDIUM, section="gpu", target="node",
       summary="A GPU node has no GPU health report, or one older than reportMaxAge.",
-      remediation="Run the guywire node-agent DaemonSet on every GPU node and check its pod on this node "
-                  "(kubectl -n guywire logs ds/guywire-node-agent); it refreshes the report at least every "
+      remediation="Run the guywire node-agent DaemonSet on every GPU node (the Helm chart's nodeAgent) and read "
+                  "the logs of its pod on this node; a running agent refreshes the report at least every "
                   "reportMaxAge / 2.")
 def stale_gpu_health_report(node: Node, params: GpuRules, ctx: Context) -> Iterator[Issue]:
     """Without a fresh report nothing tells a healthy GPU node from a broken one, and GW-GPU-001/002 stay
