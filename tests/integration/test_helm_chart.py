@@ -6,6 +6,11 @@ Every rendered object is validated by kubernetes-validate against Kubernetes 1.3
 it ships, in strict mode (unknown fields refused); kinds without a bundled schema (cert-manager,
 Prometheus Operator, kopf) are listed and checked by hand. The chart's output must also pass guywire's
 own rules (`guywire check -` exits 0).
+
+Then the chart is taken at its word: the operator and the node agent are started with the rendered
+args and env against a Kubernetes API on loopback (tests/kubeapi.py), and every request they make
+must be allowed by the rendered ClusterRoles; the probes, metrics and the webhook's generated
+certificate are checked where the chart points the kubelet and the API server.
 """
 from __future__ import annotations
 
@@ -732,3 +737,229 @@ def test_bad_values_are_refused_with_a_readable_message(helm, tmp_path, values, 
     assert out.returncode != 0, f"accepted: {values}"
     assert re.search(message, out.stderr), out.stderr
     assert "panic" not in out.stderr and "goroutine" not in out.stderr
+
+
+# -- the operator, started with the chart's own args, against a Kubernetes API on loopback ---------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _verb(method: str, path: str, watch: bool) -> tuple[str, str, str] | None:
+    """(apiGroup, resource[/subresource], verb) of a request, or None for discovery and other non-resource paths."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 3:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 4:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]  # a namespaced resource (a bare /namespaces/NAME is the namespace itself)
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) >= 3 else "")
+    named = len(rest) >= 2
+    verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method)
+    if verb is None:
+        verb = "watch" if watch else ("get" if named else "list")
+    return group, resource, verb
+
+
+@pytest.fixture(scope="module")
+def chart_operator(rendered, kube_api, tmp_path_factory):
+    """`guywire run` with the Deployment's args and env from the default render, TLS from its generated Secret."""
+    from guywire.cli import parser
+    from guywire.operator.main import run_in_thread
+
+    case = rendered["defaults"]
+    container = case.operator["spec"]["template"]["spec"]["containers"][0]
+    tls = tmp_path_factory.mktemp("chart-tls")
+    secret = case.one("Secret")["data"]
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (tls / key).write_bytes(base64.b64decode(secret[key]))
+    ports = {"metrics": _free_port(), "health": _free_port(), "webhook": _free_port()}
+    argv = []
+    for arg in container["args"]:
+        flag, _, value = arg.partition("=")
+        value = {"--metrics-port": str(ports["metrics"]), "--health-port": str(ports["health"]),
+                 "--webhook-port": str(ports["webhook"]), "--webhook-cert": str(tls / "tls.crt"),
+                 "--webhook-key": str(tls / "tls.key")}.get(flag, value)
+        argv.append(f"{flag}={value}" if value else flag)
+    # The downward-API env the chart sets, as the pod would have it.
+    env = {"POD_NAMESPACE": case.namespace, "POD_NAME": "guywire-abc12", "POD_ID": "guywire-abc12",
+           "SERVICE_ACCOUNT_NAME": case.operator["spec"]["template"]["spec"]["serviceAccountName"]}
+    assert set(env) <= {e["name"] for e in container["env"]}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        args = parser().parse_args([*argv, "--kubeconfig", str(kube_api.kubeconfig_path), "--status-interval=0.2s",
+                                    "--events-per-second=200"])
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert args.own_namespace == case.namespace and args.service_account == env["SERVICE_ACCOUNT_NAME"]
+
+    objects = [d for f in sorted((ROOT / "examples").rglob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    for obj in objects:
+        if obj["kind"] == "Namespace" and kube_api.get("namespaces", obj["metadata"]["name"]):
+            continue
+        kube_api.create(obj)
+    kube_api.clear_requests()
+    thread, stop, ready = run_in_thread(args)
+    try:
+        assert ready.wait(20), "the operator did not start with the chart's args"
+        kube_api.wait_for(lambda: "GW-RTY-002" in ((kube_api.get("deployments.apps", "gateway", "ml") or {})
+                                                    .get("metadata", {}).get("annotations", {})
+                                                    .get("guywire.dev/violations", "")), timeout=30)
+        kube_api.wait_for(lambda: any(e.get("type") == "Warning"
+                                      for e in kube_api.events_for("Deployment", "ml", "gateway")), timeout=30)
+        kube_api.wait_for(lambda: (kube_api.get("clustercomplexitypolicies.guywire.dev", "ai-baseline") or {})
+                          .get("status", {}).get("violating"), timeout=30)
+        yield case, ports, tls, list(kube_api.requests)
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_operator_stays_within_the_charts_cluster_role(chart_operator):
+    """Every API request the operator made while doing its work is allowed by the rendered ClusterRole."""
+    case, _, _, requests = chart_operator
+    allowed = rules_of(case.one("ClusterRole", case.fullname))
+    used, denied = set(), set()
+    for req in requests:
+        triple = _verb(req.method, req.path, req.watch)
+        if triple is None:
+            continue
+        used.add(triple)
+        if triple not in allowed:
+            denied.add(f"{triple} ({req})")
+    assert not denied, "requests the chart's RBAC would forbid:\n" + "\n".join(sorted(denied))
+    # It did real work: watched workloads, annotated one, posted an Event, wrote a policy status.
+    assert {("apps", "deployments", "watch"), ("apps", "deployments", "patch"), ("", "events", "create"),
+            ("guywire.dev", "clustercomplexitypolicies/status", "patch")} <= used, sorted(used)
+    assert not any(r == "secrets" for _, r, _ in used)
+
+
+def test_probes_and_metrics_answer_where_the_chart_points(chart_operator):
+    import urllib.request
+
+    case, ports, _, _ = chart_operator
+    container = case.operator["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        path = container[probe]["httpGet"]["path"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}{path}", timeout=5) as resp:
+            assert resp.status == 200, probe
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5) as resp:
+        assert b"guywire_" in resp.read()
+
+
+def test_webhook_serves_the_generated_certificate_for_its_service_name(chart_operator):
+    """The API server would call https://<service>.<namespace>.svc and trust the caBundle: so does this."""
+    import http.client
+    import ssl
+
+    case, ports, tls, _ = chart_operator
+    context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+    host = f"{case.fullname}.{case.namespace}.svc"
+
+    class Conn(http.client.HTTPSConnection):
+        def connect(self):  # reach loopback, but verify the certificate for the Service's DNS name
+            import socket
+            sock = socket.create_connection(("127.0.0.1", ports["webhook"]), timeout=5)
+            self.sock = context.wrap_socket(sock, server_hostname=host)
+
+    conn = Conn(host, ports["webhook"], context=context, timeout=5)
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "1", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"}, "operation": "CREATE",
+        "namespace": "ml", "name": "probe", "userInfo": {"username": "alice"}, "dryRun": True,
+        "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "probe", "namespace": "ml"},
+                   "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+                       "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}}}}
+    path = case.one("ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]["path"]
+    conn.request("POST", path, body=json.dumps(review), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 200 and body["response"]["uid"] == "1"
+
+
+HEALTHY_GPUS = """
+driverVersion: "550.90.07"
+bootId: boot-1
+gpus:
+- {uuid: GPU-aaaa0000-0000-0000-0000-000000000000, temperature: 51}
+- {uuid: GPU-bbbb0000-0000-0000-0000-000000000000, temperature: 53}
+"""
+
+
+@pytest.fixture(scope="module")
+def chart_agent(rendered, tmp_path_factory):
+    """`guywire node-agent` with the DaemonSet's args and env (GPUs from a fake-NVML scenario), its own API server."""
+    import urllib.request
+
+    from tests.kubeapi import KubeApiServer
+
+    case = rendered["defaults"]
+    container = case.one("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    tmp = tmp_path_factory.mktemp("chart-agent")
+    (tmp / "gpus.yaml").write_text(HEALTHY_GPUS)
+    port = _free_port()
+    node = "gpu-node-1"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODE_NAME")}
+    env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
+    env.update({"NODE_NAME": node, "POD_NAMESPACE": case.namespace, "POD_NAME": "agent-x"})
+    argv = []
+    for arg in container["args"]:
+        flag, _, value = arg.partition("=")
+        value = value.replace("$(NODE_NAME)", env["NODE_NAME"])  # as the kubelet expands it
+        argv.append(f"{flag}={str(port) if flag == '--metrics-port' else value}" if value else flag)
+    with KubeApiServer(bookmark_interval=0.5) as api:
+        api.write_kubeconfig(tmp / "kubeconfig")
+        api.create({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": node, "labels": {"nvidia.com/gpu.present": "true"}},
+                    "status": {"capacity": {"nvidia.com/gpu": "2"}, "allocatable": {"nvidia.com/gpu": "2"}}})
+        api.clear_requests()
+        proc = subprocess.Popen([sys.executable, "-m", "guywire.cli", *argv, "--fake-nvml", str(tmp / "gpus.yaml"),
+                                 "--kubeconfig", str(tmp / "kubeconfig")], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            api.wait_for(lambda: proc.poll() is not None or "guywire.dev/gpu-health" in
+                         (api.get("nodes", node) or {}).get("metadata", {}).get("annotations", {}), timeout=30)
+            assert proc.poll() is None, f"the agent exited with the chart's args:\n{proc.communicate()[0]}"
+            probes = {}
+            for probe in ("livenessProbe", "readinessProbe"):
+                path = container[probe]["httpGet"]["path"]
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                    probes[probe] = (resp.status, resp.read())
+            yield case, api, node, list(api.requests), probes
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_node_agent_stays_within_its_cluster_role(chart_agent):
+    case, api, node, requests, _ = chart_agent
+    allowed = rules_of(case.one("ClusterRole", f"{case.fullname}-node-agent"))
+    used = {t for r in requests if (t := _verb(r.method, r.path, r.watch))}
+    assert used <= allowed, f"requests the chart's RBAC would forbid: {sorted(used - allowed)}"
+    assert ("", "nodes", "patch") in used
+    # Only its own Node: every named node request is for the node it runs on.
+    for r in requests:
+        if "/nodes/" in r.path:
+            assert r.path.split("/nodes/")[1].split("/")[0] == node, str(r)
+    assert api.get("nodes", node)["metadata"]["labels"]["guywire.dev/gpu-health"] == "Healthy"
+
+
+def test_node_agent_probes_answer_where_the_chart_points(chart_agent):
+    *_, probes = chart_agent
+    for probe, (status, body) in probes.items():
+        assert status == 200, probe
+        assert b"guywire" in body or b"# HELP" in body, probe
