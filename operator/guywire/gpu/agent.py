@@ -245,7 +245,10 @@ class NodeAgent:
             self.threaded = self.reader.xids.set is not None
         try:
             while not self._stop.is_set():
-                self.cycle()
+                try:
+                    self.cycle()
+                except Exception as exc:  # noqa: BLE001 - one bad pass must not stop the watch
+                    self.log(f"a read failed and is retried next interval: {type(exc).__name__}: {exc}")
                 if self._wake.wait(interval_s) and not self._stop.is_set():
                     self._stop.wait(EVENT_SETTLE_S)
                 self._wake.clear()
