@@ -720,6 +720,7 @@ BAD_VALUES = [
     ({"nodeAgent": {"nodeSelector": {"nvidia.com/gpu.present": True}}}, r"/nodeAgent/nodeSelector"),
     ({"operator": {"auditInterval": "ten minutes"}}, r"/operator/auditInterval"),
     ({"image": {"digest": "latest"}}, r"/image/digest"),
+    ({"image": {"tag": "latest"}}, r"image.tag is latest.*pin a version tag"),
     ({"webhook": {"certManager": {"enabled": True, "issuerRef": {"kind": "ClusterIssuer"}}}},
      r"missing propert.*name"),
     ({"webhook": {"existingSecret": "corp-tls"}}, r"webhook.existingSecret needs webhook.caBundle"),

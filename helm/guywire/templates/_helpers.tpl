@@ -112,6 +112,9 @@ app.kubernetes.io/component: {{ .component }}
 Refuse value combinations the schema cannot express, with a message that says what to change.
 */}}
 {{- define "guywire.validate" -}}
+{{- if and (eq (toString .Values.image.tag) "latest") (not .Values.image.digest) -}}
+{{- fail "image.tag is latest, which can change under the same name (guywire's own rule GW-OBS-007): pin a version tag, or set image.digest." -}}
+{{- end -}}
 {{- if and .Values.webhook.enabled .Values.webhook.certManager.enabled .Values.webhook.existingSecret -}}
 {{- fail "webhook.certManager.enabled and webhook.existingSecret are both set: choose one source of the webhook certificate." -}}
 {{- end -}}
