@@ -166,7 +166,7 @@ class Engine:
                     per[p.ref] = self.judge(w, p, ctxs[p.ref])
             self.results[key] = per
 
-    def _evaluate_nodes(self) -> None:
+    def evaluate_nodes(self) -> None:
         self.node_results = {}
         cluster = [p for p in self.policies if p.kind == "ClusterComplexityPolicy"]
         if not any(r.target == "node" for r in self.rules):
@@ -177,7 +177,7 @@ class Engine:
     def evaluate_all(self) -> Result:
         self.results = {}
         self._evaluate(list(self.inventory.workloads))
-        self._evaluate_nodes()
+        self.evaluate_nodes()
         return self.result()
 
     # ----- reading results ---------------------------------------------------------------------
@@ -233,7 +233,7 @@ class Engine:
             affected = {k for k in self.inventory.workloads if view.covers_namespace(k[0])}
         elif isinstance(view, Node):
             self.inventory.nodes[view.name] = view
-            self._evaluate_nodes()
+            self.evaluate_nodes()
             affected = {k for k, nodes in self.gpu_pods.items() if view.name in nodes}
             affected |= {k for k, w in self.inventory.workloads.items() if w.requests_gpu
                          and any(t.node_name == view.name or t.node_selector or t.node_affinity for t in w.templates)}

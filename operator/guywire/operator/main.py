@@ -50,7 +50,9 @@ def settings_from(args: Any) -> Settings:
     return Settings(own_namespace=args.own_namespace, audit_interval=parse_duration(args.audit_interval),
                     status_interval=parse_duration(args.status_interval),
                     events_per_second=args.events_per_second,
-                    instance=os.environ.get("POD_NAME") or Settings().instance, own_users=users)
+                    instance=os.environ.get("POD_NAME") or Settings().instance, own_users=users,
+                    taint_unhealthy_gpu_nodes=args.taint_unhealthy_gpu_nodes,
+                    taint_max_fraction=args.taint_max_fraction)
 
 
 def webhook_settings(args: Any) -> WebhookSettings | None:

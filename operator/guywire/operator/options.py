@@ -25,6 +25,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--service-account", default=os.environ.get("SERVICE_ACCOUNT_NAME", "guywire"),
                    help="the operator's own ServiceAccount; its requests are never judged by the webhook")
+    g = p.add_argument_group("GPU nodes")
+    g.add_argument("--taint-unhealthy-gpu-nodes", action="store_true",
+                   help="add guywire.dev/gpu-unhealthy=true:NoSchedule to GPU nodes whose report is Unhealthy, and "
+                        "remove it when they recover (off by default)")
+    g.add_argument("--taint-max-fraction", type=float, default=0.5,
+                   help="circuit breaker: never taint more than this fraction of GPU nodes (default 0.5)")
     w = p.add_argument_group("admission webhook (served only with --webhook-port)")
     w.add_argument("--webhook-host", default="0.0.0.0", help="address to listen on")
     w.add_argument("--webhook-port", type=int, default=0, help="HTTPS port of the validating webhook")

@@ -22,7 +22,11 @@ from ..annotations import COMPLEXITY_SCORE, EVALUATED_AT, OWN_ANNOTATIONS, VIOLA
 from ..engine import Engine, worst_first
 from ..graph import Graph
 from ..inventory import Inventory, view_of
-from ..kube import POLICY_KINDS, WORKLOAD_KINDS, ApiFailure, KubeClient
+from ..annotations import GPU_HEALTH
+from ..gpu.taint import NodeTaintState, has_taint, plan_taints, taint_spec
+from ..kube import NODE, POLICY_KINDS, WORKLOAD_KINDS, ApiFailure, KubeClient
+from ..model.gpu import GPU_TAINT_KEY, parse_gpu_health
+from ..rules.gpu import is_gpu_node
 from ..model.finding import Finding
 from ..model.policy import Enforcement, Policy, PolicyError, parse_policy
 from ..workload import ParseError, Workload
@@ -45,6 +49,9 @@ class Settings:
     write_concurrency: int = 8
     instance: str = field(default_factory=socket.gethostname)
     own_users: frozenset[str] = frozenset()
+    node_recheck_interval: float = 30.0
+    taint_unhealthy_gpu_nodes: bool = False
+    taint_max_fraction: float = 0.5
 
 
 def now_rfc3339() -> str:
@@ -89,6 +96,9 @@ class OperatorState:
         self.fingerprints: dict[tuple, str] = {}
         self.owners: dict[WKey, tuple[str, str]] = {}  # controlled object -> its controller (kind, name)
         self.gpu_pod_nodes: dict[WKey, tuple[WKey, str]] = {}  # GPU pod -> (evaluated workload, node)
+        self.node_taints: dict[str, list] = {}  # node -> its spec.taints, for the GPU taint decision
+        self.taints_dirty = False
+        self.breaker_message: str | None = None
         self.written: dict[WKey, tuple[str, str]] = {}  # what our annotations hold: (violations, score)
         self.announced: dict[WKey, set[str]] = {}  # rules whose Warning event was posted
         self.dirty: set[WKey] = set()
@@ -107,8 +117,13 @@ class OperatorState:
         self.fingerprints[ident] = fp
         return True
 
+    def tick(self) -> None:
+        """Rules never read the clock: the time they judge against is set here, at the edge."""
+        self.engine.now = datetime.now(timezone.utc)
+
     def observe(self, body: dict) -> None:
         """A watched object was added or changed."""
+        self.tick()
         kind = body.get("kind")
         meta = body.get("metadata") or {}
         ident = (kind, meta.get("namespace"), meta.get("name"))
@@ -117,6 +132,9 @@ class OperatorState:
             return
         if not self._changed(ident, body):
             return
+        if kind == "Node":
+            self.node_taints[meta.get("name")] = list((body.get("spec") or {}).get("taints") or [])
+            self.taints_dirty = True
         try:
             view = view_of(body)
         except ParseError as exc:
@@ -145,6 +163,7 @@ class OperatorState:
 
     def forget(self, kind: str, namespace: str | None, name: str) -> None:
         """A watched object was deleted."""
+        self.tick()
         self.fingerprints.pop((kind, namespace, name), None)
         if kind in POLICY_KINDS:
             ref = self._policy_ref(kind, namespace, name)
@@ -157,6 +176,10 @@ class OperatorState:
             return
         ns_key = (namespace or "default", kind, name)
         self.owners.pop(ns_key, None)
+        if kind == "Node":
+            self.node_taints.pop(name, None)
+            self.engine.node_health.pop(name, None)
+            self.taints_dirty = True
         if kind == "Pod":
             self._untrack_gpu_pod(ns_key)
         if not self.warm:
@@ -248,6 +271,7 @@ class OperatorState:
             self.status_dirty = True
 
     def _reevaluate_all(self) -> None:
+        self.tick()
         started = time.perf_counter()
         self.engine.set_policies(sorted(self.policies.values(), key=lambda p: p.ref))
         metrics.EVALUATION_SECONDS.labels("full").observe(time.perf_counter() - started)
@@ -318,6 +342,9 @@ class OperatorState:
                 await self._write_workload(key)
 
         await asyncio.gather(*(one(k) for k in keys))
+        if self.settings.taint_unhealthy_gpu_nodes and self.taints_dirty:
+            self.taints_dirty = False
+            await self.apply_taints()
         if self.status_dirty and time.monotonic() - self.last_status_flush >= self.settings.status_interval:
             self.status_dirty = False
             self.last_status_flush = time.monotonic()
@@ -385,6 +412,44 @@ class OperatorState:
                 metrics.API_ERRORS.labels("event").inc()
                 log.warning("Cannot post event %s on %s: %s.", event["reason"], event["involved"]["name"], exc)
 
+    def taint_plan(self):
+        """What to taint and untaint now, from the nodes' reports (see guywire.gpu.taint)."""
+        states = []
+        for name, node in self.engine.inventory.nodes.items():
+            report, _ = parse_gpu_health(node.annotations.get(GPU_HEALTH))
+            taints = self.node_taints.get(name, [])
+            states.append(NodeTaintState(name=name, gpu_node=is_gpu_node(node),
+                                         state=report.state if report else None,
+                                         tainted=has_taint({"spec": {"taints": taints}})))
+        return plan_taints(states, self.settings.taint_max_fraction)
+
+    async def apply_taints(self) -> None:
+        plan = self.taint_plan()
+        for name, add in [(n, True) for n in plan.taint] + [(n, False) for n in plan.untaint]:
+            current = [t for t in self.node_taints.get(name, []) if not (isinstance(t, dict)
+                                                                          and t.get("key") == GPU_TAINT_KEY)]
+            taints = current + [taint_spec()] if add else current
+            try:
+                await self.client.merge_patch(NODE.path(None, name), {"spec": {"taints": taints}})
+            except ApiFailure as exc:
+                log.warning("Cannot %s node %s: %s; will retry.", "taint" if add else "untaint", name, exc)
+                self.taints_dirty = True
+                continue
+            self.node_taints[name] = taints
+            log.info("%s node %s (%s).", "Tainted" if add else "Untainted", name,
+                     "GPUs Unhealthy" if add else "GPUs recovered")
+        metrics.TAINTS.set(sum(1 for t in self.node_taints.values()
+                               if has_taint({"spec": {"taints": t}})))
+        message = plan.message()
+        if message and message != self.breaker_message:
+            log.warning("%s", message)
+            for name in plan.held_back:
+                self._queue_event(("node", name, "breaker"), dict(
+                    involved={"apiVersion": "v1", "kind": "Node", "name": name, "namespace": "default"},
+                    reason="GPUTaintHeldBack", type_="Warning", message=message,
+                    key=f"{name}|breaker|{message}"))
+        self.breaker_message = message
+
     def status_for(self, ref: str) -> dict:
         meta = self.policy_meta.get(ref, {})
         gen = meta.get("generation")
@@ -445,10 +510,27 @@ class OperatorState:
                          own_users=self.settings.own_users, ready=self.warm)
 
     # ----- background loops --------------------------------------------------------------------
+    def recheck_nodes(self) -> None:
+        """GPU reports go stale with time alone (GW-GPU-003): judge the nodes again against the clock."""
+        if not self.warm or not self.engine.inventory.nodes:
+            return
+        self.tick()
+        before = {n: [f.render() for found in per.values() for f in found]
+                  for n, per in self.engine.node_results.items()}
+        self.engine.evaluate_nodes()
+        after = {n: [f.render() for found in per.values() for f in found]
+                 for n, per in self.engine.node_results.items()}
+        if after != before:
+            self.status_dirty = True
+
     async def writer_loop(self) -> None:
+        last_node_check = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             try:
+                if time.monotonic() - last_node_check >= self.settings.node_recheck_interval:
+                    last_node_check = time.monotonic()
+                    self.recheck_nodes()
                 await self.flush()
             except Exception:  # never let one bad write stop the loop
                 log.exception("Writing results failed; will retry.")
