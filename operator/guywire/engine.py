@@ -20,7 +20,7 @@ from .model.policy import Policy
 from .model.severity import Severity
 from .rules import REGISTRY, Context, Rule, all_rules
 from .rules.complexity import complexity_score
-from .workload import Monitor, Namespace, Node, Service, Workload
+from .workload import MESH_KINDS, MeshRoute, Monitor, Namespace, Node, Service, Workload
 
 ALWAYS_SKIPPED = frozenset({"kube-system"})
 
@@ -225,6 +225,8 @@ class Engine:
             affected = self.graph.upsert_service(view)
             # its labels decide which ServiceMonitors reach its backends (GW-OBS-003), even when they are unchanged
             affected |= set(self.graph.backends.get(view.key, ()))
+        elif isinstance(view, MeshRoute):
+            affected = self.graph.upsert_mesh(view)
         elif isinstance(view, Namespace):
             self.inventory.namespaces[view.name] = view
             affected = {k for k in self.inventory.workloads if k[0] == view.name}
@@ -254,6 +256,8 @@ class Engine:
         elif kind == "Namespace":
             self.inventory.namespaces.pop(name, None)
             affected = {k for k in self.inventory.workloads if k[0] == name}
+        elif kind in MESH_KINDS:
+            affected = self.graph.remove_mesh((namespace or "default", kind, name))
         elif kind == "Node":
             self.inventory.nodes.pop(name, None)
             self.node_results.pop(name, None)

@@ -4,7 +4,9 @@ Nodes are workloads. An edge is one dependency of a workload, declared in
 ``guywire.dev/depends-on`` or inferred from an environment variable that names an
 in-cluster Service; a Service resolves to the workloads its selector matches, a
 name that is no Service to the workload of that name. Edges to hosts outside the
-cluster, and to names that resolve to nothing, are leaves.
+cluster, and to names that resolve to nothing, are leaves. An edge's retry policy
+is the caller's annotation combined with the Istio VirtualService route its sidecar
+applies to the host, when there is one (mesh.py).
 
 Analysis (cycles, depth, amplification) is linear in nodes + edges: strongly
 connected components by an iterative Tarjan, then depth and worst retry
@@ -21,7 +23,8 @@ from urllib.parse import urlsplit
 
 from .annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
 from .inventory import Inventory
-from .workload import Service, Workload, selector_matches
+from .mesh import MeshIndex, effective_retry
+from .workload import MeshRetry, MeshRoute, Service, Workload, selector_matches
 
 WKey = tuple[str, str, str]  # (namespace, kind, name)
 SKey = tuple[str, str]  # (namespace, name)
@@ -51,6 +54,8 @@ class Edge:
     targets: tuple[WKey, ...] = ()
     resolved: bool = False
     external: bool = False
+    app_retry: RetryPolicy = NO_RETRY  # what the caller's annotation says; ``retry`` adds the mesh's (mesh.py)
+    mesh: MeshRetry | None = None  # the caller's sidecar route for this host (Istio VirtualService)
 
     @property
     def label(self) -> str:
@@ -132,6 +137,7 @@ class Graph:
         self.analysis: dict[WKey, Analysis] = {}
         self.sccs: dict[int, list[WKey]] = {}
         self._next_scc = 0
+        self.mesh = MeshIndex(inventory.meshes.values())
         for key, w in inventory.workloads.items():
             self._index_workload(w)
         for skey, svc in inventory.services.items():
@@ -219,9 +225,10 @@ class Graph:
             if ident in declared:
                 continue  # one dependency written two ways (retriever, retriever.ml.svc) is one edge
             declared.add(ident)
-            edge = Edge(source=key, dep=dep, namespace=dep.namespace or ns,
-                        retry=w.decl.retry_policy(dep, ns), declared=True)
+            pol = w.decl.retry_policy(dep, ns)
+            edge = Edge(source=key, dep=dep, namespace=dep.namespace or ns, retry=pol, app_retry=pol, declared=True)
             self._resolve(edge)
+            self._apply_mesh(edge, ns)
             edges.append(edge)
             if edge.service:
                 declared_services.add(edge.service)
@@ -246,11 +253,22 @@ class Graph:
                         if backends and set(backends) <= declared_workloads:
                             continue
                         dep = DependencyRef(raw=host, name=skey[1], namespace=skey[0], port=port)
-                        edge = Edge(source=key, dep=dep, namespace=skey[0], retry=w.decl.retry_policy(dep, ns),
+                        pol = w.decl.retry_policy(dep, ns)
+                        edge = Edge(source=key, dep=dep, namespace=skey[0], retry=pol, app_retry=pol,
                                     declared=False, inferred_from=f"{c.name}/{env_name}")
                         self._resolve(edge)
+                        self._apply_mesh(edge, ns)
                         edges.append(edge)
         self._set_edges(key, edges, mentioned)
+
+    def _apply_mesh(self, edge: Edge, caller_ns: str) -> None:
+        """Add the retries and timeout of the caller's sidecar route for the host (mesh.py)."""
+        if not self.mesh.routes:
+            return
+        route = self.mesh.route_for(edge.namespace, edge.dep.name, edge.dep.external, caller_ns)
+        if route is not None and route.retry is not None:
+            edge.mesh = route.retry
+            edge.retry = effective_retry(edge.app_retry, route.retry)
 
     def _set_edges(self, key: WKey, edges: list[Edge], mentioned: set[SKey] | None = None) -> None:
         for skey in self.mentions.pop(key, ()):
@@ -340,6 +358,34 @@ class Graph:
             return set()
         del self.inv.services[skey]
         return self._rebuild(self._rebackend({skey}))
+
+    def _mesh_callers(self, route: MeshRoute | None) -> set[WKey]:
+        """Workloads with an edge to a host ``route`` covers."""
+        if route is None or route.kind != "VirtualService":
+            return set()
+        hosts = self.mesh.hosts(route)
+        out: set[WKey] = set()
+        for kind, value in hosts:
+            if kind == "svc":
+                out |= self.refs.get(value, set())  # type: ignore[arg-type]
+        if any(kind != "svc" for kind, _ in hosts):  # wildcards and outside hosts: look at every edge
+            for key, edges in self.out.items():
+                if key not in out and any(self.mesh.covers(route, e.namespace, e.dep.name, e.dep.external)
+                                          for e in edges):
+                    out.add(key)
+        return out
+
+    def upsert_mesh(self, route: MeshRoute) -> set[WKey]:
+        """Add or replace a VirtualService or DestinationRule; rebuild the edges of the callers of its hosts."""
+        old = self.mesh.remove(route.key)
+        self.inv.meshes[route.key] = route
+        self.mesh.add(route)
+        return self._rebuild(self._mesh_callers(old) | self._mesh_callers(route))
+
+    def remove_mesh(self, key: tuple[str, str, str]) -> set[WKey]:
+        self.inv.meshes.pop(key, None)
+        old = self.mesh.remove(key)
+        return self._rebuild(self._mesh_callers(old))
 
     def _rebuild(self, dirty: set[WKey], callees: set[WKey] | None = None) -> set[WKey]:
         """Rebuild the edges of ``dirty``; return them, their ancestors, and the workloads that gained or

@@ -7,8 +7,9 @@ from typing import Any
 from .aikinds import ai_kind_of, parse_ai_workload
 from .model.finding import SourceRef
 from .workload import (
-    DEFAULT_NAMESPACE, MONITOR_KINDS, WORKLOAD_KINDS, Monitor, Namespace, Node, ParseError, Service, Workload,
-    parse_monitor, parse_namespace, parse_node, parse_service, parse_workload,
+    DEFAULT_NAMESPACE, ISTIO_GROUP, MESH_KINDS, MONITOR_KINDS, WORKLOAD_KINDS, MeshRoute, Monitor, Namespace, Node,
+    ParseError, Service, Workload, parse_mesh, parse_monitor, parse_namespace, parse_node, parse_service,
+    parse_workload,
 )
 
 POLICY_KINDS = frozenset({"ComplexityPolicy", "ClusterComplexityPolicy"})
@@ -21,6 +22,7 @@ class Inventory:
     monitors: dict[tuple[str, str, str], Monitor] = field(default_factory=dict)
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    meshes: dict[tuple[str, str, str], MeshRoute] = field(default_factory=dict)  # Istio VirtualService, DestinationRule
 
     def add(self, view: Any) -> bool:
         """Hold ``view``; False for a workload run by another workload (a Deployment's ReplicaSet, a
@@ -40,6 +42,8 @@ class Inventory:
             self.namespaces[view.name] = view
         elif isinstance(view, Node):
             self.nodes[view.name] = view
+        elif isinstance(view, MeshRoute):
+            self.meshes[view.key] = view
         return True
 
     def namespace_labels(self, ns: str) -> dict[str, str]:
@@ -70,6 +74,8 @@ def view_of(obj: dict, source: SourceRef | None = None, default_namespace: str =
         return parse_namespace(obj)
     if kind == "Node":
         return parse_node(obj, source)
+    if kind in MESH_KINDS and str(obj.get("apiVersion") or "").split("/")[0] == ISTIO_GROUP:
+        return parse_mesh(obj, source, default_namespace)
     return None
 
 

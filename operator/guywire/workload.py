@@ -11,6 +11,7 @@ from typing import Any
 
 from .annotations import Declarations, parse_declarations
 from .model.finding import ObjectRef, SourceRef
+from .model.units import parse_duration
 
 DEFAULT_NAMESPACE = "default"
 GPU_RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-", "amd.com/gpu", "gpu.intel.com/")
@@ -410,3 +411,129 @@ def parse_node(obj: dict, source: SourceRef | None = None) -> Node:
                 pass
     return Node(name=name, labels=_str_dict(meta.get("labels")), annotations=_str_dict(meta.get("annotations")),
                 allocatable_gpus=gpus, source=source)
+
+
+# ----- service mesh (Istio) ------------------------------------------------------------------------
+MESH_KINDS = frozenset({"VirtualService", "DestinationRule"})
+ISTIO_GROUP = "networking.istio.io"
+#: Envoy's retry back-off when a route sets none: 25ms base interval, exponential with full jitter.
+ENVOY_BACKOFF = "exponential-jitter"
+
+
+@dataclass(frozen=True, slots=True)
+class MeshRetry:
+    """What the caller's sidecar does on one call, read from a VirtualService http route.
+
+    ``attempts`` counts every try, the first included: Istio's ``retries.attempts`` counts only the
+    retries, so ``attempts: 2`` is 3 tries here. A route without ``retries`` is read as no retry
+    (Istio's built-in default retries only connection failures before a response, and is not counted).
+    """
+
+    source: str  # 'VirtualService ml/llm http route "primary"', for messages
+    attempts: int = 1
+    per_try_timeout: float | None = None
+    timeout: float | None = None
+
+    @property
+    def retries(self) -> bool:
+        return self.attempts > 1
+
+    def worst_case(self) -> float | None:
+        """The longest the sidecar spends on one call the application makes."""
+        per_try = self.attempts * self.per_try_timeout if self.per_try_timeout is not None else None
+        if per_try is not None and self.timeout is not None:
+            return min(per_try, self.timeout)
+        return per_try if per_try is not None else self.timeout
+
+
+@dataclass(slots=True)
+class MeshRoute:
+    """An Istio VirtualService (the retry and timeout of its http routes) or DestinationRule.
+
+    ``hosts`` are as written (short name, name.ns, FQDN, ``*.ns.svc.cluster.local``, an external host);
+    short names are resolved against the object's own namespace, as Istio does. ``sidecars`` is False
+    when ``gateways`` lists only gateways: then the routes shape ingress traffic, not calls between
+    workloads. ``export_to`` is None for visible everywhere.
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    hosts: list[str]
+    sidecars: bool = True
+    export_to: list[str] | None = None
+    # VirtualService: the route that tries most (a match guywire cannot see may send every call there)
+    retry: MeshRetry | None = None
+    outlier_detection: bool = False  # DestinationRule: trafficPolicy.outlierDetection is set
+    max_retries: int | None = None  # DestinationRule: connectionPool.http.maxRetries, cluster-wide
+    source: SourceRef | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.namespace, self.kind, self.name)
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.kind, self.namespace, self.name)
+
+    def visible_from(self, ns: str) -> bool:
+        if self.export_to is None:
+            return True
+        return any(x == "*" or x == ns or (x == "." and ns == self.namespace) for x in self.export_to)
+
+
+def _mesh_duration(where: str, value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ParseError(f"{where} is {str(value)[:40]!r}, not a duration such as 2s or 500ms.") from None
+    return seconds if seconds > 0 else None  # 0s: Istio reads it as no timeout
+
+
+def _unbounded(r: MeshRetry) -> float:
+    wc = r.worst_case()
+    return float("inf") if wc is None else wc
+
+
+def _route_retry(source: str, route: dict, where: str) -> MeshRetry:
+    retries = _dict(route.get("retries"))
+    n = retries.get("attempts", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ParseError(f"{where}.retries.attempts is {str(n)[:20]!r}, not a whole number of retries.")
+    return MeshRetry(source=source, attempts=min(n, 1000) + 1,
+                     per_try_timeout=_mesh_duration(f"{where}.retries.perTryTimeout", retries.get("perTryTimeout")),
+                     timeout=_mesh_duration(f"{where}.timeout", route.get("timeout")))
+
+
+def parse_mesh(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> MeshRoute:
+    """Read an Istio VirtualService or DestinationRule (networking.istio.io v1, v1beta1, v1alpha3)."""
+    kind = str(obj.get("kind"))
+    name, ns, _ = object_meta(obj)
+    if not name:
+        raise ParseError(f"{kind} ?: metadata.name is missing.")
+    ns = ns or default_namespace
+    spec = _dict(obj.get("spec"))
+    where = f"{kind} {ns}/{name}"
+    hosts = [str(h) for h in _list(spec.get("hosts"))] if kind == "VirtualService" else (
+        [str(spec["host"])] if spec.get("host") else [])
+    export_to = [str(x) for x in _list(spec.get("exportTo"))] or None
+    route = MeshRoute(kind=kind, namespace=ns, name=name, hosts=hosts, export_to=export_to, source=source)
+    if kind == "DestinationRule":
+        policy = _dict(spec.get("trafficPolicy"))
+        route.outlier_detection = bool(policy.get("outlierDetection"))
+        mr = _dict(_dict(policy.get("connectionPool")).get("http")).get("maxRetries")
+        route.max_retries = mr if isinstance(mr, int) and not isinstance(mr, bool) else None
+        return route
+    gateways = [str(g) for g in _list(spec.get("gateways"))]
+    route.sidecars = not gateways or "mesh" in gateways
+    best: MeshRetry | None = None
+    for i, r in enumerate(_list(spec.get("http"))):
+        r = _dict(r)
+        label = f'http route "{r["name"]}"' if r.get("name") else f"http route {i + 1}"
+        retry = _route_retry(f"{where} {label}", r, f"{where}: spec.http[{i}]")
+        if best is None or (retry.attempts, _unbounded(retry)) > (best.attempts, _unbounded(best)):
+            best = retry
+    route.retry = best
+    return route

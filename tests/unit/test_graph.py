@@ -533,3 +533,73 @@ def test_engine_service_relabelled_for_a_service_monitor():
     assert "GW-OBS-003" in {f.rule for f in engine.findings_for(D("llm"))}
     engine.upsert(view(service("llm", labels={"scrape": "yes"})))
     assert "GW-OBS-003" not in {f.rule for f in engine.findings_for(D("llm"))}
+
+
+# ----- Istio VirtualServices, incrementally ---------------------------------------------------------------
+
+
+def random_virtual_service(rng: random.Random) -> dict:
+    ns = rng.choice(NAMESPACES)
+    host = rng.choice([rng.choice(SERVICES + NAMES), f"{rng.choice(SERVICES)}.{rng.choice(NAMESPACES)}",
+                       f"{rng.choice(SERVICES)}.{rng.choice(NAMESPACES)}.svc.cluster.local",
+                       f"*.{rng.choice(NAMESPACES)}.svc.cluster.local", "api.example.com"])
+    route: dict = {"route": [{"destination": {"host": host}}]}
+    if rng.random() < 0.7:
+        route["retries"] = {"attempts": rng.randint(0, 3), "perTryTimeout": f"{rng.randint(1, 9)}s"}
+    if rng.random() < 0.5:
+        route["timeout"] = f"{rng.randint(1, 30)}s"
+    spec: dict = {"hosts": [host], "http": [route]}
+    if rng.random() < 0.15:
+        spec["gateways"] = ["istio-system/ingress"]
+    if rng.random() < 0.15:
+        spec["exportTo"] = ["."]
+    return {"apiVersion": rng.choice(["networking.istio.io/v1", "networking.istio.io/v1beta1"]),
+            "kind": "VirtualService", "metadata": {"name": f"vs{rng.randint(0, 3)}", "namespace": ns}, "spec": spec}
+
+
+def mesh_facts(g: Graph) -> dict:
+    return {**graph_facts(g), "mesh": {k: [(e.dep.raw, e.app_retry, e.mesh) for e in edges]
+                                       for k, edges in g.out.items()}}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_incremental_graph_with_virtual_services_equals_rebuild(seed):
+    # A VirtualService changes the retries of every call to the hosts it covers (before and after the
+    # change): those callers' edges, and their ancestors' amplification, are rebuilt.
+    rng = random.Random(500 + seed)
+    g = Graph(start_inventory(rng))
+    for step in range(60):
+        r = rng.random()
+        if r < 0.3:
+            change = ("upsert", view(random_virtual_service(rng)))
+            got_affected = g.upsert_mesh(change[1])
+        elif r < 0.4 and g.inv.meshes:
+            key = rng.choice(sorted(g.inv.meshes))
+            change = ("remove", *key)
+            got_affected = g.remove_mesh(key)
+        else:
+            change = random_change(rng, g.inv)
+            got_affected = apply(g, change)
+        assert got_affected <= set(g.inv.workloads)
+        expected, got = mesh_facts(Graph(fresh_inventory(g.inv))), mesh_facts(g)
+        for part in expected:
+            assert got[part] == expected[part], f"seed {seed} step {step}: {part} differs after {change}"
+
+
+def test_engine_virtual_service_change_rejudges_callers_and_their_callers():
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+          "metadata": {"name": "llm", "namespace": "ml"},
+          "spec": {"hosts": ["llm"], "http": [{"route": [{"destination": {"host": "llm"}}],
+                                               "retries": {"attempts": 4, "perTryTimeout": "5s"}}]}}
+    engine = Engine([baseline_policy()], inventory(
+        deployment("gateway", depends_on="chat", retry="attempts=3, perTryTimeout=60s, backoff=exponential"),
+        deployment("chat", depends_on="llm"), service("chat"), deployment("llm"), service("llm")))
+    engine.evaluate_all()
+    rules = lambda name: {f.rule for f in engine.findings_for(D(name))}  # noqa: E731
+    assert "GW-RTY-001" not in rules("chat") and "GW-RTY-002" not in rules("gateway")
+    affected = engine.upsert(view(vs))
+    assert {D("chat"), D("gateway")} <= affected
+    assert "GW-RTY-001" in rules("chat"), "5 tries on the wire, above maxAttempts 3"
+    assert "GW-RTY-002" in rules("gateway"), "3 x 5 = 15 calls, above maxAmplification 10"
+    engine.remove("VirtualService", "ml", "llm")
+    assert "GW-RTY-001" not in rules("chat") and "GW-RTY-002" not in rules("gateway")

@@ -16,6 +16,23 @@ def _hop(e) -> str:
     return e.label
 
 
+def _tries(e) -> str:
+    """How an edge's attempts add up when the caller's sidecar retries too (mesh.py)."""
+    if e.mesh is None or not e.mesh.retries:
+        return f"{e.retry.attempts} times"
+    if not e.app_retry.retries:
+        return f"{e.retry.attempts} times (retries.attempts={e.mesh.attempts - 1} in {e.mesh.source})"
+    return (f"{e.retry.attempts} times ({e.app_retry.attempts} in the application x {e.mesh.attempts} in "
+            f"{e.mesh.source})")
+
+
+def _fix_in(e) -> str:
+    """Where a hop's retry is configured: the annotation, or the VirtualService when only the mesh retries."""
+    if e.mesh is not None and e.mesh.retries and not e.app_retry.retries:
+        return e.mesh.source
+    return "the retry annotation"
+
+
 def _by_policy(edges, broken) -> list[tuple]:
     """Hops that share one broken retry policy, grouped so one annotation gives one finding."""
     groups: dict = {}
@@ -34,8 +51,9 @@ def retry_attempts(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Is
     service that is already failing."""
     for e in ctx.graph.out.get(w.key, ()):
         if e.retry.attempts > params.max_attempts:
-            yield Issue(f"tries {_hop(e)} {e.retry.attempts} times, above the limit of {params.max_attempts}. "
-                        f"Set attempts={params.max_attempts} or fewer.")
+            yield Issue(f"tries {_hop(e)} {_tries(e)}, above the limit of {params.max_attempts}. "
+                        f"Set attempts={params.max_attempts} or fewer"
+                        + (" in total across the application and the mesh." if e.mesh and e.mesh.retries else "."))
 
 
 @rule(id="GW-RTY-002", name="retry-amplification", severity=Severity.HIGH, section="retries",
@@ -63,9 +81,11 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
 def retry_without_timeout(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
     """A retry waits for the failed try to fail first. Without a timeout a hung dependency holds
     each try, and the caller's callers, indefinitely."""
-    for pol, hops in _by_policy(ctx.graph.out.get(w.key, ()), lambda r: r.retries and not r.has_timeout):
+    edges = ctx.graph.out.get(w.key, ())
+    for pol, hops in _by_policy(edges, lambda r: r.retries and not r.has_timeout):
+        where = next(_fix_in(e) for e in edges if e.retry == pol)
         yield Issue(f"retries {hops} ({pol.attempts} attempts) without perTryTimeout or timeout. "
-                    "Add perTryTimeout and timeout to the retry annotation.")
+                    f"Add perTryTimeout and timeout to {where}.")
 
 
 def _worst_case_parts(r) -> str:
@@ -115,6 +135,51 @@ def retry_without_backoff(w: Workload, params: RetryRules, ctx: Context) -> Iter
         shown = pol.backoff or "not set"
         yield Issue(f"retries {hops} {pol.attempts} times with backoff {shown}. "
                     "Add backoff=exponential to the retry annotation.")
+
+
+@rule(id="GW-RTY-006", name="mesh-retry-conflict", severity=Severity.MEDIUM, section="retries",
+      summary="The retry annotation and the service mesh (an Istio VirtualService) both retry a hop, or set "
+              "different timeouts on it.",
+      remediation="Retry in one layer only: drop the retries from the application (attempts=1 in guywire.dev/retry) "
+                  "or from the VirtualService route, and give the hop one timeout, in one place.")
+def mesh_retry_conflict(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
+    """A sidecar retries underneath the application: when both retry, every try the application
+    makes becomes up to ``retries.attempts + 1`` tries on the wire, so 3 attempts in the client
+    and ``attempts: 2`` in the VirtualService send 9 calls for one request, and neither
+    configuration shows it. When both set a timeout, the shorter one decides and the other is dead
+    configuration that misleads the next person to tune it (the route's ``timeout`` is compared
+    with the application's per-try timeout, or its timeout when it sets none; the route's
+    ``perTryTimeout`` nests inside and is no conflict). The retry rules judge the combined
+    behaviour (attempts multiplied, the innermost per-try timeout); this rule says which of the
+    two to remove: the retries without a per-try timeout (the application's when both have one,
+    since the mesh adds jittered backoff), and the longer of two timeouts, which never fires."""
+    for e in ctx.graph.out.get(w.key, ()):
+        mesh, app = e.mesh, e.app_retry
+        if mesh is None:
+            continue
+        if app.retries and mesh.retries:
+            drop_mesh = app.per_try_timeout is not None and mesh.per_try_timeout is None
+            fix = (f"Remove the retries from {mesh.source}; the application's have a per-try timeout."
+                   if drop_mesh else
+                   "Remove the application's retries (attempts=1 in guywire.dev/retry, and in the client); "
+                   + ("the mesh's have a per-try timeout and jittered backoff." if mesh.per_try_timeout is not None
+                      else "the mesh's have jittered backoff (give them a perTryTimeout)."))
+            yield Issue(f"retries {e.label} in the application (attempts={app.attempts} in guywire.dev/retry) and "
+                        f"in the mesh (retries.attempts={mesh.attempts - 1} in {mesh.source}): up to "
+                        f"{app.attempts * mesh.attempts} tries per call. {fix}")
+        app_wait = app.per_try_timeout if app.per_try_timeout is not None else app.timeout
+        mesh_wait = mesh.timeout  # the route's per-request limit; its perTryTimeout nests inside, no conflict
+        if app_wait is None or mesh_wait is None or abs(app_wait - mesh_wait) < 1e-9:
+            continue
+        what = "per try" if app.per_try_timeout is not None and app.retries else "per call"
+        if app_wait > mesh_wait:
+            fix = (f"Remove the longer one: the timeout in guywire.dev/retry (and the client), or make it "
+                   f"{format_duration(mesh_wait)}.")
+        else:
+            fix = (f"Remove the longer one: the timeout in {mesh.source}, or make it {format_duration(app_wait)}.")
+        longer = "application's" if app_wait > mesh_wait else "mesh's"
+        yield Issue(f"waits {format_duration(app_wait)} {what} on {e.label} (guywire.dev/retry) while the mesh waits "
+                    f"{format_duration(mesh_wait)} (timeout in {mesh.source}): the {longer} timeout never fires. {fix}")
 
 
 def log2_ceil(n: int) -> int:
