@@ -34,6 +34,7 @@ class AIKind:
     services: Callable[[str, dict], list[str]] = lambda name, spec: []
     platform_probes: bool = False
     platform_metrics: bool = False
+    namespaced: bool = True
 
 
 def _with_labels(t: PodTemplate, labels: dict[str, str]) -> PodTemplate:
@@ -42,6 +43,15 @@ def _with_labels(t: PodTemplate, labels: dict[str, str]) -> PodTemplate:
 
 
 # ----- KServe -------------------------------------------------------------------------------------
+def _named(containers: list, default: str) -> list[dict]:
+    """Containers as written, the first unnamed one given the name its controller gives it."""
+    out = []
+    for i, c in enumerate(containers):
+        c = _dict(c)
+        out.append(c if c.get("name") or i else {**c, "name": default})
+    return out
+
+
 def _kserve_component(name: str, role: str, comp: dict) -> PodTemplate | None:
     if not comp:
         return None
@@ -51,11 +61,14 @@ def _kserve_component(name: str, role: str, comp: dict) -> PodTemplate | None:
         if isinstance(spec, dict):
             c = parse_container({**spec, "name": spec.get("name") or "kserve-container"})
             containers.append(c)
-    containers += [parse_container(c) for c in _list(comp.get("containers"))]
+    # KServe names the first custom container kserve-container when it has no name
+    containers += [parse_container(c) for c in _named(_list(comp.get("containers")), "kserve-container")]
     containers = [parse_container(c, init=True) for c in _list(comp.get("initContainers"))] + containers
     if not containers:
         return None
-    tpl = parse_pod_template(None, role=role, pod_spec=comp, metadata={})
+    # the component's own labels and annotations (ComponentExtensionSpec) go onto its pods
+    tpl = parse_pod_template(None, role=role, pod_spec=comp,
+                             metadata={"labels": comp.get("labels"), "annotations": comp.get("annotations")})
     tpl.containers = containers
     labels = {"serving.kserve.io/inferenceservice": name, "component": role, "app": f"{name}-{role}"}
     return _with_labels(tpl, labels)
@@ -64,9 +77,15 @@ def _kserve_component(name: str, role: str, comp: dict) -> PodTemplate | None:
 def _isvc_templates(name: str, spec: dict) -> list[PodTemplate]:
     out = []
     for role in ("predictor", "transformer", "explainer"):
-        t = _kserve_component(name, role, _dict(spec.get(role)))
+        comp = _dict(spec.get(role))
+        t = _kserve_component(name, role, comp)
         if t:
             out.append(t)
+        worker = _dict(comp.get("workerSpec"))  # multi-node serving: the predictor's worker pods
+        if role == "predictor" and _list(worker.get("containers")):
+            wt = parse_pod_template(None, role="predictor workerSpec", pod_spec=worker, metadata={})
+            out.append(_with_labels(wt, {"serving.kserve.io/inferenceservice": name, "component": "predictor-worker",
+                                         "app": f"{name}-predictor-worker"}))
     return out
 
 
@@ -89,14 +108,22 @@ def _ray_cluster(name: str, cluster: dict) -> list[PodTemplate]:
     head = _dict(cluster.get("headGroupSpec"))
     if isinstance(head.get("template"), dict):
         out.append(_with_labels(parse_pod_template(head["template"], role="headGroup"),
-                                {"ray.io/cluster": name, "ray.io/node-type": "head"}))
+                                {"ray.io/cluster": name, "ray.io/node-type": "head", "ray.io/group": "headgroup",
+                                 "ray.io/is-ray-node": "yes"}))
     for group in _list(cluster.get("workerGroupSpecs")):
         group = _dict(group)
         if isinstance(group.get("template"), dict):
             gname = str(group.get("groupName") or "workers")
             out.append(_with_labels(parse_pod_template(group["template"], role=f'workerGroup "{gname}"'),
-                                    {"ray.io/cluster": name, "ray.io/node-type": "worker", "ray.io/group": gname}))
+                                    {"ray.io/cluster": name, "ray.io/node-type": "worker", "ray.io/group": gname,
+                                     "ray.io/is-ray-node": "yes"}))
     return out
+
+
+def _raycluster_services(name: str, spec: dict) -> list[str]:
+    """KubeRay's head Service: ``<cluster>-head-svc``, or the name set in headGroupSpec.headService."""
+    custom = _dict(_dict(_dict(spec.get("headGroupSpec")).get("headService")).get("metadata")).get("name")
+    return [str(custom) if custom else f"{name}-head-svc"]
 
 
 def _raycluster_templates(name: str, spec: dict) -> list[PodTemplate]:
@@ -148,8 +175,10 @@ def _lws_templates(name: str, spec: dict) -> list[PodTemplate]:
     out = []
     for key, role in (("leaderTemplate", "leader"), ("workerTemplate", "worker")):
         if isinstance(lwt.get(key), dict):
-            out.append(_with_labels(parse_pod_template(lwt[key], role=role),
-                                    {"leaderworkerset.sigs.k8s.io/name": name}))
+            labels = {"leaderworkerset.sigs.k8s.io/name": name}
+            if role == "leader":  # Services select the leader by its worker index, 0
+                labels["leaderworkerset.sigs.k8s.io/worker-index"] = "0"
+            out.append(_with_labels(parse_pod_template(lwt[key], role=role), labels))
     return out
 
 
@@ -168,7 +197,12 @@ def _jobset_templates(name: str, spec: dict) -> list[PodTemplate]:
 
 def _knative_templates(name: str, spec: dict) -> list[PodTemplate]:
     tpl = _dict(spec.get("template"))
-    return [_with_labels(parse_pod_template(tpl), {"serving.knative.dev/service": name})] if tpl else []
+    if not tpl:
+        return []
+    pod = _dict(tpl.get("spec"))
+    if isinstance(pod.get("containers"), list):  # Knative names an unnamed container user-container
+        tpl = {**tpl, "spec": {**pod, "containers": _named(pod["containers"], "user-container")}}
+    return [_with_labels(parse_pod_template(tpl), {"serving.knative.dev/service": name})]
 
 
 AI_KINDS: dict[str, AIKind] = {k.kind: k for k in [
@@ -176,10 +210,10 @@ AI_KINDS: dict[str, AIKind] = {k.kind: k for k in [
            _isvc_services, platform_probes=True),
     AIKind("ServingRuntime", "serving.kserve.io", "v1alpha1", "servingruntimes", False, _runtime_templates),
     AIKind("ClusterServingRuntime", "serving.kserve.io", "v1alpha1", "clusterservingruntimes", False,
-           _runtime_templates),
+           _runtime_templates, namespaced=False),
     # KubeRay injects readiness/liveness probes and a "metrics" port (8080) into Ray containers.
     AIKind("RayCluster", "ray.io", "v1", "rayclusters", False, _raycluster_templates,
-           lambda name, spec: [f"{name}-head-svc"], platform_probes=True, platform_metrics=True),
+           _raycluster_services, platform_probes=True, platform_metrics=True),
     AIKind("RayService", "ray.io", "v1", "rayservices", False, _rayservice_templates,
            lambda name, spec: [f"{name}-head-svc", f"{name}-serve-svc"], platform_probes=True,
            platform_metrics=True),
@@ -224,7 +258,8 @@ def parse_ai_workload(obj: dict, spec: AIKind, source: SourceRef | None = None,
         templates = spec.templates(name, body)
     except ParseError as exc:
         raise ParseError(f"{spec.kind} {name}: {exc}") from None
-    if not templates:
+    if not templates and not (spec.kind == "RayJob" and body.get("clusterSelector")):
+        # (a RayJob with clusterSelector runs on an existing RayCluster, evaluated on its own: no pods of its own)
         raise ParseError(f"{spec.kind} {name}: no pod template or container found in spec.")
     annotations = _str_dict(meta.get("annotations"))
     return Workload(

@@ -58,7 +58,7 @@ WORKLOAD_KINDS = {
     "Pod": Kind("Pod", "", "v1", "pods"),
 }
 for _ai in AI_KINDS.values():
-    WORKLOAD_KINDS[_ai.kind] = Kind(_ai.kind, _ai.group, _ai.version, _ai.plural)
+    WORKLOAD_KINDS[_ai.kind] = Kind(_ai.kind, _ai.group, _ai.version, _ai.plural, namespaced=_ai.namespaced)
 
 POLICY_KINDS = {
     "ComplexityPolicy": Kind("ComplexityPolicy", "guywire.dev", "v1alpha1", "complexitypolicies"),

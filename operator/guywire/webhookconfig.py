@@ -13,11 +13,13 @@ WORKLOAD_RULES = [
     {"apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs", "cronjobs"]},
     {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]},
 ]
-_AI_GROUPS: dict[tuple[str, str], list[str]] = {}
+WORKLOAD_RULES = [dict(r, scope="Namespaced") for r in WORKLOAD_RULES]
+_AI_GROUPS: dict[tuple[str, str, bool], list[str]] = {}
 for _k in AI_KINDS.values():
-    _AI_GROUPS.setdefault((_k.group, _k.version), []).append(_k.plural)
-WORKLOAD_RULES += [{"apiGroups": [g], "apiVersions": [v], "resources": sorted(set(p))}
-                   for (g, v), p in sorted(_AI_GROUPS.items())]
+    _AI_GROUPS.setdefault((_k.group, _k.version, _k.namespaced), []).append(_k.plural)
+WORKLOAD_RULES += [{"apiGroups": [g], "apiVersions": [v], "resources": sorted(set(p)),
+                    "scope": "Namespaced" if namespaced else "Cluster"}
+                   for (g, v, namespaced), p in sorted(_AI_GROUPS.items())]
 POLICY_RULES = [{"apiGroups": ["guywire.dev"], "apiVersions": ["v1alpha1"],
                  "resources": ["complexitypolicies", "clustercomplexitypolicies"]}]
 
@@ -49,7 +51,7 @@ def webhook_configuration(*, namespace: str = "guywire", service: str | None = "
             {
                 "name": "workloads.guywire.dev",
                 "clientConfig": client("/validate/workloads"),
-                "rules": [dict(r, operations=["CREATE", "UPDATE"], scope="Namespaced") for r in WORKLOAD_RULES],
+                "rules": [dict(r, operations=["CREATE", "UPDATE"]) for r in WORKLOAD_RULES],
                 "namespaceSelector": {"matchExpressions": [
                     {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", namespace]}]},
                 "matchConditions": [

@@ -803,7 +803,8 @@ def chart_operator(rendered, kube_api, tmp_path_factory):
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     assert args.own_namespace == case.namespace and args.service_account == env["SERVICE_ACCOUNT_NAME"]
 
-    objects = [d for f in sorted((ROOT / "examples").rglob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    from tests.examples import example_objects
+    objects = example_objects()
     for obj in objects:
         if obj["kind"] == "Namespace" and kube_api.get("namespaces", obj["metadata"]["name"]):
             continue

@@ -20,11 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
 
 
-def example_objects() -> list[dict]:
-    out = []
-    for f in sorted((ROOT / "examples").rglob("*.yaml")):
-        out += [d for d in yaml.safe_load_all(f.read_text()) if d]
-    return out
+from tests.examples import example_objects
 
 
 def run_args(kube_api, *extra: str):

@@ -26,20 +26,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def example(kind: str, name: str) -> dict:
-    for f in sorted((ROOT / "examples").rglob("*.yaml")):
-        for d in yaml.safe_load_all(f.read_text()):
-            if d and d["kind"] == kind and d["metadata"]["name"] == name:
-                return d
-    raise LookupError(name)
+from tests.examples import example, example_objects
 
 
 @pytest.fixture(scope="module")
 def webhook(kube_api, tmp_path_factory):
-    for f in sorted((ROOT / "examples").rglob("*.yaml")):
-        for obj in yaml.safe_load_all(f.read_text()):
-            if obj and not (obj["kind"] == "Namespace" and kube_api.get("namespaces", obj["metadata"]["name"])):
-                kube_api.create(obj)
+    for obj in example_objects():
+        if not (obj["kind"] == "Namespace" and kube_api.get("namespaces", obj["metadata"]["name"])):
+            kube_api.create(obj)
     cert, key = write_self_signed(tmp_path_factory.mktemp("tls"))
     port = free_port()
     args = parser().parse_args([

@@ -11,6 +11,7 @@ import yaml
 from guywire.admission import MAX_WARNING_CHARS, MAX_WARNINGS, Admission, BadReview, parse_review
 from guywire.cli import build
 from guywire.engine import Engine
+from tests.examples import example
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,11 +25,7 @@ def example_engine() -> Engine:
 
 
 def example_object(kind: str, name: str) -> dict:
-    for f in sorted((ROOT / "examples").rglob("*.yaml")):
-        for doc in yaml.safe_load_all(f.read_text()):
-            if doc and doc["kind"] == kind and doc["metadata"]["name"] == name:
-                return doc
-    raise LookupError(name)
+    return example(kind, name)
 
 
 def request(obj: dict, operation: str = "CREATE", old: dict | None = None, dry_run: bool = False,

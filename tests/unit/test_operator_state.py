@@ -12,6 +12,7 @@ import yaml
 from guywire.annotations import COMPLEXITY_SCORE, VIOLATIONS
 from guywire.kube import ApiFailure
 from guywire.operator.state import OperatorState, Settings
+from tests.examples import example_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,12 +40,10 @@ class RecordingClient:
 
 def example_bodies() -> list[dict]:
     out = []
-    for f in sorted((ROOT / "examples").rglob("*.yaml")):
-        for doc in yaml.safe_load_all(f.read_text()):
-            if doc:
-                doc.setdefault("metadata", {}).setdefault("uid", f"uid-{doc['kind']}-{doc['metadata']['name']}")
-                doc["metadata"].setdefault("generation", 1)
-                out.append(doc)
+    for doc in example_objects():
+        doc.setdefault("metadata", {}).setdefault("uid", f"uid-{doc['kind']}-{doc['metadata']['name']}")
+        doc["metadata"].setdefault("generation", 1)
+        out.append(doc)
     return out
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+import zlib
 from typing import Any
 
 import kopf
@@ -53,6 +54,15 @@ def settings_from(args: Any) -> Settings:
                     instance=os.environ.get("POD_NAME") or Settings().instance, own_users=users,
                     taint_unhealthy_gpu_nodes=args.taint_unhealthy_gpu_nodes,
                     taint_max_fraction=args.taint_max_fraction)
+
+
+def peering_priority(args: Any) -> int:
+    """kopf pauses every replica that sees a live peer of the same priority, so replicas must differ:
+    an explicit --priority, else a number derived from the pod's name (stable across restarts)."""
+    if getattr(args, "priority", None) is not None:
+        return args.priority
+    name = os.environ.get("POD_NAME") or Settings().instance
+    return 1 + zlib.crc32(name.encode()) % 1_000_000
 
 
 def webhook_settings(args: Any) -> WebhookSettings | None:
@@ -109,7 +119,7 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     try:
         await kopf.operator(registry=registry, settings=settings, memo=make_memo(state, webhook=webhook_settings(args)),
-                            standalone=args.standalone,
+                            standalone=args.standalone, priority=None if args.standalone else peering_priority(args),
                             peering_name=None if args.standalone else args.peering, clusterwide=clusterwide,
                             namespaces=[] if clusterwide else namespaces, liveness_endpoint=liveness,
                             stop_flag=stop_flag, ready_flag=ready_flag)

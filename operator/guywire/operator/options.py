@@ -21,6 +21,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="guywire's own namespace, never evaluated (default: $POD_NAMESPACE or guywire)")
     p.add_argument("--standalone", action="store_true", help="no peering: run without a leader election")
     p.add_argument("--peering", default="guywire", help="kopf peering name for HA (default guywire)")
+    p.add_argument("--priority", type=int, default=None,
+                   help="peering priority: the highest live replica works, the others wait (default: derived "
+                        "from $POD_NAME, so replicas never tie)")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--service-account", default=os.environ.get("SERVICE_ACCOUNT_NAME", "guywire"),
