@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import __version__
@@ -118,3 +119,14 @@ def render_junit(report: Report) -> str:
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             f'<testsuites name="guywire" tests="{total + errors}" failures="{failures}" errors="{errors}">\n'
             + "\n".join(suites) + "\n</testsuites>\n")
+
+
+def render_policyreports(report: Report) -> str:
+    """The PolicyReports the operator would write, as multi-document YAML (timestamps from --now)."""
+    import yaml
+
+    from ..policyreport import policy_reports
+
+    now = report.engine.now or datetime.now(timezone.utc)
+    docs = policy_reports(report.engine, now)
+    return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=120) if docs else ""
