@@ -114,11 +114,12 @@ def cmd_check(args) -> int:
 
 def cmd_graph(args) -> int:
     from .render.graph import render_dot, render_graph_json, render_graph_text, render_mermaid
+    from .render.html import render_html
 
     engine, diags, _, _ = _engine(args)
     engine.evaluate_all()
     renderer = {"dot": render_dot, "mermaid": render_mermaid, "json": render_graph_json,
-                "text": render_graph_text}[args.format]
+                "text": render_graph_text, "html": render_html}[args.format]
     sys.stdout.write(renderer(engine))
     errors = [d for d in diags if d.error]
     for d in errors:
@@ -196,7 +197,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("graph", help="draw the dependency graph")
     _add_inputs(p)
-    p.add_argument("--format", "-o", choices=["text", "dot", "mermaid", "json"], default="text")
+    p.add_argument("--format", "-o", choices=["text", "dot", "mermaid", "json", "html"], default="text",
+                   help="html: one self-contained page (inline SVG, no network) with findings on hover")
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("rules", help="list the rule catalogue")

@@ -198,3 +198,16 @@ def test_check_reports_the_conflict_and_the_combined_attempts():
     assert "tries ml/llm 9 times (3 in the application x 3 in VirtualService ml/llm http route 1)" \
         in found["GW-RTY-001"]
     assert "GW-RTY-006" in found
+
+
+def test_graph_json_shows_the_mesh_part_of_an_edge():
+    import json
+
+    from guywire.render.graph import render_graph_json
+    engine = Engine([baseline_policy()], inventory(deployment("chat", depends_on="llm", retry="attempts=2"),
+                                                   deployment("llm"), service("llm"), vs()))
+    engine.evaluate_all()
+    (edge,) = json.loads(render_graph_json(engine))["edges"]
+    assert edge["attempts"] == 6
+    assert edge["mesh"] == {"source": "VirtualService ml/llm http route 1", "attempts": 3, "perTryTimeout": 5.0,
+                            "timeout": 20.0, "applicationAttempts": 2}

@@ -79,7 +79,9 @@ def render_graph_json(engine: Engine) -> str:
     edges = [{"from": wlabel(s), "to": label, "dependency": e.dep.raw, "declared": e.declared,
               "inferredFrom": e.inferred_from, "service": f"{e.service[0]}/{e.service[1]}" if e.service else None,
               "attempts": e.retry.attempts, "perTryTimeout": e.retry.per_try_timeout, "timeout": e.retry.timeout,
-              "backoff": e.retry.backoff, "flags": flags}
+              "backoff": e.retry.backoff, "flags": flags,
+              "mesh": {"source": e.mesh.source, "attempts": e.mesh.attempts, "perTryTimeout": e.mesh.per_try_timeout,
+                       "timeout": e.mesh.timeout, "applicationAttempts": e.app_retry.attempts} if e.mesh else None}
              for s, label, _, e, flags in graph_edges(engine)]
     cycles = [[wlabel(k) for k in members] for members in g.sccs.values()]
     return json.dumps({"nodes": nodes, "edges": edges, "cycles": sorted(cycles), "stats": g.stats()}, indent=2) + "\n"
@@ -114,15 +116,22 @@ def render_dot(engine: Engine) -> str:
 
 
 def _mid(text: str) -> str:
-    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", text)
+    """A Mermaid node id: letters, digits and _ only, distinct for distinct names (a.b and a-b differ)."""
+    return "n_" + re.sub(r"[^A-Za-z0-9]", lambda m: f"_{ord(m.group()):x}_", text)
+
+
+def _mtext(text: str) -> str:
+    """Text inside a quoted Mermaid label: no quotes, and no characters Mermaid reads as markup."""
+    return re.sub(r'["<>{}|#;`]', "", text)
 
 
 def render_mermaid(engine: Engine) -> str:
+    """A Mermaid flowchart that GitHub renders: quoted labels, ids of plain characters, <br/> only."""
     worst = _worst(engine)
     lines = ["flowchart LR"]
     for key, w in sorted(engine.inventory.workloads.items()):
-        gpu = " 🟩GPU" if w.requests_gpu else ""
-        lines.append(f'  {_mid(wlabel(key))}["{w.name}<br/><small>{w.kind} · {w.namespace}</small>{gpu}"]')
+        gpu = " · GPU" if w.requests_gpu else ""
+        lines.append(f'  {_mid(wlabel(key))}["{_mtext(w.name)}<br/>{_mtext(w.kind)} · {_mtext(w.namespace)}{gpu}"]')
         sev = worst.get(key)
         lines.append(f"  class {_mid(wlabel(key))} {sev.value.lower() if sev else 'clean'}")
     leaves = set()
@@ -130,10 +139,11 @@ def render_mermaid(engine: Engine) -> str:
     for i, (s, label, t, e, flags) in enumerate(graph_edges(engine)):
         if t is None and label not in leaves:
             leaves.add(label)
-            lines.append(f'  {_mid(label)}(["{label}"])')
+            lines.append(f'  {_mid(label)}(["{_mtext(label)}"])')
         text = " ".join([_retry_text(e), *flags]).strip()
         arrow = "-.->" if ("unresolved" in flags or "undeclared" in flags) else "-->"
-        lines.append(f"  {_mid(wlabel(s))} {arrow}{'|' + text + '|' if text else ''} {_mid(label)}")
+        lines.append(f"  {_mid(wlabel(s))} {arrow}{'|' + chr(34) + _mtext(text) + chr(34) + '|' if text else ''} "
+                     f"{_mid(label)}")
         if "cycle" in flags or "amplified" in flags:
             red.append(str(i))
     for sev, colour in SEV_COLOUR.items():
