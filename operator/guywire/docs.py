@@ -46,13 +46,16 @@ def rules_markdown() -> str:
     out.append("")
     for r in all_rules():
         out += [f"## {r.id}", "", f"**{r.name}** · category {r.category} · default severity {r.severity.value}"
-                + (" · checks Nodes" if r.target == "node" else ""), "", r.summary, ""]
+                + {"node": " · checks Nodes", "service": " · checks Services"}.get(r.target, ""), "", r.summary, ""]
         if r.doc:
             out += [r.doc, ""]
         out += [f"**How to fix:** {r.remediation}", ""]
         if r.switch:
-            alias = Rules.model_fields[r.section].annotation.model_fields[r.switch].alias
-            out += [f"Turned off with `rules.{r.section}.{alias}: false`.", ""]
+            switch = Rules.model_fields[r.section].annotation.model_fields[r.switch]
+            if switch.default is False:
+                out += [f"Off by default: turned on with `rules.{r.section}.{switch.alias}: true`.", ""]
+            else:
+                out += [f"Turned off with `rules.{r.section}.{switch.alias}: false`.", ""]
         rows = _param_rows(r)
         if rows:
             out += ["| parameter | default | meaning |", "|---|---|---|"]

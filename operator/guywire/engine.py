@@ -72,6 +72,29 @@ def policy_matches(policy: Policy, w: Workload, inventory: Inventory) -> bool:
     return True
 
 
+def service_matches(policy: Policy, svc: Service, inventory: Inventory) -> bool:
+    """Whether ``policy`` looks at a Service (rules with target="service"): its namespace rules, names and labels.
+    A policy whose ``match.kinds`` lists kinds but not Service, or that is ``gpuOnly``, does not."""
+    if policy.kind == "ComplexityPolicy" and svc.namespace != policy.namespace:
+        return False
+    m, x = policy.spec.match, policy.spec.exclude
+    if (m.kinds and "Service" not in m.kinds) or m.gpu_only:
+        return False
+    if m.namespaces and not _globs(svc.namespace, m.namespaces):
+        return False
+    if m.namespace_selector is not None and not m.namespace_selector.matches(inventory.namespace_labels(svc.namespace)):
+        return False
+    if m.selector is not None and not m.selector.matches(svc.labels):
+        return False
+    if "Service" in x.kinds or (x.namespaces and _globs(svc.namespace, x.namespaces)) \
+            or (x.names and _globs(svc.name, x.names)):
+        return False
+    if x.selector is not None and (x.selector.match_labels or x.selector.match_expressions) \
+            and x.selector.matches(svc.labels):
+        return False
+    return True
+
+
 def exempted(w: Workload, rule_id: str) -> bool:
     d = w.decl
     return bool(d.exempt and d.exempt_reason and any(fnmatch.fnmatchcase(rule_id, p) for p in d.exempt))
@@ -108,6 +131,8 @@ class Engine:
         # workload key -> policy ref -> findings; None when no policy matched
         self.results: dict[WKey, dict[str, list[Finding]]] = {}
         self.node_results: dict[str, dict[str, list[Finding]]] = {}
+        # Service key -> policy ref -> findings of the rules with target="service" (GW-SMP-003)
+        self.service_results: dict[tuple[str, str], dict[str, list[Finding]]] = {}
 
     # ----- judging -----------------------------------------------------------------------------
     def context(self, policy: Policy) -> Context:
@@ -117,11 +142,12 @@ class Engine:
     def skipped(self, w: Workload) -> bool:
         return w.namespace in self.skip_namespaces
 
-    def judge(self, w: Workload, policy: Policy, ctx: Context | None = None) -> list[Finding]:
-        """Every finding ``policy`` has on ``w``. Assumes the policy matches."""
+    def judge(self, w: Workload, policy: Policy, ctx: Context | None = None,
+              rules: Iterable[Rule] | None = None) -> list[Finding]:
+        """Every finding ``policy`` has on ``w`` (from ``rules``, default all). Assumes the policy matches."""
         ctx = ctx or self.context(policy)
         out: list[Finding] = []
-        for r in self.rules:
+        for r in self.rules if rules is None else rules:
             if r.target != "workload" or not r.enabled_in(policy) or exempted(w, r.id):
                 continue
             severity = r.severity_in(policy)
@@ -149,6 +175,49 @@ class Engine:
                                    workload=node.ref, message=issue.message, location=issue.location,
                                    path=issue.path, source=node.source, policy=policy.name))
         return out
+
+    def judge_service(self, svc: Service, policy: Policy, ctx: Context | None = None,
+                      rules: Iterable[Rule] | None = None) -> list[Finding]:
+        ctx = ctx or self.context(policy)
+        out: list[Finding] = []
+        for r in self.rules if rules is None else rules:
+            if r.target != "service" or not r.enabled_in(policy):
+                continue
+            try:
+                issues = list(r.check(svc, r.params(policy), ctx))
+            except Exception as exc:  # a rule bug must never hide the other rules' findings
+                issues = []
+                out.append(Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW,
+                                   workload=svc.ref, message=f"rule {r.id} could not evaluate: "
+                                   f"{type(exc).__name__}: {exc}.", source=svc.source, policy=policy.name))
+            for issue in issues:
+                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or r.severity_in(policy),
+                                   workload=svc.ref, message=issue.message, location=issue.location,
+                                   path=issue.path, source=svc.source, policy=policy.name))
+        return out
+
+    def _evaluate_services(self, skeys: Iterable[tuple[str, str]]) -> None:
+        """Judge Services with the service rules, when a policy turns one on."""
+        active = [p for p in self.policies
+                  if any(r.target == "service" and r.enabled_in(p) for r in self.rules)]
+        if not active:
+            self.service_results.clear()
+            return
+        ctxs = {p.ref: self.context(p) for p in active}
+        for skey in skeys:
+            svc = self.inventory.services.get(skey)
+            if svc is None or skey[0] in self.skip_namespaces or svc.backend is not None:
+                self.service_results.pop(skey, None)  # a Service a workload's controller makes is its business
+                continue
+            self.service_results[skey] = {p.ref: self.judge_service(svc, p, ctxs[p.ref]) for p in active
+                                          if service_matches(p, svc, self.inventory)}
+
+    def _evaluate_services_near(self, keys: Iterable[WKey], namespaces: Iterable[str] = ()) -> None:
+        """After a change: judge again the Services of the namespaces it touched (their backends may differ)."""
+        nss = {k[0] for k in keys} | set(namespaces)
+        if nss:
+            self._evaluate_services([s for s in self.inventory.services if s[0] in nss] +
+                                    [s for s in self.service_results if s[0] in nss])
 
     def _evaluate(self, keys: Iterable[WKey]) -> None:
         ctxs = {p.ref: self.context(p) for p in self.policies}
@@ -178,6 +247,8 @@ class Engine:
         self.results = {}
         self._evaluate(list(self.inventory.workloads))
         self.evaluate_nodes()
+        self.service_results = {}
+        self._evaluate_services(list(self.inventory.services))
         return self.result()
 
     # ----- reading results ---------------------------------------------------------------------
@@ -204,12 +275,15 @@ class Engine:
                 pr.findings.extend(found)
         for per in self.node_results.values():
             pr.findings.extend(per.get(policy.ref, ()))
+        for per in self.service_results.values():
+            pr.findings.extend(per.get(policy.ref, ()))
         pr.findings = worst_first(pr.findings)
         return pr
 
     def result(self) -> Result:
         groups = [f for per in self.results.values() for f in per.values()]
         groups += [f for per in self.node_results.values() for f in per.values()]
+        groups += [f for per in self.service_results.values() for f in per.values()]
         evaluated = sum(1 for per in self.results.values() if per)
         return Result(findings=merge_findings(groups), policies=[self.policy_result(p) for p in self.policies],
                       evaluated=evaluated, skipped=len(self.results) - evaluated)
@@ -242,6 +316,8 @@ class Engine:
         else:
             return set()
         self._evaluate(affected)
+        if isinstance(view, (Workload, Service, Namespace)):
+            self._evaluate_services_near(affected, [view.name if isinstance(view, Namespace) else view.namespace])
         return affected
 
     def reevaluate(self, keys: set[WKey]) -> set[WKey]:
@@ -270,6 +346,9 @@ class Engine:
             affected = self.graph.remove_workload(key)
             self.results.pop(key, None)
         self._evaluate(affected)
+        if kind not in ("Node", "ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring") \
+                and kind not in MESH_KINDS:
+            self._evaluate_services_near(affected, [name if kind == "Namespace" else namespace or "default"])
         return affected
 
     def set_policies(self, policies: Iterable[Policy]) -> None:
@@ -281,5 +360,6 @@ def annotation_errors(w: Workload) -> list[AnnotationError]:
     return list(w.decl.errors)
 
 
-__all__ = ["Engine", "PolicyResult", "Result", "exempted", "merge_findings", "policy_matches", "worst_first",
+__all__ = ["Engine", "PolicyResult", "Result", "exempted", "merge_findings", "policy_matches", "service_matches",
+           "worst_first",
            "REGISTRY"]

@@ -111,7 +111,20 @@ def _plain(rule_id: str, outcome: str, policy: str, message: str, resource: dict
             "properties": {"ruleName": r.name}, "source": SOURCE, "scored": True, "timestamp": dict(ts)}
 
 
-def _workload_results(engine: Engine, key, ts: dict, include_pass: bool) -> list[dict]:
+def _rules_run(engine: Engine, refs: tuple[str, ...], cache: dict) -> dict[str, str]:
+    """Rule id -> the first (by name) of the matched policies ``refs`` that runs it; cached per set of policies."""
+    ran = cache.get(refs)
+    if ran is None:
+        ran = {}
+        for p in sorted((p for p in engine.policies if p.ref in refs), key=lambda p: p.name):
+            for r in engine.rules:
+                if r.target == "workload" and r.id not in ran and r.enabled_in(p):
+                    ran[r.id] = p.name
+        cache[refs] = ran
+    return ran
+
+
+def _workload_results(engine: Engine, key, ts: dict, include_pass: bool, cache: dict) -> list[dict]:
     per = engine.results.get(key) or {}
     w = engine.inventory.workloads.get(key)
     if not per or w is None:
@@ -119,12 +132,9 @@ def _workload_results(engine: Engine, key, ts: dict, include_pass: bool) -> list
     resource = _resource(w.kind, w.namespace, w.name, w.api_version, w.uid)
     by_rule = _group(engine.findings_for(key))  # one finding per (rule, location, message), worst severity kept
     out = [_result(rid, found, resource, ts) for rid, found in by_rule.items()]
-    ran: dict[str, str] = {}  # rule id -> the first matched policy (by name) that runs it
-    for p in sorted((p for p in engine.policies if p.ref in per), key=lambda p: p.name):
-        for r in engine.rules:
-            if r.target == "workload" and r.id not in ran and r.enabled_in(p):
-                ran[r.id] = p.name
-    for rid, pname in sorted(ran.items()):
+    if not include_pass and not w.decl.exempt:
+        return out
+    for rid, pname in sorted(_rules_run(engine, tuple(sorted(per)), cache).items()):
         if rid in by_rule:
             continue
         if exempted(w, rid):
@@ -184,13 +194,14 @@ def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESU
     ts = _timestamp(now)
     wanted = set(namespaces) if namespaces is not None else None
     by_ns: dict[str, list[dict]] = {}
+    cache: dict = {}
     for key in sorted(engine.results):
         ns = key[0]
         if wanted is not None and ns not in wanted:
             continue
         if not engine.results[key]:
             continue  # skipped namespace or no policy matched: nothing was judged
-        by_ns.setdefault(ns, []).extend(_workload_results(engine, key, ts, include_pass))
+        by_ns.setdefault(ns, []).extend(_workload_results(engine, key, ts, include_pass, cache))
     out: list[dict] = []
     for ns in sorted(by_ns):
         results = sorted(by_ns[ns], key=_sort_key)

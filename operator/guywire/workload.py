@@ -61,6 +61,7 @@ class Container:
     args: list[str] = field(default_factory=list)
     init: bool = False
     sidecar: bool = False
+    config_refs: list[str] = field(default_factory=list)  # "ConfigMap NAME" / "Secret NAME" read by envFrom or valueFrom
 
     @property
     def main(self) -> bool:
@@ -94,6 +95,7 @@ class PodTemplate:
     node_selector: dict[str, str] = field(default_factory=dict)
     node_affinity: list[list[dict]] = field(default_factory=list)  # required terms (OR) of expressions (AND)
     restart_policy: str | None = None
+    config_volumes: list[str] = field(default_factory=list)  # "ConfigMap NAME", "Secret NAME", "CSI DRIVER" mounted
 
     @property
     def main_containers(self) -> list[Container]:
@@ -161,6 +163,7 @@ class Service:
     external_name: str | None = None
     source: SourceRef | None = None
     backend: tuple[str, str, str] | None = None  # set for a Service a workload's controller creates
+    owner: tuple[str, str] | None = None  # the controller that made it (ownerReferences), e.g. an operator's CR
 
     @property
     def key(self) -> tuple[str, str]:
@@ -246,6 +249,38 @@ def _env(raw: Any) -> list[tuple[str, str]]:
     return out
 
 
+def _config_refs(c: dict) -> list[str]:
+    """ConfigMaps and Secrets a container reads into its environment (their contents are not in the view)."""
+    out = []
+    for src in _list(c.get("envFrom")):
+        src = _dict(src)
+        for key, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+            if isinstance(src.get(key), dict):
+                out.append(f"{kind} {src[key].get('name') or '?'}")
+    for e in _list(c.get("env")):
+        ref = _dict(_dict(e).get("valueFrom"))
+        for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            if isinstance(ref.get(key), dict):
+                out.append(f"{kind} {ref[key].get('name') or '?'}")
+    return sorted(set(out))
+
+
+def _config_volumes(spec: dict) -> list[str]:
+    """ConfigMaps, Secrets and CSI drivers (secrets stores) a pod mounts."""
+    out = []
+    for v in _list(spec.get("volumes")):
+        v = _dict(v)
+        sources = [v] + [_dict(s) for s in _list(_dict(v.get("projected")).get("sources"))]
+        for src in sources:
+            if isinstance(src.get("configMap"), dict):
+                out.append(f"ConfigMap {src['configMap'].get('name') or '?'}")
+            if isinstance(src.get("secret"), dict):
+                out.append(f"Secret {src['secret'].get('secretName') or src['secret'].get('name') or '?'}")
+        if isinstance(v.get("csi"), dict):
+            out.append(f"CSI {v['csi'].get('driver') or '?'}")
+    return sorted(set(out))
+
+
 def _resources(raw: Any) -> tuple[dict[str, str], dict[str, str]]:
     res = _dict(raw)
     return _str_dict(res.get("requests")), _str_dict(res.get("limits"))
@@ -268,6 +303,7 @@ def parse_container(raw: Any, init: bool = False) -> Container:
         args=args,
         init=init,
         sidecar=init and c.get("restartPolicy") == "Always",
+        config_refs=_config_refs(c),
     )
 
 
@@ -297,6 +333,7 @@ def parse_pod_template(template: Any, role: str | None = None, pod_spec: Any = N
         node_selector=_str_dict(spec.get("nodeSelector")),
         node_affinity=terms,
         restart_policy=spec.get("restartPolicy"),
+        config_volumes=_config_volumes(spec),
     )
 
 
@@ -304,7 +341,11 @@ def _templates(kind: str, obj: dict, spec: dict) -> list[PodTemplate] | None:
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
         if not isinstance(spec.get("template"), dict):
             return None
-        return [parse_pod_template(spec["template"])]
+        t = parse_pod_template(spec["template"])
+        name = _dict(obj.get("metadata")).get("name")
+        if kind == "Job" and name:  # the Job controller labels its pods with the Job's name
+            t.labels = {"job-name": str(name), "batch.kubernetes.io/job-name": str(name), **t.labels}
+        return [t]
     if kind == "CronJob":
         job = _dict(_dict(spec.get("jobTemplate")).get("spec"))
         if not isinstance(job.get("template"), dict):
@@ -367,7 +408,8 @@ def parse_service(obj: dict, source: SourceRef | None = None, default_namespace:
     return Service(namespace=ns or default_namespace, name=name, selector=_str_dict(spec.get("selector")),
                    ports=_ports(spec.get("ports")), labels=_str_dict(meta.get("labels")),
                    type=str(spec.get("type") or "ClusterIP"),
-                   external_name=str(spec["externalName"]) if spec.get("externalName") else None, source=source)
+                   external_name=str(spec["externalName"]) if spec.get("externalName") else None, source=source,
+                   owner=controller_of(meta))
 
 
 MONITOR_KINDS = frozenset({"ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring"})

@@ -136,12 +136,19 @@ class ComplexityRules(Strict):
     max_score: int = Field(default=40, ge=0, le=1_000_000)
 
 
+class SimplifyRules(Strict):
+    """Suggestions of what can be removed (GW-SMP). Off unless enabled; ``guywire report`` always lists them."""
+
+    enabled: bool = Field(default=False, description="Report the GW-SMP simplification suggestions.")
+
+
 class Rules(Strict):
     dependencies: DependencyRules = Field(default_factory=DependencyRules)
     retries: RetryRules = Field(default_factory=RetryRules)
     observability: ObservabilityRules = Field(default_factory=ObservabilityRules)
     gpu: GpuRules = Field(default_factory=GpuRules)
     complexity: ComplexityRules = Field(default_factory=ComplexityRules)
+    simplify: SimplifyRules = Field(default_factory=SimplifyRules)
 
 
 class Override(Strict):

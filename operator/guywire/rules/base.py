@@ -20,7 +20,7 @@ RULE_ID = re.compile(r"^GW-[A-Z]{3}-\d{3}$")
 RULE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 CATEGORIES = {
     "DEP": "dependencies", "RTY": "retries", "OBS": "observability", "GPU": "gpu", "CPX": "complexity",
-    "ANN": "annotations",
+    "ANN": "annotations", "SMP": "simplify",
 }
 
 
@@ -56,7 +56,7 @@ class Rule:
     remediation: str
     section: str | None  # the policy's rules.<section> model that holds this rule's params
     switch: str | None  # a bool param that turns the rule on or off
-    target: str  # "workload" or "node"
+    target: str  # "workload", "node" or "service"
     check: Callable[..., Iterator[Issue]]
     doc: str
 
