@@ -1,4 +1,4 @@
-"""guywire's command line: check | graph | rules | crd (and, from the operator and GPU packages, run | node-agent)."""
+"""guywire's command line: check | graph | simulate | report | rules | crd (and, from the operator and GPU packages, run | node-agent)."""
 from __future__ import annotations
 
 import argparse
@@ -86,8 +86,15 @@ def cmd_check(args) -> int:
     engine, diags, files, skipped = _engine(args)
     result = engine.evaluate_all()
     fail_on = Severity.parse(args.fail_on)
+    comparison = None
+    if getattr(args, "baseline", None):
+        from dataclasses import replace
+
+        from .report import new_or_worse
+        comparison = new_or_worse(result.findings, load_baseline(args.baseline, args, engine))
+        result = replace(result, findings=comparison.findings)
     report = Report(engine=engine, result=result, diagnostics=diags, files=files, skipped_kinds=skipped,
-                    fail_on=fail_on)
+                    fail_on=fail_on, baseline=comparison, baseline_source=getattr(args, "baseline", None))
     fmt = args.format
     if fmt == "json":
         out = render_json(report)
@@ -110,6 +117,105 @@ def cmd_check(args) -> int:
     if any(f.severity.rank >= fail_on.rank for f in result.findings):
         return EXIT_FINDINGS
     return EXIT_CLEAN
+
+
+def _old_engine(path: str, args, engine: Engine) -> Engine:
+    """The engine for an older state: its own policies if it has some, else the current run's."""
+    inventory, policies, diags, _, _ = build([path], args.policy or [])
+    errors = [d for d in diags if d.error]
+    if errors:
+        raise ValueError(f"{path}: {errors[0].render()}")
+    old = Engine(policies or engine.policies, inventory, now=engine.now)
+    old.evaluate_all()
+    return old
+
+
+def _saved_json(path: str) -> dict | None:
+    """A saved guywire JSON document (check or report output), or None when ``path`` is no such file."""
+    import json
+    import os
+
+    if not (path.endswith(".json") and os.path.isfile(path)):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot be read as JSON ({exc}).") from None
+    if isinstance(data, dict) and ("findings" in data or "cluster" in data):
+        return data
+    return None  # a JSON manifest
+
+
+def load_baseline(path: str, args, engine: Engine) -> list:
+    """What the baseline found: a saved ``guywire check --format json`` report, or manifests judged now."""
+    from .report import known_from_finding, known_from_json
+
+    data = _saved_json(path)
+    if data is not None:
+        try:
+            return known_from_json(data)
+        except ValueError as exc:
+            raise ValueError(f"--baseline {path} {exc}") from None
+    return [known_from_finding(f) for f in _old_engine(path, args, engine).result().findings]
+
+
+def cmd_simulate(args) -> int:
+    from .model.units import parse_duration
+    from .render.simulate import render_simulation_html, render_simulation_json, render_simulation_text
+    from .simulate import Failure, find_workload, simulate
+
+    engine, diags, _, _ = _engine(args)
+    errors = [d for d in diags if d.error]
+    for d in errors:
+        print(f"guywire: {d.render()}", file=sys.stderr)
+    if args.down:
+        failure = Failure("down")
+    elif args.latency is not None:
+        failure = Failure("latency", latency=parse_duration(args.latency))
+    else:
+        text = args.error_rate.strip()
+        try:
+            rate = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ValueError(f"--error-rate {text!r} is not a fraction such as 0.3 or 30%.") from None
+        failure = Failure("error-rate", error_rate=rate)
+    if args.rps is not None and args.rps <= 0:
+        raise ValueError(f"--rps {args.rps:g} must be above zero.")
+    g = engine.graph
+    target = find_workload(g, args.target)
+    entries = [find_workload(g, e) for e in args.entry or ()]
+    sim = simulate(g, target, failure, entries or None)
+    renderer = {"text": render_simulation_text, "json": render_simulation_json,
+                "html": render_simulation_html}[args.format]
+    sys.stdout.write(renderer(sim, g, args.rps))
+    return EXIT_ERROR if errors else EXIT_CLEAN
+
+
+def cmd_report(args) -> int:
+    from .render.complexity import render_report_json, render_report_text
+    from .report import ComplexityReport, complexity_report, diff_reports
+
+    engine, diags, _, _ = _engine(args)
+    engine.evaluate_all()
+    errors = [d for d in diags if d.error]
+    for d in errors:
+        print(f"guywire: {d.render()}", file=sys.stderr)
+    rep = complexity_report(engine, suggestions=True)
+    changes = None
+    if args.diff:
+        data = _saved_json(args.diff)
+        if data is not None and "cluster" in data:
+            old = ComplexityReport.from_dict(data)
+        elif data is not None:
+            raise ValueError(f"--diff {args.diff} is a guywire check report; give manifests or the output of "
+                             "guywire report --format json.")
+        else:
+            old = complexity_report(_old_engine(args.diff, args, engine))
+        changes = diff_reports(old, rep)
+    render = render_report_json if args.format == "json" else render_report_text
+    sys.stdout.write(render(rep, changes))
+    return EXIT_ERROR if errors else EXIT_CLEAN
 
 
 def cmd_graph(args) -> int:
@@ -193,7 +299,31 @@ def parser() -> argparse.ArgumentParser:
                    help="exit 1 when a finding at or above this severity exists (default: low)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     p.add_argument("--verbose", "-v", action="store_true", help="also list skipped documents on stderr")
+    p.add_argument("--baseline", metavar="OLD_PATH|OLD.json",
+                   help="report only findings that are new or worse than in OLD_PATH (manifests) or in a saved "
+                        "guywire check --format json report; matched by rule, object and location")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("simulate", help="what if one workload fails: the cascade through retries and timeouts")
+    _add_inputs(p)
+    p.add_argument("--target", required=True, metavar="NAME[.NS]", help="the workload (or Service) that fails")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--down", action="store_true", help="it never answers")
+    mode.add_argument("--latency", metavar="DURATION", help="it answers this late, e.g. 5s")
+    mode.add_argument("--error-rate", metavar="P", help="this fraction of calls to it fail at once, e.g. 0.3 or 30%%")
+    p.add_argument("--entry", action="append", metavar="NAME[.NS]",
+                   help="entry point to follow (repeatable; default: every workload nobody calls)")
+    p.add_argument("--rps", type=float, metavar="N", help="requests per second at each entry point, for absolute load")
+    p.add_argument("--format", "-o", choices=["text", "json", "html"], default="text",
+                   help="html: one self-contained page with the graph coloured hop by hop")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("report", help="cluster complexity figures, what changed, and what can be removed")
+    _add_inputs(p)
+    p.add_argument("--diff", metavar="OLD_PATH", help="compare with an older state: manifests, or the output of "
+                                                      "guywire report --format json")
+    p.add_argument("--format", "-o", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("graph", help="draw the dependency graph")
     _add_inputs(p)

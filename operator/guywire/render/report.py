@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..engine import Engine, Result
 from ..loader import Diagnostic
@@ -18,6 +19,8 @@ class Report:
     files: int
     skipped_kinds: Counter = field(default_factory=Counter)
     fail_on: Severity | None = None
+    baseline: Any = None  # a report.Comparison when --baseline was given: findings are then the new or worse ones
+    baseline_source: str | None = None
 
     @property
     def findings(self) -> list[Finding]:
@@ -44,5 +47,17 @@ class Report:
             "policies": [p.ref for p in self.engine.policies],
             "skippedKinds": dict(sorted(self.skipped_kinds.items())),
             "graph": stats,
+            "blastRadius": self.blast_radius(),
+            **({"baseline": {"source": self.baseline_source, **self.baseline.to_dict()}}
+               if self.baseline is not None else {}),
             "errors": len(self.errors),
         }
+
+    def blast_radius(self, n: int = 5) -> list[dict]:
+        """The workloads whose failure breaks the most, largest first (see guywire.simulate.blast_radius)."""
+        from ..graph import wlabel
+        from ..simulate import blast_radius, top_blast_radii
+
+        return [{"workload": wlabel(k), "kind": k[1], "entryPoints": r.entry_points, "workloads": r.workloads,
+                 "entries": [wlabel(e) for e in r.entries]}
+                for k, r in top_blast_radii(blast_radius(self.engine), n)]

@@ -42,6 +42,15 @@ def render_text(report: Report, colour: bool = False) -> str:
         f"graph: {g['edges']} edge(s), {g['cycles']} cycle(s), max depth {g['maxDepth']}, "
         f"max amplification {g['maxAmplification']}x."
     )
+    radii = s.get("blastRadius") or []
+    if radii:
+        shown = "; ".join(f"{r['workload']} ({r['entryPoints']} entry point(s), {r['workloads']} workload(s))"
+                          for r in radii[:3])
+        lines.append(f"Largest blast radius, if one workload is down: {shown}.")
+    if report.baseline is not None:
+        b = s["baseline"]
+        lines.append(f"Against the baseline {b['source']}: {b['newOrWorse']} finding(s) new or worse shown; "
+                     f"{b['unchangedOrBetter']} unchanged or better and {b['fixed']} fixed not shown.")
     if s["skippedKinds"]:
         total = sum(s["skippedKinds"].values())
         kinds = ", ".join(f"{k} {n}" for k, n in list(s["skippedKinds"].items())[:8])
