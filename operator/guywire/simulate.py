@@ -452,46 +452,50 @@ def simulate(graph: Graph, target: WKey, failure: Failure, entries: Iterable[WKe
     for h in hops.values():
         h.distance = dist.get(h.target, 0) + 1
 
-    # load: calls per request at each entry, over the followed hops (callers before callees)
+    # Load, linear in the followed hops. Bottom-up: calls reaching the target per request at each workload,
+    # and the path that sends the most. Top-down: calls on every workload, one request at each entry point.
     out_hops: dict[WKey, list[Hop]] = {}
-    for h in hops.values():
+    for h in sorted(hops.values(), key=lambda h: h.target):
         out_hops.setdefault(h.source, []).append(h)
-    top_down = list(reversed(order))
-    load: dict[WKey, float] = {}
-    healthy: dict[WKey, int] = {}
-    expected: dict[WKey, float] = {}
+    down: dict[WKey, float] = {target: 1}
+    down_ok: dict[WKey, int] = {target: 1}
+    down_exp: dict[WKey, float] = {target: 1.0}
+    best: dict[WKey, tuple[float, Hop | None]] = {target: (1, None)}
+    for k in order:  # callees first
+        if k == target:
+            continue
+        for h in out_hops.get(k, ()):
+            if h.target not in down:
+                continue
+            down[k] = down.get(k, 0) + h.tries * down[h.target]
+            down_ok[k] = down_ok.get(k, 0) + down_ok[h.target]
+            down_exp[k] = down_exp.get(k, 0.0) + (h.expected_tries or 0.0) * down_exp[h.target]
+            product = h.tries * best[h.target][0]
+            if k not in best or product > best[k][0]:
+                best[k] = (product, h)
+    load: dict[WKey, float] = {e: 1 for e in entry_keys}
+    healthy: dict[WKey, int] = {e: 1 for e in entry_keys}
+    expected: dict[WKey, float] = {e: 1.0 for e in entry_keys} if p is not None else {}
+    for k in reversed(order):  # callers first
+        if k not in load:
+            continue
+        for h in out_hops.get(k, ()):
+            load[h.target] = load.get(h.target, 0) + load[k] * h.tries
+            healthy[h.target] = healthy.get(h.target, 0) + healthy[k]
+            if p is not None:
+                expected[h.target] = expected.get(h.target, 0.0) + expected[k] * (h.expected_tries or 0.0)
     results: list[EntryResult] = []
     for entry in entry_keys:
-        calls: dict[WKey, float] = {entry: 1}
-        ok_calls: dict[WKey, int] = {entry: 1}
-        exp: dict[WKey, float] = {entry: 1.0}
-        best: dict[WKey, tuple[float, WKey | None, int]] = {entry: (1, None, 1)}
-        for k in top_down:
-            if k not in calls:
-                continue
-            for h in sorted(out_hops.get(k, ()), key=lambda h: h.target):
-                calls[h.target] = calls.get(h.target, 0) + calls[k] * h.tries
-                ok_calls[h.target] = ok_calls.get(h.target, 0) + ok_calls[k]
-                if h.expected_tries is not None:
-                    exp[h.target] = exp.get(h.target, 0.0) + exp[k] * h.expected_tries
-                product = best[k][0] * h.tries
-                if h.target not in best or product > best[h.target][0]:
-                    best[h.target] = (product, k, h.tries)
-        for k, v in calls.items():
-            load[k] = load.get(k, 0) + v
-            healthy[k] = healthy.get(k, 0) + ok_calls[k]
-            if p is not None:
-                expected[k] = expected.get(k, 0.0) + exp.get(k, 0.0)
         path: list[tuple[WKey, int]] = []
-        cur: WKey | None = target if target in best else None
-        while cur is not None:
-            _, prev, tries = best[cur]
-            path.append((cur, tries if prev is not None else 1))
-            cur = prev
-        path.reverse()
-        results.append(EntryResult(key=entry, answer=answers.get(entry, UNAFFECTED), calls=calls.get(target, 0),
-                                   healthy_calls=ok_calls.get(target, 0), path=path,
-                                   expected_calls=exp.get(target, 0.0) if p is not None else None,
+        if entry in best:
+            path.append((entry, 1))
+            step = best[entry][1]
+            while step is not None:
+                path.append((step.target, step.tries))
+                step = best[step.target][1]
+        results.append(EntryResult(key=entry, answer=answers.get(entry, UNAFFECTED), calls=down.get(entry, 0),
+                                   healthy_calls=down_ok.get(entry, 0), path=path,
+                                   expected_calls=down_exp.get(entry, 0.0) if p is not None else None,
                                    failure_probability=q_of.get(entry) if p is not None else None))
     ordered_hops = sorted(hops.values(), key=lambda h: (h.distance, h.target, h.source))
     return Simulation(target=target, failure=failure, entries=results, answers=answers, hops=ordered_hops,
