@@ -49,8 +49,9 @@ Blast radius
     with every dependency needed and no timeout able to save a request from a down service, that is
     every workload that reaches it (its callers, direct and indirect). It is computed over the
     strongly connected components with Python integers as bitsets: O((V + E) x V / 64) word
-    operations, about 30 ms for 10,000 workloads in a shallow graph. :func:`simulate` for one target
-    is linear in the workloads and edges that reach the target.
+    operations, about 0.25 s for 10,000 workloads whose chains run 5,000 hops deep (fine up to
+    tens of thousands). :func:`simulate` for one target is linear in the workloads and edges that
+    reach the target (0.8 s for 10,000 of them).
 """
 from __future__ import annotations
 

@@ -336,3 +336,18 @@ def test_readme_shows_the_real_output(capsys):
     rc, out, _ = run(capsys, "simulate", EXAMPLES, "--target", "vector-db", "--latency", "5s")
     assert rc == 0
     assert shown == out, "README.md shows other output than guywire simulate prints now; paste the new output"
+
+
+def test_simulate_text_says_unbounded_where_no_timeout_bounds_a_wait(tmp_path, capsys):
+    import yaml
+
+    objs = [deployment("web", depends_on="api", retry="attempts=2, perTryTimeout=2s"), deployment("api", depends_on="db"),
+            deployment("batch", depends_on="api"), deployment("db", kind="StatefulSet")]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump_all(objs))
+    rc, out, _ = run(capsys, "simulate", path, "--target", "db", "--down")
+    assert rc == 0
+    assert re.search(r"ml/batch \(Deployment\)\s+NEVER ANSWERS \(unbounded\)", out)
+    assert re.search(r"ml/web \(Deployment\)\s+FAILS after 4s", out)
+    assert "ml/api waits with no timeout, so it never answers (ml/web gives up after 4s, but ml/api stays busy)." \
+        in out

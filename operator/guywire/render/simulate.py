@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import json
+import textwrap
 
 from ..graph import Graph, WKey, wlabel
 from ..model.units import format_duration
@@ -126,14 +127,15 @@ def render_simulation_text(sim: Simulation, graph: Graph, rps: float | None = No
         for h in affected:
             arrow = f"{wlabel(h.source)} -> {wlabel(h.target)}"
             lines.append(f"  {h.distance}  {arrow:<{hw}}  {hop_text(sim, h)}")
-    hung = sorted(k for k, a in sim.answers.items() if a.state == HANG and k != sim.target)
+    entry_keys = {e.key for e in sim.entries}
+    hung = sorted(k for k, a in sim.answers.items() if a.state == HANG and k != sim.target and k not in entry_keys)
     for k in hung:
         givers = [h for h in sim.hops if h.target == k and h.outcome != HANG]
         held = "; ".join(f"{wlabel(h.source)} gives up after {_d(h.seconds)}" for h in givers)
         lines.append(f"  {wlabel(k)} waits with no timeout, so it never answers"
                      + (f" ({held}, but {wlabel(k)} stays busy)" if held else "") + ".")
-    storm = sorted(((k, v) for k, v in sim.load.items() if k not in {e.key for e in sim.entries}),
-                   key=lambda kv: (-kv[1], kv[0]))
+    storm = sorted(((k, v) for k, v in sim.load.items() if k not in entry_keys),
+                   key=lambda kv: (kv[0] != sim.target, -kv[1], kv[0]))
     if storm:
         lines += ["", "Load from one request at each entry point (worst case), summed:"]
         lw = max(len(wlabel(k)) for k, _ in storm)
@@ -156,7 +158,7 @@ def render_simulation_text(sim: Simulation, graph: Graph, rps: float | None = No
     for src, dst in sim.cycle_edges:
         lines.append(f"Not followed: {wlabel(src)} -> {wlabel(dst)} goes back round a cycle; "
                      "figures on the cycle are a lower bound.")
-    lines += ["", assumptions(sim)]
+    lines += ["", *textwrap.wrap(assumptions(sim), 100)]
     return "\n".join(lines) + "\n"
 
 
