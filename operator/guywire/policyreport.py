@@ -4,7 +4,7 @@
 PolicyReport per namespace that holds evaluated workloads (results for namespaced objects) and
 a ClusterPolicyReport for Node findings, and returns them as plain dicts ready to apply.
 
-- One result per object x rule: several findings of one rule on one workload (one per
+- One result per object (workload or Service) x rule: several findings of one rule on one workload (one per
   container, say) are one result whose message lists them; ``policy`` is the guywire policy
   whose finding is the worst, ``rule`` the rule id, ``result`` ``fail`` (``error`` when a rule
   could not evaluate, ``skip`` for a rule the workload exempts with a reason), ``severity``
@@ -144,6 +144,15 @@ def _workload_results(engine: Engine, key, ts: dict, include_pass: bool, cache: 
     return out
 
 
+def _service_results(engine: Engine, skey: tuple[str, str], ts: dict) -> list[dict]:
+    """Results of the rules that judge Services (GW-SMP-003), when a policy turns them on."""
+    found = merge_findings((engine.service_results.get(skey) or {}).values())
+    if not found:
+        return []
+    resource = _resource("Service", skey[0], skey[1], "v1", None)
+    return [_result(rid, fs, resource, ts) for rid, fs in _group(found).items()]
+
+
 def _node_results(engine: Engine, ts: dict) -> list[dict]:
     out = []
     for name in sorted(engine.node_results):
@@ -202,6 +211,11 @@ def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESU
         if not engine.results[key]:
             continue  # skipped namespace or no policy matched: nothing was judged
         by_ns.setdefault(ns, []).extend(_workload_results(engine, key, ts, include_pass, cache))
+    for skey in sorted(engine.service_results):
+        if wanted is None or skey[0] in wanted:
+            results = _service_results(engine, skey, ts)
+            if results:
+                by_ns.setdefault(skey[0], []).extend(results)
     out: list[dict] = []
     for ns in sorted(by_ns):
         results = sorted(by_ns[ns], key=_sort_key)

@@ -184,6 +184,19 @@ def test_node_findings_go_to_a_cluster_policy_report():
                                                                   "name": "gpu-node-1"}]
 
 
+def test_service_findings_go_to_their_namespace_report():
+    suggestions = parse_policy({"kind": "ClusterComplexityPolicy", "metadata": {"name": "suggestions"},
+                                "spec": {"rules": {"simplify": {"enabled": True}}}})
+    orphan = service("model-server", "serving", selector={"app": "my-pool"})
+    reports = by_name(policy_reports(judged(deployment("llm"), orphan, policies=[suggestions]), NOW))
+    report = reports["guywire-serving"]
+    validate(report)
+    (res,) = [r for r in report["results"] if r["resources"][0]["kind"] == "Service"]
+    assert res["resources"] == [{"apiVersion": "v1", "kind": "Service", "name": "model-server",
+                                 "namespace": "serving"}]
+    assert res["rule"] == "GW-SMP-003" and res["policy"] == "suggestions" and res["result"] == "fail"
+
+
 def test_skipped_namespaces_and_unmatched_workloads_get_no_report():
     only_ml = parse_policy({"kind": "ComplexityPolicy", "metadata": {"name": "ml-only", "namespace": "ml"}, "spec": {}})
     reports = policy_reports(judged(deployment("x", "kube-system"), deployment("y", "web"), deployment("z"),
