@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from . import __version__
 from .engine import Engine
+from .graph import paused_gc
 from .inventory import POLICY_KINDS, Inventory, ParseError, view_of
 from .loader import Diagnostic, load
 from .model.finding import SourceRef
@@ -26,6 +27,11 @@ def parse_now(text: str | None) -> datetime:
 
 def build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
     """Read inputs into an inventory and policies. Never raises for bad input."""
+    with paused_gc():
+        return _build(paths, policy_files)
+
+
+def _build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
     docs, diags, files = load(paths)
     inventory = Inventory()
     policies: list[Policy] = []

@@ -62,6 +62,7 @@ class Container:
     init: bool = False
     sidecar: bool = False
     config_refs: list[str] = field(default_factory=list)  # "ConfigMap NAME" / "Secret NAME" read by envFrom or valueFrom
+    _gpu: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def main(self) -> bool:
@@ -69,8 +70,11 @@ class Container:
 
     @property
     def gpu_resources(self) -> dict[str, str]:
-        names = {k for k in (*self.requests, *self.limits) if is_gpu_resource(k)}
-        return {k: self.limits.get(k) or self.requests.get(k, "") for k in sorted(names)}
+        """GPU resources and their counts (limits first); worked out once, the rules ask often."""
+        if self._gpu is None:
+            names = {k for k in (*self.requests, *self.limits) if is_gpu_resource(k)}
+            self._gpu = {k: self.limits.get(k) or self.requests.get(k, "") for k in sorted(names)}
+        return self._gpu
 
     @property
     def gpu_count(self) -> float:

@@ -47,6 +47,7 @@ class Finding:
     path: list[str] = field(default_factory=list)
     source: SourceRef | None = None
     policy: str | None = None
+    _sort_key: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def render(self) -> str:
         """The one message format used by denials, Events, status and the CLI (STYLE.md rule 5)."""
@@ -55,7 +56,12 @@ class Finding:
 
     @property
     def sort_key(self) -> tuple:
-        return (-self.severity.rank, self.rule, self.workload.namespace or "", self.workload.name, self.location or "")
+        """Worst first, then rule, object and location; worked out once (findings are sorted often)."""
+        key = self._sort_key
+        if key is None:
+            key = self._sort_key = (-self.severity.rank, self.rule, self.workload.namespace or "", self.workload.name,
+                                    self.location or "")
+        return key
 
     def to_dict(self) -> dict:
         out = {

@@ -12,7 +12,7 @@ class Severity(str, Enum):
 
     @property
     def rank(self) -> int:
-        return _RANK[self]
+        return _RANK_BY_VALUE[self._value_]  # _value_ is a plain attribute; Enum hashing is slow in hot loops
 
     @classmethod
     def parse(cls, text: str) -> "Severity":
@@ -23,3 +23,4 @@ class Severity(str, Enum):
 
 
 _RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
+_RANK_BY_VALUE = {sev.value: rank for sev, rank in _RANK.items()}

@@ -44,6 +44,16 @@ class Context:
     now: datetime | None = None
     node_health: dict[str, Any] = field(default_factory=dict)  # node name -> GPU health report
     gpu_pods: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)  # workload key -> nodes
+    memo: dict = field(default_factory=dict)  # lookups shared by the checks of one evaluation pass
+
+    def monitors_in(self, namespace: str) -> list:
+        """The ServiceMonitors / PodMonitors that cover ``namespace`` (computed once per pass)."""
+        key = ("monitors", namespace)
+        found = self.memo.get(key)
+        if found is None:
+            found = [m for m in self.inventory.monitors.values() if m.covers_namespace(namespace)]
+            self.memo[key] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,7 @@ class Rule:
     target: str  # "workload", "node" or "service"
     check: Callable[..., Iterator[Issue]]
     doc: str
+    needs_edges: bool = False  # finds nothing on a workload without outbound dependencies
 
     def params(self, policy: Policy) -> BaseModel | None:
         return getattr(policy.spec.rules, self.section) if self.section else None
@@ -79,7 +90,8 @@ REGISTRY: dict[str, Rule] = {}
 
 
 def rule(*, id: str, name: str, severity: Severity, summary: str, remediation: str,
-         section: str | None = None, switch: str | None = None, target: str = "workload"):
+         section: str | None = None, switch: str | None = None, target: str = "workload",
+         needs_edges: bool = False):
     """Register ``check(obj, params, ctx) -> Iterator[Issue]`` as a rule. Duplicate ids are refused."""
 
     def wrap(fn: Callable[..., Iterator[Issue]]) -> Callable[..., Iterator[Issue]]:
@@ -94,7 +106,7 @@ def rule(*, id: str, name: str, severity: Severity, summary: str, remediation: s
         category = CATEGORIES[id.split("-")[1]]
         REGISTRY[id] = Rule(id=id, name=name, category=category, severity=severity, summary=summary,
                             remediation=remediation, section=section, switch=switch, target=target, check=fn,
-                            doc=inspect.cleandoc(fn.__doc__ or ""))
+                            doc=inspect.cleandoc(fn.__doc__ or ""), needs_edges=needs_edges)
         return fn
 
     return wrap

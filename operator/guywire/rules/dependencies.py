@@ -10,7 +10,8 @@ from ..workload import Workload
 from .base import Context, Issue, rule
 
 
-@rule(id="GW-DEP-001", name="unresolved-dependency", severity=Severity.MEDIUM, section="dependencies",
+@rule(id="GW-DEP-001", name="unresolved-dependency", severity=Severity.MEDIUM,
+      needs_edges=True, section="dependencies",
       switch="require_resolvable",
       summary="A declared dependency does not resolve to a Service or workload.",
       remediation="Fix the name in guywire.dev/depends-on (name, name.namespace or name.namespace.svc.cluster.local), "
@@ -25,7 +26,8 @@ def unresolved_dependency(w: Workload, params: DependencyRules, ctx: Context) ->
                         f"{e.namespace}. Fix the name, create the Service, or mark it external:{e.dep.name}.")
 
 
-@rule(id="GW-DEP-002", name="dependency-fan-out", severity=Severity.MEDIUM, section="dependencies",
+@rule(id="GW-DEP-002", name="dependency-fan-out", severity=Severity.MEDIUM,
+      needs_edges=True, section="dependencies",
       summary="A workload calls more services directly than maxFanOut.",
       remediation="Split the workload, put an aggregator in front of related calls, or raise "
                   "rules.dependencies.maxFanOut if this fan-out is deliberate.")
@@ -39,7 +41,8 @@ def dependency_fan_out(w: Workload, params: DependencyRules, ctx: Context) -> It
                     "Group related calls behind one service or raise maxFanOut.")
 
 
-@rule(id="GW-DEP-003", name="dependency-depth", severity=Severity.MEDIUM, section="dependencies",
+@rule(id="GW-DEP-003", name="dependency-depth", severity=Severity.MEDIUM,
+      needs_edges=True, section="dependencies",
       summary="The longest downstream call chain is longer than maxDepth.",
       remediation="Flatten the chain: let callers reach deep services directly, cache, or merge hops that only "
                   "forward; or raise rules.dependencies.maxDepth.")
@@ -54,7 +57,8 @@ def dependency_depth(w: Workload, params: DependencyRules, ctx: Context) -> Iter
                     f"{' -> '.join(path)}. Shorten the chain or raise maxDepth.", path=path)
 
 
-@rule(id="GW-DEP-004", name="dependency-cycle", severity=Severity.HIGH, section="dependencies",
+@rule(id="GW-DEP-004", name="dependency-cycle", severity=Severity.HIGH,
+      needs_edges=True, section="dependencies",
       switch="forbid_cycles",
       summary="The workload is on a dependency cycle.",
       remediation="Break the cycle: move the shared logic into a service both sides call, or replace one "
@@ -70,7 +74,8 @@ def dependency_cycle(w: Workload, params: DependencyRules, ctx: Context) -> Iter
                     "Break one edge of the cycle.", path=labels)
 
 
-@rule(id="GW-DEP-005", name="cross-namespace-dependency", severity=Severity.MEDIUM, section="dependencies",
+@rule(id="GW-DEP-005", name="cross-namespace-dependency", severity=Severity.MEDIUM,
+      needs_edges=True, section="dependencies",
       summary="A dependency points into a namespace the policy does not allow.",
       remediation="Call a Service in an allowed namespace, or add the namespace to "
                   "rules.dependencies.allowCrossNamespace.")
@@ -87,7 +92,8 @@ def cross_namespace_dependency(w: Workload, params: DependencyRules, ctx: Contex
                         f"(allowed: {allowed_text}). Use a shared Service or allow the namespace.")
 
 
-@rule(id="GW-DEP-006", name="undeclared-dependency", severity=Severity.LOW, section="dependencies",
+@rule(id="GW-DEP-006", name="undeclared-dependency", severity=Severity.LOW,
+      needs_edges=True, section="dependencies",
       switch="require_declared",
       summary="A call found in the environment is not declared in guywire.dev/depends-on.",
       remediation="Add the Service to the guywire.dev/depends-on annotation so the graph, retry and timeout rules "

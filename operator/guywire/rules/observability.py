@@ -99,9 +99,7 @@ def metrics_not_exposed(w: Workload, params: ObservabilityRules, ctx: Context) -
     if any(_metrics_port(c) for c in w.containers):
         return
     services = ctx.graph.selected_by.get(w.key, set())
-    for m in ctx.inventory.monitors.values():
-        if not m.covers_namespace(w.namespace):
-            continue
+    for m in ctx.monitors_in(w.namespace):
         if m.kind == "ServiceMonitor":
             for skey in services:
                 svc = ctx.inventory.services.get(skey)

@@ -42,7 +42,8 @@ def _by_policy(edges, broken) -> list[tuple]:
     return [(pol, ", ".join(labels)) for pol, labels in groups.items()]
 
 
-@rule(id="GW-RTY-001", name="retry-attempts", severity=Severity.MEDIUM, section="retries",
+@rule(id="GW-RTY-001", name="retry-attempts", severity=Severity.MEDIUM,
+      needs_edges=True, section="retries",
       summary="More attempts on one hop than maxAttempts.",
       remediation="Lower attempts in guywire.dev/retry (attempts counts every try, the first included), or raise "
                   "rules.retries.maxAttempts.")
@@ -56,7 +57,8 @@ def retry_attempts(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Is
                         + (" in total across the application and the mesh." if e.mesh and e.mesh.retries else "."))
 
 
-@rule(id="GW-RTY-002", name="retry-amplification", severity=Severity.HIGH, section="retries",
+@rule(id="GW-RTY-002", name="retry-amplification", severity=Severity.HIGH,
+      needs_edges=True, section="retries",
       summary="The product of attempts along a call path is above maxAmplification.",
       remediation="Retry at one layer only (usually the outermost), lower attempts on inner hops, or raise "
                   "rules.retries.maxAmplification.")
@@ -73,7 +75,8 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
                     path=[name for name, _ in path])
 
 
-@rule(id="GW-RTY-003", name="retry-without-timeout", severity=Severity.HIGH, section="retries",
+@rule(id="GW-RTY-003", name="retry-without-timeout", severity=Severity.HIGH,
+      needs_edges=True, section="retries",
       switch="require_timeout",
       summary="A hop is retried without a timeout.",
       remediation="Add perTryTimeout (and an overall timeout) to guywire.dev/retry, e.g. attempts=3, "
@@ -96,7 +99,8 @@ def _worst_case_parts(r) -> str:
     return f"{tries} within a {format_duration(r.timeout)} timeout"
 
 
-@rule(id="GW-RTY-004", name="timeout-inversion", severity=Severity.HIGH, section="retries",
+@rule(id="GW-RTY-004", name="timeout-inversion", severity=Severity.HIGH,
+      needs_edges=True, section="retries",
       switch="forbid_timeout_inversion",
       summary="A caller gives up on a hop before the callee's own retries can finish.",
       remediation="Make each caller's per-try timeout longer than its callee's worst case (attempts x per-try "
@@ -124,7 +128,8 @@ def timeout_inversion(w: Workload, params: RetryRules, ctx: Context) -> Iterator
             break
 
 
-@rule(id="GW-RTY-005", name="retry-without-backoff", severity=Severity.MEDIUM, section="retries",
+@rule(id="GW-RTY-005", name="retry-without-backoff", severity=Severity.MEDIUM,
+      needs_edges=True, section="retries",
       switch="require_backoff",
       summary="A hop is retried without backoff.",
       remediation="Add backoff=exponential (with jitter where the client supports it) to guywire.dev/retry.")
