@@ -66,6 +66,11 @@ POLICY_KINDS = {
                                     "clustercomplexitypolicies", namespaced=False),
 }
 NODE = Kind("Node", "", "v1", "nodes", namespaced=False)
+REPORT_KINDS = {
+    "PolicyReport": Kind("PolicyReport", "wgpolicyk8s.io", "v1alpha2", "policyreports"),
+    "ClusterPolicyReport": Kind("ClusterPolicyReport", "wgpolicyk8s.io", "v1alpha2", "clusterpolicyreports",
+                                namespaced=False),
+}
 EVENT = Kind("Event", "", "v1", "events")
 
 RETRYABLE = {409, 429, 500, 502, 503, 504}

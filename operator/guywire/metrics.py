@@ -28,3 +28,11 @@ ADMISSION_SECONDS = Histogram("guywire_admission_duration_seconds", "Server-side
 ADMISSION_ERRORS = Counter("guywire_admission_errors_total", "Requests the engine could not evaluate (allowed).",
                            registry=REGISTRY)
 TAINTS = Gauge("guywire_gpu_nodes_tainted", "GPU nodes tainted by guywire.", registry=REGISTRY)
+COMPLEXITY = Gauge("guywire_complexity", "The dependency graph's shape per namespace (namespace=\"\" for the "
+                   "cluster): workloads, dependency_edges, longest_chain, cycles, worst_retry_amplification, "
+                   "complexity_score_mean/max, undeclared_calls, entry_points, largest_blast_radius.",
+                   ["figure", "namespace"], registry=REGISTRY)
+FINDINGS_BY_CATEGORY = Gauge("guywire_findings_by_category", "Current findings by rule category and namespace "
+                             "(namespace=\"\" for the cluster).", ["category", "namespace"], registry=REGISTRY)
+POLICY_REPORTS = Counter("guywire_policy_reports_written_total", "PolicyReports written or deleted, by outcome.",
+                         ["outcome"], registry=REGISTRY)

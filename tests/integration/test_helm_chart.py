@@ -60,6 +60,8 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "cert-manager-issuer": ("guywire", "guywire", {"webhook": {"certManager": {
         "enabled": True, "issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}}}),
     "agent-off": ("guywire", "guywire", {"nodeAgent": {"enabled": False}}),
+    "reports-off-dashboard": ("guywire", "guywire", {"operator": {"policyReports": False},
+                                                     "grafanaDashboard": {"enabled": True}}),
     "custom-namespace": ("gw", "ai-platform", {"serviceAccount": {"name": "gw-operator"},
                                                "webhook": {"excludeNamespaces": ["monitoring"]}}),
     "existing-secret": ("guywire", "guywire", {"webhook": {"existingSecret": "corp-tls",
@@ -362,6 +364,10 @@ def test_notes_render_and_their_first_policy_is_valid(helm):
 
 # -- the operator ---------------------------------------------------------------------------------------------------
 
+REPORT_RULES = {("wgpolicyk8s.io", res, verb) for res in ("policyreports", "clusterpolicyreports")
+                for verb in ("get", "create", "patch", "delete")}
+
+
 def test_operator_rbac_is_exactly_what_it_uses(rendered):
     for case in rendered.values():
         if case.values.get("rbac", {}).get("create") is False:
@@ -373,6 +379,8 @@ def test_operator_rbac_is_exactly_what_it_uses(rendered):
             want |= PEERING_RULES
         if case.values.get("operator", {}).get("taintUnhealthyGpuNodes"):
             want.add(("", "nodes", "patch"))
+        if case.values.get("operator", {}).get("policyReports", True):
+            want |= REPORT_RULES
         assert rules_of(role) == want, f"{case.name}: {sorted(rules_of(role) ^ want)}"
         binding = case.one("ClusterRoleBinding", case.fullname)
         sa = case.operator["spec"]["template"]["spec"]["serviceAccountName"]
@@ -387,7 +395,10 @@ def test_no_wildcards_and_no_secrets_in_any_role(rendered):
                 for field in ("apiGroups", "resources", "verbs"):
                     assert "*" not in rule.get(field, []), f"{case.name}: wildcard in {role['metadata']['name']}"
                 assert not {"secrets", "configmaps"} & set(rule.get("resources", [])), case.name
-                assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"])
+                forbidden = {"escalate", "bind", "impersonate", "deletecollection"}
+                if rule.get("apiGroups") != ["wgpolicyk8s.io"]:  # it deletes only its own stale reports
+                    forbidden.add("delete")
+                assert not forbidden & set(rule["verbs"]), (case.name, rule)
                 assert "nonResourceURLs" not in rule
 
 
@@ -965,3 +976,15 @@ def test_node_agent_probes_answer_where_the_chart_points(chart_agent):
     for probe, (status, body) in probes.items():
         assert status == 200, probe
         assert b"guywire" in body or b"# HELP" in body, probe
+
+
+def test_policy_reports_can_be_turned_off_and_the_dashboard_on(rendered):
+    case = rendered["reports-off-dashboard"]
+    assert "--no-policy-reports" in case.operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    dash = case.one("ConfigMap", f"{case.fullname}-dashboard")
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(dash["data"]["guywire.json"])
+    exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+    for metric in ("guywire_complexity", "guywire_findings_by_category", "guywire_admission_duration_seconds_bucket"):
+        assert metric in exprs
+    assert not rendered["defaults"].of("ConfigMap"), "the dashboard is off by default"

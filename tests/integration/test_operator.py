@@ -9,6 +9,7 @@ import copy
 import time
 from pathlib import Path
 
+import kmock
 import pytest
 import yaml
 
@@ -18,6 +19,7 @@ from guywire.operator.main import run_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
 from tests.examples import example_objects
@@ -47,6 +49,12 @@ class Operator:
 
 @pytest.fixture(scope="module")
 def cluster(kube_api):
+    kube_api.add_resource("wgpolicyk8s.io/v1alpha2/policyreports", kmock.ResourceInfo(
+        kind="PolicyReport", singular="policyreport", namespaced=True, verbs=VERBS))
+    kube_api.add_resource("wgpolicyk8s.io/v1alpha2/clusterpolicyreports", kmock.ResourceInfo(
+        kind="ClusterPolicyReport", singular="clusterpolicyreport", namespaced=False, verbs=VERBS))
+    kube_api.add_resource("networking.istio.io/v1/virtualservices", kmock.ResourceInfo(
+        kind="VirtualService", singular="virtualservice", namespaced=True, verbs=VERBS))
     for obj in example_objects():
         if obj["kind"] == "Namespace" and kube_api.get("namespaces", obj["metadata"]["name"]):
             continue
@@ -92,6 +100,28 @@ def test_workloads_are_annotated_evented_and_counted_in_status(cluster):
     time.sleep(1.5)
     reasons = [e["reason"] for e in warnings_for(api, "Deployment", "ml", "retriever")]
     assert len(reasons) == len(set(reasons))
+
+
+def test_policy_reports_and_blast_radius_are_written(cluster):
+    api, _ = cluster
+    report = api.wait_for(lambda: api.get("policyreports.wgpolicyk8s.io", "guywire-ml", "ml"), timeout=TIMEOUT)
+    assert report["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "guywire"
+    gateway = [r for r in report["results"] if r["resources"][0]["name"] == "gateway"]
+    assert any(r["rule"] == "GW-RTY-002" and r["result"] == "fail" for r in gateway)
+    assert report["summary"]["fail"] == len([r for r in report["results"] if r["result"] == "fail"])
+    blast = api.wait_for(lambda: annotations(api, "statefulsets.apps", "data", "vector-db").get(
+        "guywire.dev/blast-radius"), timeout=TIMEOUT)
+    assert blast.startswith("entryPoints=") and "workloads=" in blast
+
+
+def test_a_mesh_retry_policy_feeds_the_retry_rules(cluster):
+    api, _ = cluster
+    api.create({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "embedder", "namespace": "ml"},
+                "spec": {"hosts": ["embedder"], "http": [{"route": [{"destination": {"host": "embedder"}}],
+                                                          "retries": {"attempts": 4, "perTryTimeout": "1s"}}]}})
+    api.wait_for(lambda: "GW-RTY-006" in annotations(api, "deployments.apps", "ml", "retriever").get(VIOLATIONS, ""),
+                 timeout=TIMEOUT)
 
 
 def test_own_annotations_do_not_trigger_another_evaluation(cluster):

@@ -35,11 +35,20 @@ WATCHED = [
     ("monitoring.coreos.com", "v1", "podmonitors"),
     ("guywire.dev", "v1alpha1", "complexitypolicies"),
     ("guywire.dev", "v1alpha1", "clustercomplexitypolicies"),
-] + [(k.group, k.version, k.plural) for k in AI_KINDS.values()]  # served only where their CRDs exist
+] + [(k.group, k.version, k.plural) for k in AI_KINDS.values()] + [  # served only where their CRDs exist
+    ("networking.istio.io", None, "virtualservices"),  # the preferred version the cluster serves
+    ("networking.istio.io", None, "destinationrules"),
+]
 
 
-def _resource(group: str, version: str, plural: str) -> tuple:
-    return (group, version, plural) if group else (version, plural)
+def _resource(group: str, version: str | None, plural: str) -> dict:
+    """kopf's resource selector; without a version kopf takes the version the cluster prefers."""
+    spec: dict = {"plural": plural}
+    if group:
+        spec["group"] = group
+    if version:
+        spec["version"] = version
+    return spec
 
 
 def _state(memo: Any) -> OperatorState:
@@ -72,8 +81,8 @@ def build_registry() -> kopf.OperatorRegistry:
         ident = f"{plural}.{group}" if group else plural
         object_index.__name__ = f"{plural}_index"
         object_event.__name__ = f"{plural}_event"
-        kopf.index(*res, id=f"{ident}_index", registry=registry)(object_index)
-        kopf.on.event(*res, id=f"{ident}_event", registry=registry)(object_event)
+        kopf.index(**res, id=f"{ident}_index", registry=registry)(object_index)
+        kopf.on.event(**res, id=f"{ident}_event", registry=registry)(object_event)
 
     @kopf.on.startup(registry=registry)
     async def operator_startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -53,7 +53,8 @@ def settings_from(args: Any) -> Settings:
                     events_per_second=args.events_per_second,
                     instance=os.environ.get("POD_NAME") or Settings().instance, own_users=users,
                     taint_unhealthy_gpu_nodes=args.taint_unhealthy_gpu_nodes,
-                    taint_max_fraction=args.taint_max_fraction)
+                    taint_max_fraction=args.taint_max_fraction, policy_reports=args.policy_reports,
+                    insights_interval=parse_duration(args.insights_interval))
 
 
 def peering_priority(args: Any) -> int:

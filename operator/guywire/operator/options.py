@@ -28,6 +28,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--service-account", default=os.environ.get("SERVICE_ACCOUNT_NAME", "guywire"),
                    help="the operator's own ServiceAccount; its requests are never judged by the webhook")
+    p.add_argument("--policy-reports", action=argparse.BooleanOptionalAction, default=True,
+                   help="write wgpolicyk8s.io PolicyReports per namespace for Policy Reporter (default on; "
+                        "skipped when the CRDs are absent)")
+    p.add_argument("--insights-interval", default="30s",
+                   help="how often blast radius annotations and complexity gauges are recomputed (default 30s)")
     g = p.add_argument_group("GPU nodes")
     g.add_argument("--taint-unhealthy-gpu-nodes", action="store_true",
                    help="add guywire.dev/gpu-unhealthy=true:NoSchedule to GPU nodes whose report is Unhealthy, and "

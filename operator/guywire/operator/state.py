@@ -18,13 +18,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..admission import Admission
-from ..annotations import COMPLEXITY_SCORE, EVALUATED_AT, OWN_ANNOTATIONS, VIOLATIONS
+from ..annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, OWN_ANNOTATIONS, VIOLATIONS
 from ..engine import Engine, worst_first
 from ..graph import Graph
 from ..inventory import Inventory, view_of
 from ..annotations import GPU_HEALTH
 from ..gpu.taint import NodeTaintState, has_taint, plan_taints, taint_spec
-from ..kube import NODE, POLICY_KINDS, WORKLOAD_KINDS, ApiFailure, KubeClient
+from ..kube import NODE, POLICY_KINDS, REPORT_KINDS, WORKLOAD_KINDS, ApiFailure, KubeClient
+from ..policyreport import DIGEST_ANNOTATION, policy_reports
+from ..report import complexity_report
 from ..model.gpu import GPU_TAINT_KEY, parse_gpu_health
 from ..rules.gpu import is_gpu_node
 from ..model.finding import Finding
@@ -50,6 +52,9 @@ class Settings:
     instance: str = field(default_factory=socket.gethostname)
     own_users: frozenset[str] = frozenset()
     node_recheck_interval: float = 30.0
+    insights_interval: float = 30.0  # blast radius annotations and complexity gauges, at most this often
+    policy_reports: bool = True  # write wgpolicyk8s.io PolicyReports (Policy Reporter reads them)
+    policy_report_max_results: int = 500
     taint_unhealthy_gpu_nodes: bool = False
     taint_max_fraction: float = 0.5
 
@@ -99,6 +104,13 @@ class OperatorState:
         self.node_taints: dict[str, list] = {}  # node -> its spec.taints, for the GPU taint decision
         self.taints_dirty = False
         self.breaker_message: str | None = None
+        self.blast: dict[WKey, str] = {}  # guywire.dev/blast-radius values, from the last insights pass
+        self.insights_dirty = True
+        self.last_insights = 0.0
+        self.reports_ns_dirty: set[str] | None = None  # None: every namespace
+        self.reports_written: dict[tuple, str] = {}  # (kind, namespace, name) -> results digest
+        self.report_names: dict[str | None, set[str]] = {}  # namespace -> report names written there
+        self.reports_unavailable = False
         self.written: dict[WKey, tuple[str, str]] = {}  # what our annotations hold: (violations, score)
         self.announced: dict[WKey, set[str]] = {}  # rules whose Warning event was posted
         self.dirty: set[WKey] = set()
@@ -151,7 +163,8 @@ class OperatorState:
                 return
             if view.key not in self.written:
                 self.written[view.key] = (view.annotations.get(VIOLATIONS, ""),
-                                          view.annotations.get(COMPLEXITY_SCORE, ""))
+                                          view.annotations.get(COMPLEXITY_SCORE, ""),
+                                          view.annotations.get(BLAST_RADIUS, ""))
                 self.announced[view.key] = {r for r in view.annotations.get(VIOLATIONS, "").split(",") if r}
         if not self.warm:
             self.engine.inventory.add(view)
@@ -203,6 +216,7 @@ class OperatorState:
             inv.nodes.pop(name, None)
         else:
             inv.monitors.pop((ns, kind, name), None)
+            inv.meshes.pop((ns, kind, name), None)
 
     # ----- where GPU pods run (for GW-GPU-001/002) ------------------------------------------------
     def top_owner(self, key: WKey) -> WKey:
@@ -269,6 +283,9 @@ class OperatorState:
         self.dirty.update(keys)
         if keys:
             self.status_dirty = True
+            self.insights_dirty = True
+            if self.reports_ns_dirty is not None:
+                self.reports_ns_dirty.update(k[0] for k in keys)
 
     def _reevaluate_all(self) -> None:
         self.tick()
@@ -277,6 +294,8 @@ class OperatorState:
         metrics.EVALUATION_SECONDS.labels("full").observe(time.perf_counter() - started)
         self._mark(set(self.engine.inventory.workloads))
         self.status_dirty = True
+        self.reports_ns_dirty = None
+        self.reports_unavailable = False
 
     def warm_up(self) -> None:
         """All watched kinds are listed: build the graph once and judge everything."""
@@ -306,12 +325,14 @@ class OperatorState:
         findings = worst_first(f for found in per.values() for f in found)
         violations = ",".join(dict.fromkeys(f.rule for f in findings))
         score = str(self.engine.score(key)) if per else ""
+        blast = self.blast.get(key, "") if per else ""
         patch = None
-        if (violations, score) != self.written.get(key, ("", "")):
+        if (violations, score, blast) != self.written.get(key, ("", "", "")):
             if per:
-                patch = {VIOLATIONS: violations or None, COMPLEXITY_SCORE: score, EVALUATED_AT: now_rfc3339()}
+                patch = {VIOLATIONS: violations or None, COMPLEXITY_SCORE: score, BLAST_RADIUS: blast or None,
+                         EVALUATED_AT: now_rfc3339()}
             else:  # no policy looks at it any more: take our annotations away
-                patch = {VIOLATIONS: None, COMPLEXITY_SCORE: None, EVALUATED_AT: None}
+                patch = {VIOLATIONS: None, COMPLEXITY_SCORE: None, BLAST_RADIUS: None, EVALUATED_AT: None}
         loud: dict[str, list[Finding]] = {}
         for ref, found in per.items():
             if self.enforcement_of(ref) is Enforcement.AUDIT:
@@ -334,6 +355,8 @@ class OperatorState:
     async def flush(self) -> None:
         if not self.warm or self.client is None:
             return
+        if self.insights_dirty and time.monotonic() - self.last_insights >= self.settings.insights_interval:
+            self.update_insights()
         keys, self.dirty = self.dirty, set()
         sem = asyncio.Semaphore(self.settings.write_concurrency)
 
@@ -349,6 +372,8 @@ class OperatorState:
             self.status_dirty = False
             self.last_status_flush = time.monotonic()
             await self.write_statuses()
+            if self.settings.policy_reports:
+                await self.write_policy_reports()
 
     async def _write_workload(self, key: WKey) -> None:
         w = self.engine.inventory.workloads.get(key)
@@ -369,7 +394,8 @@ class OperatorState:
                 self.dirty.add(key)
                 return
             metrics.PATCHES.labels("workload", "ok").inc()
-            self.written[key] = (patch.get(VIOLATIONS) or "", patch.get(COMPLEXITY_SCORE) or "")
+            self.written[key] = (patch.get(VIOLATIONS) or "", patch.get(COMPLEXITY_SCORE) or "",
+                                 patch.get(BLAST_RADIUS) or "")
             log.info("Annotated %s: violations=%s score=%s.", w.ref, patch.get(VIOLATIONS) or "none",
                      patch.get(COMPLEXITY_SCORE))
         announced = self.announced.setdefault(key, set())
@@ -449,6 +475,89 @@ class OperatorState:
                     reason="GPUTaintHeldBack", type_="Warning", message=message,
                     key=f"{name}|breaker|{message}"))
         self.breaker_message = message
+
+    def update_insights(self) -> None:
+        """Blast radius per workload (its annotation) and the graph's shape as gauges: whole-graph
+        figures, so worked out at most every ``insights_interval``, not per event."""
+        self.insights_dirty = False
+        self.last_insights = time.monotonic()
+        started = time.perf_counter()
+        report = complexity_report(self.engine)
+        blast = {k: br.annotation() for k, br in report.blast_radius.items()}
+        changed = {k for k in set(blast) | set(self.blast) if blast.get(k) != self.blast.get(k)}
+        self.blast = blast
+        self.dirty.update(k for k in changed if k in self.engine.inventory.workloads)
+        metrics.COMPLEXITY.clear()
+        metrics.FINDINGS_BY_CATEGORY.clear()
+        for ns, figures in [("", report.cluster), *report.namespaces.items()]:
+            for figure, value in figures.gauges().items():
+                metrics.COMPLEXITY.labels(figure, ns).set(value)
+            for category, count in figures.findings_by_category.items():
+                metrics.FINDINGS_BY_CATEGORY.labels(category, ns).set(count)
+        log.info("Insights: %d workloads, longest chain %d, worst amplification %dx (%.0f ms).",
+                 report.cluster.workloads, report.cluster.longest_chain, report.cluster.worst_amplification,
+                 1000 * (time.perf_counter() - started))
+
+    async def write_policy_reports(self) -> None:
+        """PolicyReports of the namespaces whose results changed, written only when their digest did."""
+        if self.reports_unavailable:
+            return
+        dirty, self.reports_ns_dirty = self.reports_ns_dirty, set()
+        reports = policy_reports(self.engine, datetime.now(timezone.utc), namespaces=dirty,
+                                 max_results=self.settings.policy_report_max_results)
+        by_ns: dict[str | None, set[str]] = {}
+        for report in reports:
+            meta = report["metadata"]
+            ns = meta.get("namespace")
+            by_ns.setdefault(ns, set()).add(meta["name"])
+            ident = (report["kind"], ns, meta["name"])
+            digest = meta["annotations"][DIGEST_ANNOTATION]
+            if self.reports_written.get(ident) == digest:
+                continue
+            kind = REPORT_KINDS[report["kind"]]
+            try:
+                try:
+                    await self.client.merge_patch(kind.path(ns, meta["name"]), report)
+                except ApiFailure as exc:
+                    if exc.status != 404:
+                        raise
+                    await self.client.request("POST", kind.path(ns), report, retry_conflicts=False)
+            except ApiFailure as exc:
+                metrics.POLICY_REPORTS.labels("error").inc()
+                if exc.status == 404:
+                    log.warning("PolicyReports are not served (no wgpolicyk8s.io CRDs); not writing them until "
+                                "the next full audit.")
+                    self.reports_unavailable = True
+                    return
+                log.warning("Cannot write %s %s: %s; will retry.", report["kind"], meta["name"], exc)
+                self._requeue_reports(dirty, ns)
+                continue
+            metrics.POLICY_REPORTS.labels("written").inc()
+            self.reports_written[ident] = digest
+        namespaces = set(self.report_names) | set(by_ns)
+        if dirty is not None:
+            namespaces &= set(dirty) | set(by_ns)
+        for ns in namespaces:
+            kept = by_ns.get(ns, set())
+            for name in sorted(self.report_names.get(ns, set()) - kept):
+                kind = REPORT_KINDS["PolicyReport" if ns is not None else "ClusterPolicyReport"]
+                try:
+                    await self.client.request("DELETE", kind.path(ns, name))
+                except ApiFailure as exc:
+                    if exc.status != 404:
+                        log.warning("Cannot delete stale report %s: %s.", name, exc)
+                        continue
+                metrics.POLICY_REPORTS.labels("deleted").inc()
+                self.reports_written.pop((kind.kind, ns, name), None)
+            self.report_names[ns] = kept
+
+    def _requeue_reports(self, dirty: set[str] | None, ns: str | None) -> None:
+        if self.reports_ns_dirty is not None:
+            if dirty is None:
+                self.reports_ns_dirty = None
+            elif ns is not None:
+                self.reports_ns_dirty.add(ns)
+        self.status_dirty = True
 
     def status_for(self, ref: str) -> dict:
         meta = self.policy_meta.get(ref, {})
