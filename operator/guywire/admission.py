@@ -13,7 +13,7 @@ from typing import Any
 
 from .aikinds import ai_kind_of
 from .annotations import OWN_ANNOTATIONS
-from .engine import Engine, worst_first
+from .engine import Engine, policy_matches, worst_first
 from .inventory import POLICY_KINDS, view_of
 from .model.finding import Finding
 from .model.policy import Enforcement, PolicyError, parse_policy
@@ -160,15 +160,21 @@ class Admission:
     def judge_hypothetically(self, view: Workload) -> dict[str, list[Finding]]:
         """Findings per policy for ``view`` as if it were stored; the engine is left as it was."""
         engine = self.engine
+        graph = engine.graph
         previous = engine.inventory.workloads.get(view.key)
+        if engine.skipped(view):
+            return {}
+        # Only the graph is changed (the object's edges, and the analysis of it and its callers): the
+        # request's own findings are judged on it; nobody else's stored results are touched.
         try:
-            engine.upsert(view)
-            return dict(engine.results.get(view.key, {}))
+            graph.upsert_workload(view)
+            return {p.ref: engine.judge(view, p, engine.context(p)) for p in engine.policies
+                    if policy_matches(p, view, engine.inventory)}
         finally:
             if previous is not None:
-                engine.upsert(previous)
+                graph.upsert_workload(previous)
             else:
-                engine.remove(view.kind, view.namespace, view.name)
+                graph.remove_workload(view.key)
 
     def _verdict(self, view: Workload, per: dict[str, list[Finding]], d: Decision) -> None:
         policies = {p.ref: p for p in self.engine.policies}

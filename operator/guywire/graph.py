@@ -405,8 +405,10 @@ class Graph:
             self.sccs.pop(gone.scc, None)  # a self-loop has no other member to clear its cycle
         self.callers.pop(key, None)
         affected_services = set(self.selected_by.pop(key, ()))
-        for skey, svc in list(self.inv.services.items()):
-            if svc.backend == key:  # the Services its controller made go with it
+        for name in w.implicit_services:  # the Services its controller made go with it
+            skey = (w.namespace, name)
+            svc = self.inv.services.get(skey)
+            if svc is not None and svc.backend == key:
                 del self.inv.services[skey]
                 affected_services.add(skey)
         dirty = callers | self._rebackend(affected_services) | self.refs.get((w.namespace, w.name), set())

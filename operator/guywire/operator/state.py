@@ -7,6 +7,7 @@ in batches, never more than the results changed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -304,6 +305,8 @@ class OperatorState:
         self.engine.graph = Graph(self.engine.inventory)
         self.warm = True
         self._reevaluate_all()
+        gc.collect()
+        gc.freeze()  # the index is long-lived: keep full collections from rescanning it (admission latency)
         log.info("Indexed %d workloads, %d Services, %d policies; evaluated all.",
                  len(self.engine.inventory.workloads), len(self.engine.inventory.services), len(self.policies))
 
