@@ -58,6 +58,10 @@ def _build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[P
         except Exception as exc:  # a reader bug must not lose the other objects
             diags.append(Diagnostic(doc.source, f"{kind}: could not be read ({type(exc).__name__}: {exc})."))
             continue
+        earlier = _already_defined(inventory, view)
+        if earlier is not None:
+            diags.append(Diagnostic(doc.source, f"{kind} {_name_of(view)} is defined again (first at {earlier}); "
+                                    "this definition replaces it.", error=False, warning=True))
         if view is None:
             skipped[kind] += 1
         elif not inventory.add(view):
@@ -82,6 +86,24 @@ def _engine(args) -> tuple[Engine, list[Diagnostic], int, Counter]:
     inventory, policies, diags, files, skipped = build(args.paths, args.policy or [])
     engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None)))
     return engine, diags, files, skipped
+
+
+def _already_defined(inventory: Inventory, view) -> str | None:
+    """Where an object with the same kind, namespace and name was read before, if one was."""
+    from .workload import Service, Workload
+    if isinstance(view, Workload):
+        old = inventory.workloads.get(view.key)
+    elif isinstance(view, Service):
+        old = inventory.services.get(view.key)
+        if old is not None and old.backend is not None:
+            return None  # a Service a controller would make, replaced by the real one
+    else:
+        return None
+    return str(old.source or "another input") if old is not None else None
+
+
+def _name_of(view) -> str:
+    return f"{view.namespace}/{view.name}"
 
 
 def cmd_check(args) -> int:
@@ -116,7 +138,7 @@ def cmd_check(args) -> int:
         out = render_text(report, colour=colour)
     sys.stdout.write(out)
     for d in diags:
-        if d.error or args.verbose:
+        if d.error or d.warning or args.verbose:
             print(f"guywire: {d.render()}", file=sys.stderr)
     if report.errors:
         return EXIT_ERROR

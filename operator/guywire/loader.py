@@ -32,13 +32,17 @@ class Diagnostic:
     source: SourceRef
     message: str
     error: bool = True
+    warning: bool = False  # not an error, but always shown (e.g. an object defined twice)
 
     def render(self) -> str:
         return f"{self.source}: {self.message}"
 
+    @property
+    def level(self) -> str:
+        return "error" if self.error else "warning" if self.warning else "skipped"
+
     def to_dict(self) -> dict:
-        return {"file": self.source.file, "line": self.source.line, "message": self.message,
-                "level": "error" if self.error else "skipped"}
+        return {"file": self.source.file, "line": self.source.line, "message": self.message, "level": self.level}
 
 
 @dataclass(frozen=True, slots=True)

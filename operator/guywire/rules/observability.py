@@ -118,11 +118,12 @@ def metrics_not_exposed(w: Workload, params: ObservabilityRules, ctx: Context) -
                   "container.")
 def missing_resources(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
     """Requests let the scheduler place pods where they fit; a memory limit keeps one leaking pod from
-    evicting its neighbours. A CPU limit is not required: it throttles latency-sensitive servers."""
+    evicting its neighbours. A CPU limit is not required: it throttles latency-sensitive servers.
+    A limit without a request counts as the request, as Kubernetes defaults the one to the other."""
     for t in w.templates:
         for c in t.containers:
-            missing = [name for name, ok in (("requests.cpu", "cpu" in c.requests),
-                                             ("requests.memory", "memory" in c.requests),
+            missing = [name for name, ok in (("requests.cpu", "cpu" in c.requests or "cpu" in c.limits),
+                                             ("requests.memory", "memory" in c.requests or "memory" in c.limits),
                                              ("limits.memory", "memory" in c.limits)) if not ok]
             if missing:
                 yield Issue(f"sets no {', '.join(missing)}. Set cpu and memory requests and a memory limit.",
