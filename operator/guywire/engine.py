@@ -45,54 +45,43 @@ def _globs(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def policy_matches(policy: Policy, w: Workload, inventory: Inventory) -> bool:
-    """Whether ``policy`` looks at ``w``: its namespace (namespaced policies), match and exclude."""
-    if policy.kind == "ComplexityPolicy" and w.namespace != policy.namespace:
+def _in_scope(policy: Policy, kind: str, namespace: str, name: str, labels: dict[str, str], gpu: bool,
+              inventory: Inventory) -> bool:
+    """Whether ``policy`` looks at one object: its namespace (namespaced policies), match and exclude."""
+    if policy.kind == "ComplexityPolicy" and namespace != policy.namespace:
         return False
     m, x = policy.spec.match, policy.spec.exclude
-    if m.kinds and w.kind not in m.kinds:
+    if m.kinds and kind not in m.kinds:
         return False
-    if m.namespaces and not _globs(w.namespace, m.namespaces):
+    if m.namespaces and not _globs(namespace, m.namespaces):
         return False
-    if m.namespace_selector is not None and not m.namespace_selector.matches(inventory.namespace_labels(w.namespace)):
+    if m.namespace_selector is not None and not m.namespace_selector.matches(inventory.namespace_labels(namespace)):
         return False
-    if m.selector is not None and not m.selector.matches(w.labels):
+    if m.selector is not None and not m.selector.matches(labels):
         return False
-    if m.gpu_only and not w.requests_gpu:
+    if m.gpu_only and not gpu:
         return False
-    if x.kinds and w.kind in x.kinds:
+    if x.kinds and kind in x.kinds:
         return False
-    if x.namespaces and _globs(w.namespace, x.namespaces):
+    if x.namespaces and _globs(namespace, x.namespaces):
         return False
-    if x.names and _globs(w.name, x.names):
+    if x.names and _globs(name, x.names):
         return False
     if x.selector is not None and (x.selector.match_labels or x.selector.match_expressions) \
-            and x.selector.matches(w.labels):
+            and x.selector.matches(labels):
         return False
     return True
+
+
+def policy_matches(policy: Policy, w: Workload, inventory: Inventory) -> bool:
+    """Whether ``policy`` looks at workload ``w``."""
+    return _in_scope(policy, w.kind, w.namespace, w.name, w.labels, w.requests_gpu, inventory)
 
 
 def service_matches(policy: Policy, svc: Service, inventory: Inventory) -> bool:
-    """Whether ``policy`` looks at a Service (rules with target="service"): its namespace rules, names and labels.
-    A policy whose ``match.kinds`` lists kinds but not Service, or that is ``gpuOnly``, does not."""
-    if policy.kind == "ComplexityPolicy" and svc.namespace != policy.namespace:
-        return False
-    m, x = policy.spec.match, policy.spec.exclude
-    if (m.kinds and "Service" not in m.kinds) or m.gpu_only:
-        return False
-    if m.namespaces and not _globs(svc.namespace, m.namespaces):
-        return False
-    if m.namespace_selector is not None and not m.namespace_selector.matches(inventory.namespace_labels(svc.namespace)):
-        return False
-    if m.selector is not None and not m.selector.matches(svc.labels):
-        return False
-    if "Service" in x.kinds or (x.namespaces and _globs(svc.namespace, x.namespaces)) \
-            or (x.names and _globs(svc.name, x.names)):
-        return False
-    if x.selector is not None and (x.selector.match_labels or x.selector.match_expressions) \
-            and x.selector.matches(svc.labels):
-        return False
-    return True
+    """Whether ``policy`` looks at a Service (rules with target="service"). A policy whose ``match.kinds``
+    lists kinds but not Service, or that is ``gpuOnly``, does not."""
+    return _in_scope(policy, "Service", svc.namespace, svc.name, svc.labels, False, inventory)
 
 
 def exempted(w: Workload, rule_id: str) -> bool:

@@ -22,6 +22,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from .annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
@@ -148,6 +149,53 @@ def _env_hosts(env_name: str, value: str) -> list[tuple[str, int | None]]:
             if DNS_LABEL.match(token.split(".")[0].lower()) and re.fullmatch(r"[A-Za-z0-9.-]+", token):
                 out.append((token, None))
     return out
+
+
+def strongly_connected(nodes: Iterable[WKey], succ: Callable[[WKey], list[WKey]]) -> list[list[WKey]]:
+    """Strongly connected components by an iterative Tarjan (no recursion limit), in reverse topological
+    order: a component comes after every component it calls."""
+    index: dict[WKey, int] = {}
+    low: dict[WKey, int] = {}
+    on_stack: set[WKey] = set()
+    stack: list[WKey] = []
+    result: list[list[WKey]] = []
+    counter = 0
+    for root in nodes:
+        if root in index:
+            continue
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, succ(root), 0)]
+        while work:
+            node, nxt_list, i = work[-1]
+            if i < len(nxt_list):
+                work[-1] = (node, nxt_list, i + 1)
+                nxt = nxt_list[i]
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, succ(nxt), 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    comp.append(member)
+                    if member == node:
+                        break
+                result.append(comp)
+    return result
 
 
 class Graph:
@@ -515,48 +563,7 @@ class Graph:
         return region
 
     def _tarjan(self, region: set[WKey]) -> list[list[WKey]]:
-        index: dict[WKey, int] = {}
-        low: dict[WKey, int] = {}
-        on_stack: set[WKey] = set()
-        stack: list[WKey] = []
-        result: list[list[WKey]] = []
-        counter = 0
-        for root in sorted(region):
-            if root in index:
-                continue
-            work = [(root, self._succ(root, region), 0)]
-            index[root] = low[root] = counter
-            counter += 1
-            stack.append(root)
-            on_stack.add(root)
-            while work:
-                node, succ, i = work[-1]
-                if i < len(succ):
-                    work[-1] = (node, succ, i + 1)
-                    nxt = succ[i]
-                    if nxt not in index:
-                        index[nxt] = low[nxt] = counter
-                        counter += 1
-                        stack.append(nxt)
-                        on_stack.add(nxt)
-                        work.append((nxt, self._succ(nxt, region), 0))
-                    elif nxt in on_stack:
-                        low[node] = min(low[node], index[nxt])
-                    continue
-                work.pop()
-                if work:
-                    parent = work[-1][0]
-                    low[parent] = min(low[parent], low[node])
-                if low[node] == index[node]:
-                    comp = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        comp.append(member)
-                        if member == node:
-                            break
-                    result.append(comp)
-        return result
+        return strongly_connected(sorted(region), lambda key: self._succ(key, region))
 
     def _succ(self, key: WKey, region: set[WKey]) -> list[WKey]:
         return [t for e in self.out.get(key, ()) for t in e.targets if t in region]

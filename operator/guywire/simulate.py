@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from .annotations import RetryPolicy
-from .graph import Edge, Graph, WKey, wlabel
+from .graph import Edge, Graph, WKey, strongly_connected, wlabel
 from .model.units import format_duration
 
 if TYPE_CHECKING:
@@ -241,49 +241,8 @@ def call_hop(policy: RetryPolicy, answer: Answer, *, base: float = BACKOFF_BASE,
 
 # ----- graph helpers -----------------------------------------------------------------------------
 def _components(nodes: Iterable[WKey], succ: Callable[[WKey], list[WKey]]) -> list[list[WKey]]:
-    """Strongly connected components (iterative Tarjan), callees first (reverse topological order)."""
-    index: dict[WKey, int] = {}
-    low: dict[WKey, int] = {}
-    on_stack: set[WKey] = set()
-    stack: list[WKey] = []
-    out: list[list[WKey]] = []
-    counter = 0
-    for root in nodes:
-        if root in index:
-            continue
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        work = [(root, succ(root), 0)]
-        while work:
-            node, nxt, i = work[-1]
-            if i < len(nxt):
-                work[-1] = (node, nxt, i + 1)
-                t = nxt[i]
-                if t not in index:
-                    index[t] = low[t] = counter
-                    counter += 1
-                    stack.append(t)
-                    on_stack.add(t)
-                    work.append((t, succ(t), 0))
-                elif t in on_stack:
-                    low[node] = min(low[node], index[t])
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                comp = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    comp.append(member)
-                    if member == node:
-                        break
-                out.append(sorted(comp))
-    return out
+    """Strongly connected components, callees first, each sorted."""
+    return [sorted(comp) for comp in strongly_connected(nodes, succ)]
 
 
 def _succ(graph: Graph, key: WKey, within: set[WKey] | None = None) -> list[WKey]:
