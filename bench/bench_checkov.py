@@ -386,7 +386,7 @@ def ex_shadowed(case: Case, engine):
         other = shadowed_by(case.obj, engine)
         if other:
             return ("guywire never judges this object: its inventory keeps one object per namespace/kind/name, and a "
-                    "same-named object read later from another file replaced it without a diagnostic",
+                    "same-named object read later from another file replaced it (guywire warns "defined again")",
                     f"replaced by {other}")
     return None
 
@@ -595,7 +595,9 @@ def main() -> int:
     errors = gw_out.get("errors", [])
     hard = [e for e in errors if e.get("level") == "error"]
     print(f"\nguywire check exit code {gw.exit_code} (0 clean, 1 findings, 2 input errors); "
-          f"{len(hard)} input errors, {len(errors) - len(hard)} skipped documents; "
+          f"{len(hard)} input errors, "
+          f"{sum(1 for e in errors if e.get('level') == 'warning')} objects defined twice (warned), "
+          f"{sum(1 for e in errors if e.get('level') == 'skipped')} skipped documents; "
           f"{gw_out['summary']['files']} files, {gw_out['summary']['workloads']} workloads evaluated")
     for e in hard:
         print(f"  ERROR {e['file']}:{e.get('line')}: {e['message']}")
