@@ -105,6 +105,21 @@ def merge_findings(groups: Iterable[Iterable[Finding]]) -> list[Finding]:
     return worst_first(best.values())
 
 
+def run_rule(r: Rule, obj: Any, ref: Any, source: Any, params: Any, severity: Severity, ctx: Context,
+             policy: Policy) -> list[Finding]:
+    """One rule's findings on one object; a rule that raises gives one evaluation-error finding instead,
+    so a bug never hides the other rules' findings."""
+    try:
+        issues = list(r.check(obj, params, ctx))
+    except Exception as exc:
+        return [Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW, workload=ref,
+                        message=f"rule {r.id} could not evaluate: {type(exc).__name__}: {exc}.", source=source,
+                        policy=policy.name)]
+    return [Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref, message=issue.message,
+                    location=issue.location, path=issue.path, source=source, policy=policy.name)
+            for issue in issues]
+
+
 class Engine:
     def __init__(self, policies: Iterable[Policy], inventory: Inventory | None = None, *,
                  now: datetime | None = None, skip_namespaces: Iterable[str] = (),
@@ -145,17 +160,7 @@ class Engine:
         for r, params, severity in plan:
             if (has_exemptions and exempted(w, r.id)) or (r.needs_edges and not has_edges):
                 continue
-            try:
-                issues = list(r.check(w, params, ctx))
-            except Exception as exc:  # a rule bug must never hide the other rules' findings
-                issues = []
-                out.append(Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW,
-                                   workload=w.ref, message=f"rule {r.id} could not evaluate: "
-                                   f"{type(exc).__name__}: {exc}.", source=w.source, policy=policy.name))
-            for issue in issues:
-                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=w.ref,
-                                   message=issue.message, location=issue.location, path=issue.path,
-                                   source=w.source, policy=policy.name))
+            out += run_rule(r, w, w.ref, w.source, params, severity, ctx, policy)
         return out
 
     def _plan(self, policy: Policy) -> list[tuple[Rule, Any, Severity]]:
@@ -172,12 +177,8 @@ class Engine:
     def judge_node(self, node: Node, policy: Policy, ctx: Context) -> list[Finding]:
         out: list[Finding] = []
         for r in self.rules:
-            if r.target != "node" or not r.enabled_in(policy):
-                continue
-            for issue in r.check(node, r.params(policy), ctx):
-                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or r.severity_in(policy),
-                                   workload=node.ref, message=issue.message, location=issue.location,
-                                   path=issue.path, source=node.source, policy=policy.name))
+            if r.target == "node" and r.enabled_in(policy):
+                out += run_rule(r, node, node.ref, node.source, r.params(policy), r.severity_in(policy), ctx, policy)
         return out
 
     def judge_service(self, svc: Service, policy: Policy, ctx: Context | None = None,
@@ -185,19 +186,8 @@ class Engine:
         ctx = ctx or self.context(policy)
         out: list[Finding] = []
         for r in self.rules if rules is None else rules:
-            if r.target != "service" or not r.enabled_in(policy):
-                continue
-            try:
-                issues = list(r.check(svc, r.params(policy), ctx))
-            except Exception as exc:  # a rule bug must never hide the other rules' findings
-                issues = []
-                out.append(Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW,
-                                   workload=svc.ref, message=f"rule {r.id} could not evaluate: "
-                                   f"{type(exc).__name__}: {exc}.", source=svc.source, policy=policy.name))
-            for issue in issues:
-                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or r.severity_in(policy),
-                                   workload=svc.ref, message=issue.message, location=issue.location,
-                                   path=issue.path, source=svc.source, policy=policy.name))
+            if r.target == "service" and r.enabled_in(policy):
+                out += run_rule(r, svc, svc.ref, svc.source, r.params(policy), r.severity_in(policy), ctx, policy)
         return out
 
     def _evaluate_services(self, skeys: Iterable[tuple[str, str]]) -> None:
