@@ -90,6 +90,7 @@ def build_registry() -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="guywire.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="guywire.dev",
                                                                                   key="last-handled-configuration")
+        settings.watching.chunk_size = 500  # page initial listings: kopf then holds one page, not the whole list
         settings.watching.server_timeout = memo.get("watch_timeout", 300)
         settings.watching.client_timeout = memo.get("watch_timeout", 300) + 30
         state = _state(memo)
