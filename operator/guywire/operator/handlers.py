@@ -1,7 +1,10 @@
 """kopf handlers: thin translations from watch events to the operator state. No rule logic here.
 
 Every watched kind gets a kopf index (its slim view, keyed by object) and a
-``<resource>_event`` handler. kopf runs no handler until every index has been
+``<resource>_event`` handler. Both are ``async``: kopf runs sync handlers in a thread
+pool, which would let watch events change the engine while the writer or the webhook
+(on the event loop) reads it; async handlers run on the loop, one at a time, and
+their work is short and synchronous. kopf runs no handler until every index has been
 populated from its initial listing, so the first handler call is the moment the
 whole cluster is known: the graph is built once, then kept up to date incrementally.
 """
@@ -62,7 +65,7 @@ def build_registry() -> kopf.OperatorRegistry:
     for group, version, plural in WATCHED:
         res = _resource(group, version, plural)
 
-        def object_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict:
+        async def object_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict:
             state = _state(memo)
             try:
                 state.observe(dict(body))
@@ -71,7 +74,7 @@ def build_registry() -> kopf.OperatorRegistry:
             meta = body.get("metadata", {})
             return {(body.get("kind"), meta.get("namespace"), meta.get("name")): True}
 
-        def object_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        async def object_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             state = _state(memo)
             state.warm_up()
             if type == "DELETED":
