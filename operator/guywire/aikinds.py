@@ -14,8 +14,8 @@ from typing import Any, Callable
 from .annotations import parse_declarations
 from .model.finding import SourceRef
 from .workload import (
-    DEFAULT_NAMESPACE, Container, ParseError, PodTemplate, Workload, _dict, _list, _str_dict, controller_of,
-    object_meta, parse_container, parse_pod_template,
+    DEFAULT_NAMESPACE, Container, ParseError, PodTemplate, Workload, _dict, _list, _str_dict, annotations_of,
+    controller_of, object_meta, parse_container, parse_pod_template,
 )
 
 #: KServe's built-in model formats: a predictor written as one of these runs the format's server.
@@ -261,7 +261,7 @@ def parse_ai_workload(obj: dict, spec: AIKind, source: SourceRef | None = None,
     if not templates and not (spec.kind == "RayJob" and body.get("clusterSelector")):
         # (a RayJob with clusterSelector runs on an existing RayCluster, evaluated on its own: no pods of its own)
         raise ParseError(f"{spec.kind} {name}: no pod template or container found in spec.")
-    annotations = _str_dict(meta.get("annotations"))
+    annotations = annotations_of(meta)
     return Workload(
         kind=spec.kind, namespace=ns or default_namespace, name=name, labels=_str_dict(meta.get("labels")),
         annotations=annotations, templates=templates, decl=parse_declarations(annotations), source=source,

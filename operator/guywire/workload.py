@@ -36,6 +36,18 @@ def _str_dict(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+#: Annotations no rule reads that can be as large as the object itself (kubectl apply keeps a copy of
+#: the whole object in one); views leave them out so an index of many objects stays small.
+UNREAD_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+
+
+def annotations_of(meta: Any) -> dict[str, str]:
+    raw = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items() if k not in UNREAD_ANNOTATIONS}
+
+
 def is_gpu_resource(name: str) -> bool:
     return name.startswith(GPU_RESOURCE_PREFIXES)
 
@@ -331,7 +343,7 @@ def parse_pod_template(template: Any, role: str | None = None, pod_spec: Any = N
     return PodTemplate(
         role=role,
         labels=_str_dict(meta.get("labels")),
-        annotations=_str_dict(meta.get("annotations")),
+        annotations=annotations_of(meta),
         containers=containers,
         node_name=str(node_name) if node_name else None,
         node_selector=_str_dict(spec.get("nodeSelector")),
@@ -391,7 +403,7 @@ def parse_workload(obj: dict, source: SourceRef | None = None, default_namespace
     if templates is None:
         path = "spec.jobTemplate.spec.template" if kind == "CronJob" else "spec.template"
         raise ParseError(f"{where}: {path} is missing or not an object.")
-    annotations = _str_dict(meta.get("annotations"))
+    annotations = annotations_of(meta)
     return Workload(
         kind=kind, namespace=ns or default_namespace, name=name,
         labels=_str_dict(meta.get("labels")), annotations=annotations, templates=templates,
@@ -455,7 +467,7 @@ def parse_node(obj: dict, source: SourceRef | None = None) -> Node:
                 gpus += float(value)
             except (TypeError, ValueError):
                 pass
-    return Node(name=name, labels=_str_dict(meta.get("labels")), annotations=_str_dict(meta.get("annotations")),
+    return Node(name=name, labels=_str_dict(meta.get("labels")), annotations=annotations_of(meta),
                 allocatable_gpus=gpus, source=source)
 
 
