@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aikinds import ai_kind_of
-from .annotations import OWN_ANNOTATIONS
 from .engine import Engine, policy_matches, worst_first
-from .inventory import POLICY_KINDS, view_of
+from .inventory import POLICY_KINDS, fingerprint, view_of
 from .model.finding import Finding
 from .model.policy import Enforcement, PolicyError, parse_policy
 from .workload import WORKLOAD_KINDS, ParseError, Workload
@@ -75,18 +74,6 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _strip_own(obj: Any) -> Any:
-    if not isinstance(obj, dict):
-        return obj
-    meta = dict(obj.get("metadata") or {})
-    meta.pop("resourceVersion", None)
-    meta.pop("managedFields", None)
-    meta.pop("generation", None)
-    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
-                           if k not in OWN_ANNOTATIONS and not k.startswith("kopf.zalando.org")}
-    return {**obj, "metadata": meta, "status": None}
-
-
 class Admission:
     def __init__(self, engine: Engine, *, own_namespace: str = "guywire", own_users: frozenset[str] = frozenset(),
                  ready: bool = True):
@@ -134,8 +121,8 @@ class Admission:
             d.outcome = "skipped"
             return
         old = request.get("oldObject")
-        if operation == "UPDATE" and isinstance(old, dict) and _strip_own(old) == _strip_own(obj):
-            d.outcome = "skipped"  # only guywire's own annotations (or status) changed
+        if operation == "UPDATE" and isinstance(old, dict) and fingerprint(old) == fingerprint(obj):
+            d.outcome = "skipped"  # nothing the engine reads changed (e.g. only guywire's own annotations)
             return
         if not self.ready:
             d.outcome = "error"

@@ -1,10 +1,13 @@
 """The set of objects the engine evaluates, keyed for quick lookup, built from plain dicts."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from .aikinds import ai_kind_of, parse_ai_workload
+from .annotations import OWN_ANNOTATIONS
 from .model.finding import SourceRef
 from .workload import (
     DEFAULT_NAMESPACE, ISTIO_GROUP, MESH_KINDS, MONITOR_KINDS, WORKLOAD_KINDS, MeshRoute, Monitor, Namespace, Node,
@@ -53,6 +56,20 @@ class Inventory:
         return labels
 
 
+def fingerprint(body: dict) -> str:
+    """A hash of what the engine reads of an object (labels, annotations, owner, spec; a Node's
+    allocatable). guywire's own annotations and kopf's bookkeeping are left out, so a write that
+    changes only those never causes another evaluation, in the operator or at admission."""
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    raw = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    annotations = {k: v for k, v in raw.items()
+                   if k not in OWN_ANNOTATIONS and not str(k).startswith("kopf.zalando.org")}
+    status = body.get("status") if isinstance(body.get("status"), dict) else {}
+    relevant = [meta.get("labels"), annotations, meta.get("ownerReferences"), body.get("spec"),
+                status.get("allocatable") if body.get("kind") == "Node" else None]
+    return hashlib.blake2b(json.dumps(relevant, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
 def implicit_service(w: Workload, name: str) -> Service:
     """A Service the workload's controller creates; it leads to that workload only."""
     return Service(namespace=w.namespace, name=name, selector={}, ports=[], labels={}, backend=w.key)
@@ -79,4 +96,4 @@ def view_of(obj: dict, source: SourceRef | None = None, default_namespace: str =
     return None
 
 
-__all__ = ["Inventory", "POLICY_KINDS", "ParseError", "view_of"]
+__all__ = ["Inventory", "POLICY_KINDS", "ParseError", "fingerprint", "view_of"]

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import json
 import logging
 import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 from ..admission import Admission
-from ..annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, OWN_ANNOTATIONS, VIOLATIONS
+from ..annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, VIOLATIONS
 from ..engine import Engine, worst_first
 from ..graph import Graph
-from ..inventory import Inventory, view_of
+from ..inventory import Inventory, fingerprint, view_of
 from ..annotations import GPU_HEALTH
 from ..gpu.taint import NodeTaintState, has_taint, plan_taints, taint_spec
 from ..kube import NODE, POLICY_KINDS, REPORT_KINDS, WORKLOAD_KINDS, ApiFailure, KubeClient
@@ -62,16 +59,6 @@ class Settings:
 
 def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def fingerprint(body: dict) -> str:
-    """What the engine reads of an object, hashed; guywire's own annotations are left out so that
-    its own writes never trigger another evaluation."""
-    meta = body.get("metadata") or {}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in OWN_ANNOTATIONS}
-    relevant = [meta.get("labels"), annotations, meta.get("ownerReferences"), body.get("spec"),
-                (body.get("status") or {}).get("allocatable") if body.get("kind") == "Node" else None]
-    return hashlib.blake2b(json.dumps(relevant, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 
 class TokenBucket:
