@@ -9,7 +9,7 @@ projects' published CRDs; a field of the wrong shape is read as absent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from .annotations import parse_declarations
 from .model.finding import SourceRef

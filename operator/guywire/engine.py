@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
 
-from .annotations import AnnotationError
 from .graph import Graph, WKey, paused_gc
 from .inventory import Inventory
 from .model.finding import Finding
@@ -350,10 +349,6 @@ class Engine:
         self.policies = list(policies)
         self._plans = {}
         self.evaluate_all()
-
-
-def annotation_errors(w: Workload) -> list[AnnotationError]:
-    return list(w.decl.errors)
 
 
 __all__ = ["Engine", "PolicyResult", "Result", "exempted", "merge_findings", "policy_matches", "service_matches",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
@@ -600,9 +600,6 @@ class Graph:
             frontier = nxt_frontier
         return None
 
-    def depth_path(self, key: WKey) -> list[str]:
-        return self._follow(key, "depth")
-
     def amplification_path(self, key: WKey) -> list[tuple[str, int]]:
         """The path that gives the worst amplification, with the attempts on each hop."""
         out: list[tuple[str, int]] = [(wlabel(key), 1)]
@@ -618,7 +615,8 @@ class Graph:
             guard += 1
         return out
 
-    def _follow(self, key: WKey, what: str) -> list[str]:
+    def depth_path(self, key: WKey) -> list[str]:
+        """The longest downstream chain from ``key``, as labels."""
         path = [wlabel(key)]
         cur: WKey | None = key
         guard = 0

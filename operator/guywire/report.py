@@ -18,7 +18,6 @@ Pure: reads an evaluated :class:`~guywire.engine.Engine` (call ``evaluate_all()`
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 

@@ -1,7 +1,6 @@
 """``guywire run``: the operator process — kopf, metrics, health probes, logging."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
