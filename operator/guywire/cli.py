@@ -5,15 +5,19 @@ import argparse
 import sys
 from collections import Counter
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .engine import Engine
-from .graph import paused_gc
-from .inventory import POLICY_KINDS, Inventory, ParseError, view_of
+from .gcpause import paused_gc
 from .loader import Diagnostic, load
 from .model.finding import SourceRef
-from .model.policy import Policy, PolicyError, baseline_policy, parse_policy
+from .model.baseline import baseline_policy
 from .model.severity import Severity
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .inventory import Inventory
+    from .model.policy import Policy
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -25,14 +29,30 @@ def parse_now(text: str | None) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
+def build(paths: list[str], policy_files: list[str], meanwhile=None
+          ) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
     """Read inputs into an inventory and policies. Never raises for bad input."""
     with paused_gc():
-        return _build(paths, policy_files)
+        return _build(paths, policy_files, meanwhile)
 
 
-def _build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
-    docs, diags, files = load(paths)
+def warm_up(policy_files: list[str], *modules: str):
+    """What to import while a second process parses large inputs (``loader.load``'s ``meanwhile``):
+    the engine and rules, the renderers named, and pydantic's policy models when there are policies.
+    Importing them is about as long as parsing the bundled corpus, so the two overlap."""
+    def run() -> None:
+        import importlib
+
+        for name in (".engine", ".inventory", *modules, *((".model.policy",) if policy_files else ())):
+            importlib.import_module(name, __package__)
+    return run
+
+
+def _build(paths: list[str], policy_files: list[str], meanwhile=None
+           ) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
+    docs, diags, files = load(paths, meanwhile)
+    from .inventory import POLICY_KINDS, Inventory, ParseError, view_of
+
     inventory = Inventory()
     policies: list[Policy] = []
     skipped: Counter = Counter()
@@ -44,11 +64,12 @@ def _build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[P
             skipped["(no kind)"] += 1
             continue
         if kind in POLICY_KINDS:
-            try:
-                policies.append(parse_policy(obj))
-            except PolicyError as exc:
+            policy, error = _parse_policy(obj)
+            if policy is not None:
+                policies.append(policy)
+            else:
                 name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
-                diags.append(Diagnostic(doc.source, f"{kind} {name or '?'}: {exc}"))
+                diags.append(Diagnostic(doc.source, f"{kind} {name or '?'}: {error}"))
             continue
         try:
             view = view_of(obj, doc.source)
@@ -73,17 +94,31 @@ def _build(paths: list[str], policy_files: list[str]) -> tuple[Inventory, list[P
         for doc in pdocs:
             if doc.obj.get("kind") in POLICY_KINDS:
                 found += 1
-                try:
-                    policies.append(parse_policy(doc.obj))
-                except PolicyError as exc:
-                    diags.append(Diagnostic(doc.source, f"{doc.obj.get('kind')}: {exc}"))
+                policy, error = _parse_policy(doc.obj)
+                if policy is not None:
+                    policies.append(policy)
+                else:
+                    diags.append(Diagnostic(doc.source, f"{doc.obj.get('kind')}: {error}"))
         if not found and not pdiags:
             diags.append(Diagnostic(SourceRef(pf), "holds no ComplexityPolicy or ClusterComplexityPolicy."))
     return inventory, policies, diags, files, skipped
 
 
-def _engine(args) -> tuple[Engine, list[Diagnostic], int, Counter]:
-    inventory, policies, diags, files, skipped = build(args.paths, args.policy or [])
+def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
+    # model.policy imports pydantic, most of a short run's start-up: only when there is a policy to read
+    from .model.policy import PolicyError, parse_policy
+
+    try:
+        return parse_policy(obj), ""
+    except PolicyError as exc:
+        return None, str(exc)
+
+
+def _engine(args, *warm: str) -> tuple[Engine, list[Diagnostic], int, Counter]:
+    inventory, policies, diags, files, skipped = build(args.paths, args.policy or [],
+                                                       warm_up(args.policy or [], *warm))
+    from .engine import Engine
+
     engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None)))
     return engine, diags, files, skipped
 
@@ -107,11 +142,12 @@ def _name_of(view) -> str:
 
 
 def cmd_check(args) -> int:
+    renderer = ".render.text" if args.format == "text" else ".render.machine"
+    engine, diags, files, skipped = _engine(args, ".render.report", renderer, ".simulate")
     from .render.machine import render_json, render_junit, render_sarif
     from .render.report import Report
     from .render.text import render_text
 
-    engine, diags, files, skipped = _engine(args)
     result = engine.evaluate_all()
     fail_on = Severity.parse(args.fail_on)
     comparison = None
@@ -149,6 +185,8 @@ def cmd_check(args) -> int:
 
 def _old_engine(path: str, args, engine: Engine) -> Engine:
     """The engine for an older state: its own policies if it has some, else the current run's."""
+    from .engine import Engine
+
     inventory, policies, diags, _, _ = build([path], args.policy or [])
     errors = [d for d in diags if d.error]
     if errors:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .graph import Graph, WKey, paused_gc
 from .inventory import Inventory
 from .model.finding import Finding
-from .model.policy import Policy
 from .model.severity import Severity
 from .rules import REGISTRY, Context, Rule, all_rules
 from .rules.complexity import complexity_score
 from .workload import MESH_KINDS, MeshRoute, Monitor, Namespace, Node, Service, Workload
+
+if TYPE_CHECKING:
+    from .model.policy import Policy
 
 ALWAYS_SKIPPED = frozenset({"kube-system"})
 

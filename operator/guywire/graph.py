@@ -17,15 +17,14 @@ their ancestors are analysed again.
 """
 from __future__ import annotations
 
-import gc
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from .annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
+from .gcpause import paused_gc  # noqa: F401 - re-exported
 from .inventory import Inventory
 from .mesh import MeshIndex, effective_retry
 from .workload import MeshRetry, MeshRoute, Service, Workload, selector_matches
@@ -98,19 +97,6 @@ def service_hosts(host: str, own_ns: str) -> SKey | None:
     else:
         return None
     return key if DNS_LABEL.match(key[0]) and DNS_LABEL.match(key[1]) else None
-
-
-@contextmanager
-def paused_gc():
-    """Bulk builds allocate many long-lived objects; letting the cyclic collector rescan them on every
-    allocation threshold costs a third of the time. Pause it for the build, then collect once."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def env_hosts(env_name: str, value: str) -> list[tuple[str, int | None]]:

@@ -1,7 +1,6 @@
 """The set of objects the engine evaluates, keyed for quick lookup, built from plain dicts."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +66,8 @@ def fingerprint(body: dict) -> str:
     status = body.get("status") if isinstance(body.get("status"), dict) else {}
     relevant = [meta.get("labels"), annotations, meta.get("ownerReferences"), body.get("spec"),
                 status.get("allocatable") if body.get("kind") == "Node" else None]
+    import hashlib  # here, not at the top: loading OpenSSL is a cost `guywire check` does not need
+
     return hashlib.blake2b(json.dumps(relevant, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 

@@ -117,7 +117,46 @@ def test_policy_kinds_namespaces_and_refs():
     ns = policy({}, kind="ComplexityPolicy", name="local", namespace="ml")
     assert ns.namespace == "ml" and ns.ref == "ComplexityPolicy ml/local"
     assert policy({}, kind="ComplexityPolicy").namespace == "default"
-    assert baseline_policy().name == BASELINE_NAME and baseline_policy().spec == PolicySpec()
+
+
+def _attributes(model):
+    """A model's field values as the engine reads them (attributes, not serialised: a Duration stays 300.0)."""
+    if hasattr(type(model), "model_fields"):
+        return {name: _attributes(getattr(model, name)) for name in type(model).model_fields}
+    return [_attributes(v) for v in model] if isinstance(model, list) else model
+
+
+def test_baseline_policy_holds_exactly_the_model_defaults():
+    """model.baseline writes the defaults again without pydantic (start-up of `guywire check`): they
+    must not drift from the models'. On failure, copy PolicySpec().model_dump() into SPEC_DEFAULTS."""
+    base = baseline_policy()
+    assert base.name == BASELINE_NAME and base.kind == "ClusterComplexityPolicy" and base.namespace is None
+    assert base.ref == policy({}, name=BASELINE_NAME).ref
+    assert base.spec.as_dict() == _attributes(PolicySpec()), "model/baseline.py SPEC_DEFAULTS drifted"
+    assert base.spec.enforcement is Enforcement.AUDIT
+    assert base.spec.override_for("GW-OBS-001") is None
+
+
+def test_baseline_policy_is_read_only_and_fresh_each_time():
+    a, b = baseline_policy(), baseline_policy()
+    with pytest.raises(AttributeError):
+        a.spec.rules.retries.max_attempts = 9
+    a.spec.rules.observability.required_labels.append("team")  # a list is the caller's own copy
+    assert b.spec.rules.observability.required_labels == ["app.kubernetes.io/name"]
+
+
+def test_check_without_policies_never_imports_pydantic(tmp_path):
+    """The baseline path stays off pydantic: it was two thirds of `guywire check`'s start-up."""
+    import subprocess
+    import sys
+
+    (tmp_path / "d.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n"
+                                     "spec: {template: {spec: {containers: [{name: a, image: a:1}]}}}\n")
+    code = ("import sys, guywire.cli as c; rc = c.main(['check', sys.argv[1], '--format', 'json']); "
+            "print([m for m in sys.modules if m.split('.')[0] == 'pydantic'], file=sys.stderr); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_generation_is_read_when_it_is_a_number():

@@ -5,16 +5,25 @@ default and limit here is what the API server enforces too.
 """
 from __future__ import annotations
 
-import fnmatch
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, WithJsonSchema, model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from .baseline import BASELINE_NAME, Enforcement, baseline_policy, override_for  # noqa: F401 - re-exported
 from .severity import Severity
-from .units import Duration
+from .units import DURATION_PATTERN, format_duration, parse_duration
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]
 
 RULE_ID_PATTERN = r"^GW-[A-Z]{3}-(\d{3}|\*)$"
 API_GROUP = "guywire.dev"
@@ -25,12 +34,6 @@ class Strict(BaseModel):
     """Unknown fields are refused, so a typo never silently becomes a default."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-
-class Enforcement(str, Enum):
-    AUDIT = "Audit"
-    WARN = "Warn"
-    ENFORCE = "Enforce"
 
 
 class SelectorOperator(str, Enum):
@@ -172,11 +175,7 @@ class PolicySpec(Strict):
 
     def override_for(self, rule_id: str) -> Override | None:
         """The last override naming ``rule_id`` exactly, else the last matching category glob."""
-        exact = [o for o in self.overrides if o.rule == rule_id]
-        if exact:
-            return exact[-1]
-        globbed = [o for o in self.overrides if fnmatch.fnmatchcase(rule_id, o.rule)]
-        return globbed[-1] if globbed else None
+        return override_for(self.overrides, rule_id)
 
 
 class Condition(Strict):
@@ -234,14 +233,6 @@ def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
             msg = "unknown field"
         parts.append(f"{loc}: {msg.rstrip('.')}")
     return "; ".join(parts) + "."
-
-
-BASELINE_NAME = "guywire-baseline"
-
-
-def baseline_policy() -> Policy:
-    """The built-in policy used when none is given: every rule at its default, Audit."""
-    return Policy(kind="ClusterComplexityPolicy", name=BASELINE_NAME, spec=PolicySpec())
 
 
 def parse_policy(obj: Any) -> Policy:

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
-
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from typing import Any
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -44,10 +42,3 @@ def format_duration(seconds: float) -> str:
             return f"{ms}ms"
     return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"  # not {:g}: 1234.567 must not become 1234.57s
 
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
-]

@@ -1,10 +1,8 @@
 """Machine output: JSON, SARIF 2.1.0 (GitHub code scanning) and JUnit XML."""
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
-from xml.sax.saxutils import escape, quoteattr
 
 from .. import __version__
 from ..model.severity import Severity
@@ -17,14 +15,23 @@ INFO_URI = "https://github.com/guywire/guywire/blob/main/docs/rules.md"
 
 
 def render_json(report: Report) -> str:
-    return json.dumps({
-        "findings": [f.to_dict() for f in report.findings],
-        "summary": report.summary(),
-        "errors": [d.to_dict() for d in report.diagnostics],
-    }, indent=2) + "\n"
+    """Indented JSON with one finding or error per line: as easy to read and grep as ``indent=2``, and
+    written by the C encoder (``json.dumps`` with an indent falls back to the pure-Python one, which was a
+    tenth of ``guywire check``'s time on a few hundred findings)."""
+    def items(key: str, values: list[dict]) -> str:
+        if not values:
+            return f'  "{key}": []'
+        return f'  "{key}": [\n' + ",\n".join("    " + json.dumps(v) for v in values) + "\n  ]"
+
+    summary = json.dumps(report.summary(), indent=2).replace("\n", "\n  ")
+    return ("{\n" + items("findings", [f.to_dict() for f in report.findings]) + ",\n"
+            + f'  "summary": {summary},\n'
+            + items("errors", [d.to_dict() for d in report.diagnostics]) + "\n}\n")
 
 
 def render_sarif(report: Report) -> str:
+    import hashlib
+
     rules = sorted({f.rule for f in report.findings} | set(REGISTRY))
     index = {rid: i for i, rid in enumerate(rules)}
     rule_meta = []
@@ -80,6 +87,8 @@ def render_sarif(report: Report) -> str:
 
 def render_junit(report: Report) -> str:
     """One testsuite per object evaluated, one testcase per rule the matching policies run on it."""
+    from xml.sax.saxutils import escape, quoteattr  # imports urllib.request, http and email: only for JUnit
+
     engine = report.engine
     by_obj: dict = {}
     for f in report.findings:

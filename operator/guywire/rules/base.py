@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pydantic import BaseModel
-
-from ..model.policy import Policy
 from ..model.severity import Severity
 
 if TYPE_CHECKING:
+    from ..model.policy import Policy
+    from pydantic import BaseModel
     from ..graph import Graph
     from ..inventory import Inventory
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterator
 
-from ..model.policy import ComplexityRules
 from ..model.severity import Severity
 from ..workload import Workload
 from .base import Context, Issue, rule
 
 if TYPE_CHECKING:
+    from ..model.policy import ComplexityRules
     from ..graph import Graph
 
 #: The weights of the score, documented in GW-CPX-001 and in docs/rules.md.

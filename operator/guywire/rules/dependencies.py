@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from ..model.policy import DependencyRules
 from ..model.severity import Severity
 from ..workload import Workload
 from .base import Context, Issue, rule
+
+if TYPE_CHECKING:
+    from ..model.policy import DependencyRules
 
 
 @rule(id="GW-DEP-001", name="unresolved-dependency", severity=Severity.MEDIUM,

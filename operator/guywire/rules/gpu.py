@@ -9,17 +9,22 @@ annotation value.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from ..model.gpu import GPU_HEALTH_ANNOTATION, GPU_PRESENT_LABEL, HealthState, NodeGpuHealth, parse_gpu_health
-from ..model.policy import GpuRules
+from ..model.gpustate import GPU_HEALTH_ANNOTATION, GPU_PRESENT_LABEL, HealthState
 from ..model.severity import Severity
 from ..workload import Node, PodTemplate, Workload
 from .base import Context, Issue, rule
 
+if TYPE_CHECKING:
+    from ..model.gpu import NodeGpuHealth
+    from ..model.policy import GpuRules
+
 
 def node_report(ctx: Context, node: Node) -> tuple[NodeGpuHealth | None, str | None]:
     """The node's GPU health report, parsed once per annotation value. Never raises."""
+    from ..model.gpu import NodeGpuHealth, parse_gpu_health  # pydantic: only where there are GPU nodes to read
+
     raw = node.annotations.get(GPU_HEALTH_ANNOTATION)
     cached = ctx.node_health.get(node.name)
     if isinstance(cached, NodeGpuHealth):  # filled in by a caller that parsed it already

@@ -1,12 +1,14 @@
 """Observability rules: a workload others depend on can be probed, scraped, scheduled and traced to an image."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from ..model.policy import ObservabilityRules
 from ..model.severity import Severity
 from ..workload import Container, PodTemplate, Workload, selector_matches
 from .base import Context, Issue, rule
+
+if TYPE_CHECKING:
+    from ..model.policy import ObservabilityRules
 
 SCRAPE_ANNOTATION = "prometheus.io/scrape"
 KSERVE_SCRAPE_ANNOTATION = "serving.kserve.io/enable-prometheus-scraping"

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..graph import wlabel
-from ..model.policy import RetryRules
 from ..model.severity import Severity
 from ..model.units import format_duration
 from ..workload import Workload
 from .base import Context, Issue, rule
+
+if TYPE_CHECKING:
+    from ..model.policy import RetryRules
 
 
 def _hop(e) -> str:

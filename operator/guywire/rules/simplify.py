@@ -8,14 +8,16 @@ not read), it says nothing.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..graph import Edge, WKey, env_hosts, service_hosts, wlabel
-from ..model.policy import SimplifyRules
 from ..model.severity import Severity
 from ..model.units import format_duration
 from ..workload import Service, Workload
 from .base import Context, Issue, rule
+
+if TYPE_CHECKING:
+    from ..model.policy import SimplifyRules
 
 #: A command-line value or env value that names a configuration file: the file may name anything.
 CONFIG_FILE = re.compile(r"\.(ya?ml|json|toml|conf|cfg|ini|properties|env|hcl|xml)$", re.I)
