@@ -513,6 +513,9 @@ def _media_type(headers: Mapping[str, str]) -> str:
 # The emulator: a kmock handler with real-API semantics.
 # --------------------------------------------------------------------------------------------------
 
+KMOCK_REQUESTS_KEPT = 100
+
+
 @attrs.define(kw_only=True)
 class KubeApiEmulator(kmock.KubernetesEmulator):
     """
@@ -538,6 +541,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     _faults: list[_Fault] = attrs.field(factory=list, init=False)
     _expirations: int = attrs.field(default=0, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    _served: int = attrs.field(default=0, init=False)
+    _resource_reaction: Any = attrs.field(default=None, init=False)
+    _own_payloads: int = attrs.field(default=0, init=False)
     _guard: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -549,12 +555,13 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             self.resources.load_bundled()
         for key, info in GUYWIRE_RESOURCES.items():
             self.add_resource(key, copy.deepcopy(info), custom=True)
-        self.fallback[self._is_resource_request] << self._serve_resource
+        self._resource_reaction = self.fallback[self._is_resource_request] << self._serve_resource
         for probe in ('/healthz', '/readyz', '/livez'):
             self.fallback[f'get {probe}'] << b'ok'
         for namespace in self.initial_namespaces:
             self.create_object(kmock.resource('', 'v1', 'namespaces'), None,
                                {'metadata': {'name': namespace}})
+        self._own_payloads = len(self._payloads)
 
     # ---- configuration & test controls -------------------------------------------------------
 
@@ -644,6 +651,12 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         try:
             request = await self._parse_request(raw_request)
             self._requests.append(request)
+            self._served += 1
+            if len(self._requests) > 2 * KMOCK_REQUESTS_KEPT:
+                # kmock finds the reaction for a request by scanning every request it has kept
+                # (`request in filter`), which made each request O(all requests so far): 1,000
+                # workloads took 95 s to converge. Only the newest ones can still be matched.
+                del self._requests[:-KMOCK_REQUESTS_KEPT]
             try:
                 return await self._handle(request)
             except rendering.StreamingError as e:
@@ -692,7 +705,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             elif method == 'DELETE' and parsed.name:
                 action = kmock.action.DELETE
         return kmock.Request(
-            id=len(self._requests), raw_request=raw, url=raw.url, method=method,
+            id=self._served, raw_request=raw, url=raw.url, method=method,
             params=query, headers=dict(raw.headers), cookies=dict(raw.cookies),
             body=body, text=text, data=data, action=action, resource=resource,
             namespace=parsed.namespace, name=parsed.name, subresource=parsed.subresource)
@@ -712,6 +725,10 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                     self._faults.remove(fault)
         if fault is not None:
             raise fault.error(record.method, record.path)
+        if len(self._payloads) == self._own_payloads and self._is_resource_request(request):
+            # No DSL reaction added by a test: go straight to the emulation. kmock's matching applies
+            # every reaction's filters to every kept request to find where this one goes.
+            return await self._resource_reaction(request)
         # Skip KubernetesEmulator._handle: it mutates objects before any check is made.
         return await kmock.KubernetesScaffold._handle(self, request)
 

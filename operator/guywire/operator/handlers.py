@@ -1,12 +1,13 @@
 """kopf handlers: thin translations from watch events to the operator state. No rule logic here.
 
-Every watched kind gets a kopf index (its slim view, keyed by object) and a
-``<resource>_event`` handler. Both are ``async``: kopf runs sync handlers in a thread
-pool, which would let watch events change the engine while the writer or the webhook
-(on the event loop) reads it; async handlers run on the loop, one at a time, and
-their work is short and synchronous. kopf runs no handler until every index has been
-populated from its initial listing, so the first handler call is the moment the
-whole cluster is known: the graph is built once, then kept up to date incrementally.
+Every watched kind gets one ``<resource>_event`` handler. It is ``async``: kopf runs sync
+handlers in a thread pool, which would let watch events change the engine while the writer
+or the webhook (on the event loop) reads it; async handlers run on the loop, one at a time,
+and their work is short and synchronous. Objects from kopf's initial listing (event type
+None) go to the inventory only, until the listing gate (gate.py) says the whole cluster is
+known: the graph is then built once, and kept up to date incrementally. No kopf indexes:
+kopf holds every object's first event until its indexes are populated, which cost about
+12 KB per object and O(n^2) wake-ups at start-up (gate.py).
 """
 from __future__ import annotations
 
@@ -65,26 +66,21 @@ def build_registry() -> kopf.OperatorRegistry:
     for group, version, plural in WATCHED:
         res = _resource(group, version, plural)
 
-        async def object_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict:
-            state = _state(memo)
-            try:
-                state.observe(dict(body))
-            except Exception:  # a bad object must not stop indexing
-                log.exception("Cannot index %s %s.", body.get("kind"), body.get("metadata", {}).get("name"))
-            meta = body.get("metadata", {})
-            return {(body.get("kind"), meta.get("namespace"), meta.get("name")): True}
-
         async def object_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             state = _state(memo)
-            state.warm_up()
+            meta = body.get("metadata", {})
             if type == "DELETED":
-                meta = body.get("metadata", {})
                 state.forget(body.get("kind"), meta.get("namespace"), meta.get("name"))
+                return
+            try:
+                state.observe(dict(body))
+            except Exception:  # a bad object must not stop the others
+                log.exception("Cannot read %s %s.", body.get("kind"), meta.get("name"))
+            if type is None:  # from kopf's initial listing
+                state.listed(body.get("kind"))
 
         ident = f"{plural}.{group}" if group else plural
-        object_index.__name__ = f"{plural}_index"
         object_event.__name__ = f"{plural}_event"
-        kopf.index(**res, id=f"{ident}_index", registry=registry)(object_index)
         kopf.on.event(**res, id=f"{ident}_event", registry=registry)(object_event)
 
     @kopf.on.startup(registry=registry)
@@ -94,9 +90,13 @@ def build_registry() -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="guywire.dev",
                                                                                   key="last-handled-configuration")
         settings.watching.chunk_size = 500  # page initial listings: kopf then holds one page, not the whole list
+        queueing = getattr(settings, "queueing", None) or settings.batching  # renamed in kopf 1.4x
+        queueing.idle_timeout = 1.0  # kopf's worker per object lingers this long after its last event
         settings.watching.server_timeout = memo.get("watch_timeout", 300)
         settings.watching.client_timeout = memo.get("watch_timeout", 300) + 30
         state = _state(memo)
+        if memo.get("clusterwide", True):
+            await state.count_cluster(WATCHED)  # before kopf lists anything: see gate.py
         state.start()
         if memo.get("webhook") is not None:
             server = WebhookServer(state.admission, memo["webhook"])

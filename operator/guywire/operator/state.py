@@ -31,6 +31,7 @@ from ..model.finding import Finding
 from ..model.policy import Enforcement, Policy, PolicyError, parse_policy
 from ..workload import ParseError, Workload
 from .. import metrics
+from .gate import ListingGate
 
 log = logging.getLogger("guywire.operator")
 WKey = tuple[str, str, str]
@@ -55,6 +56,17 @@ class Settings:
     policy_report_max_results: int = 500
     taint_unhealthy_gpu_nodes: bool = False
     taint_max_fraction: float = 0.5
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim). The start-up listing frees much more
+    than the index keeps; without this the process keeps the start-up peak as its resident size."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def now_rfc3339() -> str:
@@ -108,6 +120,7 @@ class OperatorState:
         self.bucket = TokenBucket(self.settings.events_per_second, self.settings.events_burst)
         self.tasks: list[asyncio.Task] = []
         self.last_status_flush = 0.0
+        self.gate = ListingGate(time.monotonic())
 
     # ----- feeding the engine ------------------------------------------------------------------
     def _changed(self, ident: tuple, body: dict) -> bool:
@@ -120,6 +133,54 @@ class OperatorState:
     def tick(self) -> None:
         """Rules never read the clock: the time they judge against is set here, at the edge."""
         self.engine.now = datetime.now(timezone.utc)
+
+    async def count_cluster(self, resources: list[tuple[str, str | None, str]]) -> None:
+        """How many objects of each watched kind the API server has, before kopf lists them (see gate.py).
+        A kind the cluster does not serve counts as nothing to wait for; any other failure leaves the
+        counts unknown, and the gate falls back to quiet periods."""
+        counts: dict[str, int] = {}
+        try:
+            for group, version, plural in resources:
+                if self.client is None:
+                    raise ApiFailure(0, "no API client")
+                try:
+                    if version is None:  # the version the cluster prefers, as kopf picks it
+                        version = ((await self.client.get(f"/apis/{group}")) or {}).get(
+                            "preferredVersion", {}).get("version")
+                        if not version:
+                            continue
+                    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+                    listed = await self.client.get(f"{base}/{plural}?limit=1") or {}
+                except ApiFailure as exc:
+                    if exc.status == 404:  # not served here (a CRD that is not installed)
+                        continue
+                    raise
+                kind = str(listed.get("kind") or "").removesuffix("List")
+                meta = listed.get("metadata") or {}
+                items = len(listed.get("items") or [])
+                if not kind or (meta.get("continue") and not isinstance(meta.get("remainingItemCount"), int)):
+                    raise ApiFailure(0, f"{plural}: the list gives no count")
+                counts[kind] = counts.get(kind, 0) + items + (meta.get("remainingItemCount") or 0)
+        except ApiFailure as exc:
+            log.info("Cannot count the cluster's objects (%s); starting when the listing goes quiet.", exc)
+            self.gate.counted(None)
+            return
+        self.gate.counted(counts)
+        log.info("Listing %d objects of %d kinds.", sum(counts.values()), len(counts))
+
+    def listed(self, kind: str | None) -> None:
+        """kopf listed an object (its initial listing, before it watches)."""
+        if not self.warm and kind:
+            self.gate.listed(kind, time.monotonic())
+
+    async def gate_loop(self, poll: float = 0.2) -> None:
+        while not self.warm:
+            why = self.gate.ready(time.monotonic())
+            if why:
+                log.info("Cluster listed: %s.", why)
+                self.warm_up()
+                return
+            await asyncio.sleep(poll)
 
     def observe(self, body: dict) -> None:
         """A watched object was added or changed."""
@@ -294,6 +355,7 @@ class OperatorState:
         self._reevaluate_all()
         gc.collect()
         gc.freeze()  # the index is long-lived: keep full collections from rescanning it (admission latency)
+        release_free_memory()
         log.info("Indexed %d workloads, %d Services, %d policies; evaluated all.",
                  len(self.engine.inventory.workloads), len(self.engine.inventory.services), len(self.policies))
 
@@ -348,13 +410,15 @@ class OperatorState:
         if self.insights_dirty and time.monotonic() - self.last_insights >= self.settings.insights_interval:
             self.update_insights()
         keys, self.dirty = self.dirty, set()
-        sem = asyncio.Semaphore(self.settings.write_concurrency)
+        pending = iter(keys)
 
-        async def one(key: WKey) -> None:
-            async with sem:
+        async def writer() -> None:  # a few writers taking keys in turn, not a task per key
+            for key in pending:
                 await self._write_workload(key)
 
-        await asyncio.gather(*(one(k) for k in keys))
+        await asyncio.gather(*(writer() for _ in range(min(self.settings.write_concurrency, len(keys)))))
+        if len(keys) >= 1000:
+            release_free_memory()  # after the first evaluation's writes, or an audit's
         if self.settings.taint_unhealthy_gpu_nodes and self.taints_dirty:
             self.taints_dirty = False
             await self.apply_taints()
@@ -643,7 +707,7 @@ class OperatorState:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self.writer_loop()), loop.create_task(self.post_events()),
-                      loop.create_task(self.audit_loop())]
+                      loop.create_task(self.audit_loop()), loop.create_task(self.gate_loop())]
 
     async def stop(self) -> None:
         for t in self.tasks:
