@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from .annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
@@ -97,6 +97,41 @@ def service_hosts(host: str, own_ns: str) -> SKey | None:
     else:
         return None
     return key if DNS_LABEL.match(key[0]) and DNS_LABEL.match(key[1]) else None
+
+
+# Multi-maps whose values are one key (a tuple) alone, or a set of keys once there are several. Most
+# label pairs belong to one workload (names, instances), and an empty set is 216 bytes: at 10,000
+# workloads the label index was the graph's largest part (bench/bench_engine.py, tracemalloc).
+def index_add(index: dict, name: Any, key: tuple) -> None:
+    cur = index.get(name)
+    if cur is None:
+        index[name] = key
+    elif type(cur) is set:
+        cur.add(key)
+    elif cur != key:
+        index[name] = {cur, key}
+
+
+def index_discard(index: dict, name: Any, key: tuple) -> None:
+    cur = index.get(name)
+    if cur is None:
+        return
+    if type(cur) is set:
+        cur.discard(key)
+        if len(cur) == 1:
+            index[name] = next(iter(cur))
+        elif not cur:
+            del index[name]
+    elif cur == key:
+        del index[name]
+
+
+def index_get(index: dict, name: Any) -> set | tuple:
+    """The keys under ``name``: a set, or a tuple of one or none (read-only either way)."""
+    cur = index.get(name)
+    if cur is None:
+        return ()
+    return cur if type(cur) is set else (cur,)
 
 
 def env_hosts(env_name: str, value: str) -> list[tuple[str, int | None]]:
@@ -194,9 +229,10 @@ class Graph:
         self.backends: dict[SKey, tuple[WKey, ...]] = {}
         self.selected_by: dict[WKey, set[SKey]] = {}  # workload -> Services that select it
         self.svc_selectors: dict[SKey, dict[str, str]] = {}  # Service -> the selector it is indexed under
-        self.svc_by_label: dict[tuple[str, str, str], set[SKey]] = {}  # (ns, key, value) -> Services
+        # (ns, key, value) -> Services; values as index_add keeps them (one key alone, or a set)
+        self.svc_by_label: dict[tuple[str, str, str], Any] = {}
         self.by_name: dict[SKey, list[WKey]] = {}
-        self.label_index: dict[tuple[str, str, str], set[WKey]] = {}
+        self.label_index: dict[tuple[str, str, str], Any] = {}  # (ns, key, value) -> pod templates' workloads
         self.analysis: dict[WKey, Analysis] = {}
         self.sccs: dict[int, list[WKey]] = {}
         self._next_scc = 0
@@ -220,7 +256,7 @@ class Graph:
         self.by_name.setdefault((w.namespace, w.name), []).append(w.key)
         for t in w.templates:
             for k, v in t.labels.items():
-                self.label_index.setdefault((w.namespace, k, v), set()).add(w.key)
+                index_add(self.label_index, (w.namespace, k, v), w.key)
 
     def _unindex_workload(self, w: Workload) -> None:
         names = self.by_name.get((w.namespace, w.name), [])
@@ -228,9 +264,7 @@ class Graph:
             names.remove(w.key)
         for t in w.templates:
             for k, v in t.labels.items():
-                s = self.label_index.get((w.namespace, k, v))
-                if s:
-                    s.discard(w.key)
+                index_discard(self.label_index, (w.namespace, k, v), w.key)
 
     def _select(self, svc: Service) -> tuple[WKey, ...]:
         if svc.backend is not None:
@@ -239,8 +273,8 @@ class Graph:
             return ()
         candidates: set[WKey] | None = None
         for k, v in svc.selector.items():
-            found = self.label_index.get((svc.namespace, k, v), set())
-            candidates = set(found) if candidates is None else candidates & found
+            found = index_get(self.label_index, (svc.namespace, k, v))
+            candidates = set(found) if candidates is None else candidates.intersection(found)
             if not candidates:
                 return ()
         matched = []
@@ -254,13 +288,11 @@ class Graph:
         """Index a Service by the label pairs of its selector, so a workload's change finds the few
         Services it can affect instead of every Service in its namespace."""
         for k, v in self.svc_selectors.pop(skey, {}).items():
-            found = self.svc_by_label.get((skey[0], k, v))
-            if found:
-                found.discard(skey)
+            index_discard(self.svc_by_label, (skey[0], k, v), skey)
         if svc is not None and svc.selector and svc.backend is None:
             self.svc_selectors[skey] = dict(svc.selector)
             for k, v in svc.selector.items():
-                self.svc_by_label.setdefault((skey[0], k, v), set()).add(skey)
+                index_add(self.svc_by_label, (skey[0], k, v), skey)
 
     def _services_for(self, w: Workload) -> set[SKey]:
         """Services whose backends may change with ``w``: those selecting it now, and those whose
@@ -268,7 +300,7 @@ class Graph:
         found = set(self.selected_by.get(w.key, ()))
         for t in w.templates:
             for k, v in t.labels.items():
-                found |= self.svc_by_label.get((w.namespace, k, v), set())
+                found.update(index_get(self.svc_by_label, (w.namespace, k, v)))
         return found
 
     def _set_backends(self, skey: SKey, backends: tuple[WKey, ...] | None) -> None:

@@ -55,7 +55,7 @@ class Inventory:
         return labels
 
 
-def fingerprint(body: dict) -> str:
+def fingerprint(body: dict) -> int:
     """A hash of what the engine reads of an object (labels, annotations, owner, spec; a Node's
     allocatable). guywire's own annotations and kopf's bookkeeping are left out, so a write that
     changes only those never causes another evaluation, in the operator or at admission."""
@@ -68,7 +68,8 @@ def fingerprint(body: dict) -> str:
                 status.get("allocatable") if body.get("kind") == "Node" else None]
     import hashlib  # here, not at the top: loading OpenSSL is a cost `guywire check` does not need
 
-    return hashlib.blake2b(json.dumps(relevant, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(json.dumps(relevant, sort_keys=True, default=str).encode(), digest_size=16).digest()
+    return int.from_bytes(digest, "big")  # an int, not hex: the operator keeps one per object (44 vs 81 bytes)
 
 
 def implicit_service(w: Workload, name: str) -> Service:

@@ -494,12 +494,16 @@ def blast_radius(source: "Engine | Graph") -> dict[WKey, BlastRadius]:
     """For every workload: how many entry points and workloads fail when it is down (see the module doc)."""
     graph: Graph = source if isinstance(source, Graph) else source.graph
     keys = sorted(graph.out)
-    bit = {k: 1 << i for i, k in enumerate(keys)}
-    comps = _components(keys, lambda k: _succ(graph, k))
-    comp_of = {m: i for i, comp in enumerate(comps) for m in comp}
-    members_bits = [sum(bit[m] for m in comp) for comp in comps]
+    idx = {k: i for i, k in enumerate(keys)}  # a workload's bit; the masks are made when needed: at 10,000
+    comps = _components(keys, lambda k: _succ(graph, k))  # workloads, a stored mask per workload and per
+    comp_of = {m: i for i, comp in enumerate(comps) for m in comp}  # component was ~13 MB of big ints
+
+    def members(j: int) -> int:
+        comp = comps[j]
+        return 1 << idx[comp[0]] if len(comp) == 1 else sum(1 << idx[m] for m in comp)
+
     entries = set(entry_points(graph))
-    entry_mask = sum(bit[k] for k in entries)
+    entry_mask = sum(1 << idx[k] for k in entries)
     above = [0] * len(comps)  # strict ancestors of each component
     for i in range(len(comps) - 1, -1, -1):  # callers before callees
         acc = 0
@@ -507,15 +511,16 @@ def blast_radius(source: "Engine | Graph") -> dict[WKey, BlastRadius]:
             for c in graph.callers.get(m, ()):
                 j = comp_of.get(c)
                 if j is not None and j != i:
-                    acc |= above[j] | members_bits[j]
+                    acc |= above[j] | members(j)
         above[i] = acc
     out: dict[WKey, BlastRadius] = {}
     for k in keys:
         i = comp_of[k]
         comp = comps[i]
+        own = 1 << idx[k]
         cyclic = len(comp) > 1 or k in graph.callers.get(k, ())
-        failing = above[i] | ((members_bits[i] & ~bit[k]) if cyclic else 0)
-        failing_entries = (failing & entry_mask) | (bit[k] if k in entries else 0)
+        failing = above[i] | ((members(i) & ~own) if cyclic else 0)
+        failing_entries = (failing & entry_mask) | (own if k in entries else 0)
         names: list[WKey] = []
         rest = failing_entries
         while rest and len(names) < BLAST_NAMES:

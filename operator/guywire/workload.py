@@ -136,14 +136,21 @@ class Workload:
     implicit_services: tuple[str, ...] = ()  # Services its controller creates (KServe, Ray, LWS, Knative)
     platform_probes: bool = False  # the platform probes its pods (KServe model servers, Knative)
     platform_metrics: bool = False  # the platform exports its metrics (Knative queue-proxy)
+    # made once: the graph and the results hold the key in many places, one tuple instead of one each
+    _key: tuple[str, str, str] | None = field(default=None, init=False, repr=False, compare=False)
+    _ref: ObjectRef | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.namespace, self.kind, self.name)
+        if self._key is None:
+            self._key = (self.namespace, self.kind, self.name)
+        return self._key
 
     @property
     def ref(self) -> ObjectRef:
-        return ObjectRef(self.kind, self.namespace, self.name)
+        if self._ref is None:
+            self._ref = ObjectRef(self.kind, self.namespace, self.name)
+        return self._ref
 
     @property
     def long_running(self) -> bool:
@@ -180,10 +187,13 @@ class Service:
     source: SourceRef | None = None
     backend: tuple[str, str, str] | None = None  # set for a Service a workload's controller creates
     owner: tuple[str, str] | None = None  # the controller that made it (ownerReferences), e.g. an operator's CR
+    _key: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.namespace, self.name)
+        if self._key is None:
+            self._key = (self.namespace, self.name)
+        return self._key
 
     @property
     def ref(self) -> ObjectRef:

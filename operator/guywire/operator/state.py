@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..admission import Admission
+from ..compact import compact
 from ..annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, VIOLATIONS
 from ..engine import Engine, worst_first
 from ..graph import Graph
@@ -98,7 +99,7 @@ class OperatorState:
         self.policies: dict[str, Policy] = {}
         self.policy_meta: dict[str, dict] = {}  # ref -> {kind, namespace, name, generation}
         self.policy_errors: dict[str, str] = {}
-        self.fingerprints: dict[tuple, str] = {}
+        self.fingerprints: dict[tuple, int] = {}
         self.owners: dict[WKey, tuple[str, str]] = {}  # controlled object -> its controller (kind, name)
         self.gpu_pod_nodes: dict[WKey, tuple[WKey, str]] = {}  # GPU pod -> (evaluated workload, node)
         self.node_taints: dict[str, list] = {}  # node -> its spec.taints, for the GPU taint decision
@@ -187,7 +188,7 @@ class OperatorState:
         self.tick()
         kind = body.get("kind")
         meta = body.get("metadata") or {}
-        ident = (kind, meta.get("namespace"), meta.get("name"))
+        ident = compact((kind, meta.get("namespace"), meta.get("name")))  # the same strings as the view's
         if kind in POLICY_KINDS:
             self.observe_policy(body)
             return
@@ -197,7 +198,7 @@ class OperatorState:
             self.node_taints[meta.get("name")] = list((body.get("spec") or {}).get("taints") or [])
             self.taints_dirty = True
         try:
-            view = view_of(body)
+            view = compact(view_of(body))  # kept for as long as the operator runs: share its strings
         except ParseError as exc:
             log.warning("Cannot read %s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), exc)
             return
@@ -214,7 +215,9 @@ class OperatorState:
                 self.written[view.key] = (view.annotations.get(VIOLATIONS, ""),
                                           view.annotations.get(COMPLEXITY_SCORE, ""),
                                           view.annotations.get(BLAST_RADIUS, ""))
-                self.announced[view.key] = {r for r in view.annotations.get(VIOLATIONS, "").split(",") if r}
+                announced = {r for r in view.annotations.get(VIOLATIONS, "").split(",") if r}
+                if announced:  # most workloads have none: no empty set each (216 bytes)
+                    self.announced[view.key] = announced
         if not self.warm:
             self.engine.inventory.add(view)
             return
@@ -452,6 +455,8 @@ class OperatorState:
                                  patch.get(BLAST_RADIUS) or "")
             log.info("Annotated %s: violations=%s score=%s.", w.ref, patch.get(VIOLATIONS) or "none",
                      patch.get(COMPLEXITY_SCORE))
+        if not events:
+            return
         announced = self.announced.setdefault(key, set())
         involved = {"apiVersion": kind.api_version, "kind": w.kind, "name": w.name, "namespace": w.namespace}
         if w.uid:
@@ -462,6 +467,8 @@ class OperatorState:
             else:
                 announced.discard(rule)
             self._queue_event((key, rule, type_), dict(involved=involved, reason=rule, type_=type_, **ev))
+        if not announced:
+            del self.announced[key]
 
     def _queue_event(self, ident: tuple, event: dict) -> None:
         if ident in self.events:

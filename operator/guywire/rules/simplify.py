@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Iterator
 
-from ..graph import Edge, WKey, env_hosts, service_hosts, wlabel
+from ..graph import Edge, WKey, env_hosts, index_get, service_hosts, wlabel
 from ..model.severity import Severity
 from ..model.units import format_duration
 from ..workload import Service, Workload
@@ -259,7 +259,7 @@ def service_without_workload(svc: Service, params: SimplifyRules, ctx: Context) 
     if any(k in CONTROLLER_KEYS for k in svc.selector):
         return
     for k, v in svc.selector.items():
-        if k in RELEASE_KEYS and not g.label_index.get((svc.namespace, k, v)):
+        if k in RELEASE_KEYS and not index_get(g.label_index, (svc.namespace, k, v)):
             return
     sel = ", ".join(f"{k}={v}" for k, v in sorted(svc.selector.items()))
     callers = sorted(g.refs.get(svc.key, ()))
