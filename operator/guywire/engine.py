@@ -106,6 +106,12 @@ def merge_findings(groups: Iterable[Iterable[Finding]]) -> list[Finding]:
     return worst_first(best.values())
 
 
+def evaluation_error(r: Rule, exc: Exception, ref: Any, source: Any, policy: Policy) -> Finding:
+    return Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW, workload=ref,
+                   message=f"rule {r.id} could not evaluate: {type(exc).__name__}: {exc}.", source=source,
+                   policy=policy.name)
+
+
 def run_rule(r: Rule, obj: Any, ref: Any, source: Any, params: Any, severity: Severity, ctx: Context,
              policy: Policy) -> list[Finding]:
     """One rule's findings on one object; a rule that raises gives one evaluation-error finding instead,
@@ -113,9 +119,7 @@ def run_rule(r: Rule, obj: Any, ref: Any, source: Any, params: Any, severity: Se
     try:
         issues = list(r.check(obj, params, ctx))
     except Exception as exc:
-        return [Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW, workload=ref,
-                        message=f"rule {r.id} could not evaluate: {type(exc).__name__}: {exc}.", source=source,
-                        policy=policy.name)]
+        return [evaluation_error(r, exc, ref, source, policy)]
     return [Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref, message=issue.message,
                     location=issue.location, path=issue.path, source=source, policy=policy.name)
             for issue in issues]
@@ -158,10 +162,19 @@ class Engine:
             if r.target == "workload" and r.enabled_in(policy)]
         has_exemptions = bool(w.decl.exempt)
         has_edges = bool(ctx.graph.out.get(w.key))
-        for r, params, severity in plan:
+        ref, source, name = w.ref, w.source, policy.name
+        for r, params, severity in plan:  # run_rule, inlined: this loop runs rules x workloads times
             if (has_exemptions and exempted(w, r.id)) or (r.needs_edges and not has_edges):
                 continue
-            out += run_rule(r, w, w.ref, w.source, params, severity, ctx, policy)
+            try:
+                issues = list(r.check(w, params, ctx))
+            except Exception as exc:  # a bug in one rule never hides the others' findings
+                out.append(evaluation_error(r, exc, ref, source, policy))
+                continue
+            for issue in issues:
+                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref,
+                                   message=issue.message, location=issue.location, path=issue.path, source=source,
+                                   policy=name))
         return out
 
     def _plan(self, policy: Policy) -> list[tuple[Rule, Any, Severity]]:
