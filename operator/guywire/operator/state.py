@@ -205,6 +205,14 @@ class OperatorState:
         if view is None:
             return
         if isinstance(view, Workload):
+            if view.kind == "Pod" and view.owner is not None and not view.requests_gpu:
+                # A controller's pod without GPUs tells the engine nothing (GPU requests cannot change
+                # on a live pod): keep no fingerprint or owner for it. Clusters have many more pods
+                # than workloads.
+                self.fingerprints.pop(ident, None)
+                self.owners.pop(view.key, None)
+                self._untrack_gpu_pod(view.key)
+                return
             if view.owner is not None:
                 self.owners[view.key] = view.owner
             if view.kind == "Pod":
