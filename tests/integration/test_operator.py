@@ -79,6 +79,25 @@ def policy_status(api, name, ns=None) -> dict:
     return (api.get(plural, name, ns) or {}).get("status", {})
 
 
+def test_the_operator_counts_each_kind_before_kopf_lists_it(cluster):
+    """The listing gate (operator/gate.py): a limit=1 list per kind, before kopf's paged listing of it,
+    and no workload annotated before the whole cluster was listed."""
+    api, _ = cluster
+    assert api.wait_for(lambda: annotations(api, "deployments.apps", "ml", "gateway").get(COMPLEXITY_SCORE),
+                        timeout=TIMEOUT)
+    reqs = api.requests
+    deploy = "/apis/apps/v1/deployments"
+    counted = next(i for i, r in enumerate(reqs) if r.method == "GET" and r.path == deploy
+                   and r.query.get("limit") == "1")
+    listed = next(i for i, r in enumerate(reqs) if r.method == "GET" and r.path == deploy
+                  and r.query.get("limit") != "1" and r.query.get("watch") not in ("true", "1"))
+    assert counted < listed
+    last_list = max(i for i, r in enumerate(reqs) if r.method == "GET" and r.query.get("watch") not in ("true", "1")
+                    and r.query.get("limit") not in (None, "1"))
+    first_patch = min(i for i, r in enumerate(reqs) if r.method == "PATCH" and "/deployments/" in r.path)
+    assert last_list < first_patch
+
+
 def test_workloads_are_annotated_evented_and_counted_in_status(cluster):
     api, _ = cluster
     ann = api.wait_for(lambda: (a := annotations(api, "deployments.apps", "ml", "gateway")).get(VIOLATIONS) and a,
