@@ -286,7 +286,7 @@ def _can_fork(names: list[str]) -> bool:
 
 
 def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
-                   ) -> dict[int, tuple[list[Document], list[Diagnostic]]]:
+                   ) -> dict[int, tuple[list[Document], list[Diagnostic]]] | None:
     """Parse the files in two processes. Parsing is most of ``guywire check``'s work, and libyaml holds
     the GIL, so threads cannot share it; a forked child can.
 
@@ -295,7 +295,7 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
     shared page, until they meet: the split balances itself whatever the files cost to parse. Both may
     take the file where they meet; the parent's copy is kept. The child sends its results back pickled.
     Anything going wrong with the child (it dies, its answer does not unpickle) only means the parent
-    parses what the child did not send."""
+    parses what the child did not send. None: too few bytes to be worth it, or no fork; parse in one."""
     import mmap
     import pickle
     import struct
@@ -307,27 +307,28 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
         except OSError:
             sizes.append((0, i))
     if sum(s for s, _ in sizes) < PARALLEL_MIN_BYTES:
-        return {i: load_file(n) for i, n in enumerate(names)}
+        return None
     order = [i for _, i in sorted(sizes, key=lambda x: -x[0])]
     shared = mmap.mmap(-1, 16)  # anonymous and shared across fork: [next front index, next back index]
-    front, back = struct.Struct("q"), struct.Struct("q")
-    front.pack_into(shared, 0, 0)
-    back.pack_into(shared, 8, len(order) - 1)
+    slot = struct.Struct("q")
+    FRONT, BACK = 0, 8
+    slot.pack_into(shared, FRONT, 0)
+    slot.pack_into(shared, BACK, len(order) - 1)
     read_fd, write_fd = os.pipe()
     try:
         pid = os.fork()
     except OSError:
         os.close(read_fd)
         os.close(write_fd)
-        return {i: load_file(n) for i, n in enumerate(names)}
+        return None
     if pid == 0:  # the child: parse from the front, send, and leave without running the parent's cleanup
         status = 1
         try:
             os.close(read_fd)
             done = {}
             k = 0
-            while k <= back.unpack_from(shared, 8)[0]:
-                front.pack_into(shared, 0, k + 1)
+            while k <= slot.unpack_from(shared, BACK)[0]:
+                slot.pack_into(shared, FRONT, k + 1)
                 done[order[k]] = load_file(names[order[k]])
                 k += 1
             data = pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL)
@@ -341,8 +342,8 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
         meanwhile()
     results = {}
     k = len(order) - 1
-    while k >= front.unpack_from(shared, 0)[0]:
-        back.pack_into(shared, 8, k - 1)
+    while k >= slot.unpack_from(shared, FRONT)[0]:
+        slot.pack_into(shared, BACK, k - 1)
         results[order[k]] = load_file(names[order[k]])
         k -= 1
     with os.fdopen(read_fd, "rb") as inp:
@@ -373,8 +374,8 @@ def load(paths: list[str], meanwhile: Callable[[], object] | None = None
             continue
         entries.extend(iter_files(path))
     names = [e for e in entries if isinstance(e, str)]
-    if _can_fork(names):
-        by_index = _load_parallel(names, meanwhile)
+    by_index = _load_parallel(names, meanwhile) if _can_fork(names) else None
+    if by_index is not None:
         parsed = iter(by_index[i] for i in range(len(names)))
     else:
         parsed = (load_file(n) for n in names)

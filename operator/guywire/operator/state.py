@@ -23,7 +23,7 @@ from ..graph import Graph
 from ..inventory import Inventory, fingerprint, view_of
 from ..annotations import GPU_HEALTH
 from ..gpu.taint import NodeTaintState, has_taint, plan_taints, taint_spec
-from ..kube import NODE, POLICY_KINDS, REPORT_KINDS, WORKLOAD_KINDS, ApiFailure, KubeClient
+from ..kube import NODE, POLICY_KINDS, REPORT_KINDS, WORKLOAD_KINDS, ApiFailure, Kind, KubeClient
 from ..policyreport import DIGEST_ANNOTATION, policy_reports
 from ..report import complexity_report
 from ..model.gpu import GPU_TAINT_KEY, parse_gpu_health
@@ -141,17 +141,17 @@ class OperatorState:
         counts unknown, and the gate falls back to quiet periods."""
         counts: dict[str, int] = {}
         try:
+            if self.client is None:
+                raise ApiFailure(0, "no API client")
             for group, version, plural in resources:
-                if self.client is None:
-                    raise ApiFailure(0, "no API client")
                 try:
                     if version is None:  # the version the cluster prefers, as kopf picks it
                         version = ((await self.client.get(f"/apis/{group}")) or {}).get(
                             "preferredVersion", {}).get("version")
                         if not version:
                             continue
-                    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-                    listed = await self.client.get(f"{base}/{plural}?limit=1") or {}
+                    path = Kind("", group, version, plural, namespaced=False).path(None)  # every namespace
+                    listed = await self.client.get(f"{path}?limit=1") or {}
                 except ApiFailure as exc:
                     if exc.status == 404:  # not served here (a CRD that is not installed)
                         continue
