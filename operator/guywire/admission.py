@@ -14,6 +14,7 @@ from typing import Any
 from .aikinds import ai_kind_of
 from .engine import Engine, policy_matches, worst_first
 from .inventory import POLICY_KINDS, fingerprint, view_of
+from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
 from .model.policy import Enforcement, PolicyError, parse_policy
 from .workload import WORKLOAD_KINDS, ParseError, Workload
@@ -41,6 +42,7 @@ class Decision:
     outcome: str = "allowed"  # allowed | warned | denied | error | skipped
     policies: list[str] = field(default_factory=list)
     dry_run: bool = False
+    errors: list[EvaluationError] = field(default_factory=list)  # rules that raised: warned, never denied
 
     def review(self) -> dict:
         resp: dict[str, Any] = {"uid": self.uid, "allowed": self.allowed}
@@ -141,11 +143,14 @@ class Admission:
         if not isinstance(view, Workload) or view.owner is not None:
             d.outcome = "skipped"
             return
-        per = self.judge_hypothetically(view)
-        self._verdict(view, per, d)
+        errors: dict[str, list[EvaluationError]] = {}
+        per = self.judge_hypothetically(view, errors)
+        self._verdict(view, per, d, errors)
 
-    def judge_hypothetically(self, view: Workload) -> dict[str, list[Finding]]:
-        """Findings per policy for ``view`` as if it were stored; the engine is left as it was."""
+    def judge_hypothetically(self, view: Workload, errors: dict[str, list[EvaluationError]]
+                             ) -> dict[str, list[Finding]]:
+        """Findings per policy for ``view`` as if it were stored; the engine is left as it was. Rules that
+        raise go to ``errors`` (policy ref -> errors), never to the findings."""
         engine = self.engine
         graph = engine.graph
         previous = engine.inventory.workloads.get(view.key)
@@ -155,16 +160,30 @@ class Admission:
         # request's own findings are judged on it; nobody else's stored results are touched.
         try:
             graph.upsert_workload(view)
-            return {p.ref: engine.judge(view, p, engine.context(p)) for p in engine.policies
-                    if policy_matches(p, view, engine.inventory)}
+            out: dict[str, list[Finding]] = {}
+            for p in engine.policies:
+                if policy_matches(p, view, engine.inventory):
+                    sink: list[EvaluationError] = []
+                    out[p.ref] = engine.judge(view, p, engine.context(p), errors=sink)
+                    if sink:
+                        errors[p.ref] = sink
+            return out
         finally:
             if previous is not None:
                 graph.upsert_workload(previous)
             else:
                 graph.remove_workload(view.key)
 
-    def _verdict(self, view: Workload, per: dict[str, list[Finding]], d: Decision) -> None:
+    def _verdict(self, view: Workload, per: dict[str, list[Finding]], d: Decision,
+                 errors: dict[str, list[EvaluationError]] | None = None) -> None:
+        """Enforce policies' findings deny, Warn policies' findings warn. A rule that raised (under Warn or
+        Enforce) is a warning that names it and its error: it never denies, and counts as no finding."""
         policies = {p.ref: p for p in self.engine.policies}
+        d.errors = unique_errors(e for ref, errs in (errors or {}).items()
+                                 if ref in policies and policies[ref].spec.enforcement is not Enforcement.AUDIT
+                                 for e in errs)
+        d.policies += [ref for ref in (errors or {}) if ref in policies
+                       and policies[ref].spec.enforcement is not Enforcement.AUDIT and not per.get(ref)]
         enforce: dict[str, list[Finding]] = {}
         warn: list[Finding] = []
         for ref, found in per.items():
@@ -196,10 +215,17 @@ class Admission:
             if k not in seen:
                 seen.add(k)
                 unique.append(f)
+        d.warnings = [clip(f"guywire could not evaluate rule {e.rule} {e.name} on {e.object} ({e.cause}); "
+                           "allowed for that rule.", MAX_WARNING_CHARS) for e in d.errors[:MAX_WARNINGS]]
+        if len(d.errors) > MAX_WARNINGS:
+            d.warnings.append(f"… and {len(d.errors) - MAX_WARNINGS} more rule(s) guywire could not evaluate.")
         if unique:
-            d.warnings = [clip(f.render(), MAX_WARNING_CHARS) for f in unique[:MAX_WARNINGS]]
-            if len(unique) > MAX_WARNINGS:
-                d.warnings.append(f"… and {len(unique) - MAX_WARNINGS} more guywire finding(s); see "
+            room = max(1, MAX_WARNINGS - len(d.warnings))
+            d.warnings += [clip(f.render(), MAX_WARNING_CHARS) for f in unique[:room]]
+            if len(unique) > room:
+                d.warnings.append(f"… and {len(unique) - room} more guywire finding(s); see "
                                   "kubectl describe after apply.")
             if d.allowed:
                 d.outcome = "warned"
+        if d.errors and d.allowed:
+            d.outcome = "error"

@@ -176,11 +176,19 @@ def cmd_check(args) -> int:
     for d in diags:
         if d.error or d.warning or args.verbose:
             print(f"guywire: {d.render()}", file=sys.stderr)
-    if report.errors:
+    print_evaluation_errors(result.errors)
+    if report.errors or result.errors:  # could not evaluate: not clean, whatever --fail-on says
         return EXIT_ERROR
     if any(f.severity.rank >= fail_on.rank for f in result.findings):
         return EXIT_FINDINGS
     return EXIT_CLEAN
+
+
+def print_evaluation_errors(errors) -> None:
+    """Rules that raised, one line each on stderr (the class and message of the exception, no traceback)."""
+    for e in errors:
+        where = f" ({e.source})" if e.source else ""
+        print(f"guywire: error: {e.render()}{where}", file=sys.stderr)
 
 
 def _old_engine(path: str, args, engine: Engine) -> Engine:
@@ -281,7 +289,8 @@ def cmd_report(args) -> int:
         changes = diff_reports(old, rep)
     render = render_report_json if args.format == "json" else render_report_text
     sys.stdout.write(render(rep, changes))
-    return EXIT_ERROR if errors else EXIT_CLEAN
+    print_evaluation_errors(rep.errors)
+    return EXIT_ERROR if errors or rep.errors else EXIT_CLEAN
 
 
 def cmd_graph(args) -> int:

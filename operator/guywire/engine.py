@@ -1,6 +1,8 @@
 """Policies x workloads x graph -> findings. The one engine behind the CLI, the operator and the webhook.
 
 The engine holds an inventory and its graph. ``evaluate_all`` judges everything;
+a rule that raises on an object gives an :class:`EvaluationError`, kept apart from the
+findings (``errors``, ``service_errors``, ``node_errors``): never a violation.
 ``upsert`` / ``remove`` change one object and judge again only the workloads the
 change can affect (the object, its graph ancestors, the callers of a Service whose
 backends changed, the workloads of a namespace whose labels changed).
@@ -10,10 +12,11 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .graph import Graph, WKey, paused_gc
 from .inventory import Inventory
+from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
 from .model.severity import Severity
 from .rules import REGISTRY, Context, Rule, all_rules
@@ -32,6 +35,7 @@ class PolicyResult:
     matched: int = 0
     violating: int = 0
     findings: list[Finding] = field(default_factory=list)
+    errors: list[EvaluationError] = field(default_factory=list)  # rules that could not evaluate an object
 
 
 @dataclass(slots=True)
@@ -40,6 +44,7 @@ class Result:
     policies: list[PolicyResult]
     evaluated: int
     skipped: int
+    errors: list[EvaluationError] = field(default_factory=list)  # apart from findings: never a violation
 
 
 def _globs(name: str, patterns: Iterable[str]) -> bool:
@@ -106,23 +111,33 @@ def merge_findings(groups: Iterable[Iterable[Finding]]) -> list[Finding]:
     return worst_first(best.values())
 
 
-def evaluation_error(r: Rule, exc: Exception, ref: Any, source: Any, policy: Policy) -> Finding:
-    return Finding(rule="GW-ANN-000", name="evaluation-error", severity=Severity.LOW, workload=ref,
-                   message=f"rule {r.id} could not evaluate: {type(exc).__name__}: {exc}.", source=source,
-                   policy=policy.name)
-
-
 def run_rule(r: Rule, obj: Any, ref: Any, source: Any, params: Any, severity: Severity, ctx: Context,
-             policy: Policy) -> list[Finding]:
-    """One rule's findings on one object; a rule that raises gives one evaluation-error finding instead,
-    so a bug never hides the other rules' findings."""
+             policy: Policy, errors: list[EvaluationError] | None) -> list[Finding]:
+    """One rule's findings on one object. A rule that raises adds an EvaluationError to ``errors`` and gives
+    no finding (a bug never hides the other rules' findings); with ``errors=None`` the exception propagates."""
     try:
         issues = list(r.check(obj, params, ctx))
     except Exception as exc:
-        return [evaluation_error(r, exc, ref, source, policy)]
+        if errors is None:
+            raise
+        errors.append(EvaluationError.of(r.id, r.name, exc, ref, source, policy.name))
+        return []
     return [Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref, message=issue.message,
                     location=issue.location, path=issue.path, source=source, policy=policy.name)
             for issue in issues]
+
+
+def per_policy(policies: Iterable[Policy], judge: Callable[[Policy, list[EvaluationError]], list[Finding]]
+               ) -> tuple[dict[str, list[Finding]], dict[str, list[EvaluationError]]]:
+    """Findings and evaluation errors of one object per policy ref (errors only for the policies that had some)."""
+    per: dict[str, list[Finding]] = {}
+    errs: dict[str, list[EvaluationError]] = {}
+    for p in policies:
+        sink: list[EvaluationError] = []
+        per[p.ref] = judge(p, sink)
+        if sink:
+            errs[p.ref] = sink
+    return per, errs
 
 
 class Engine:
@@ -143,6 +158,10 @@ class Engine:
         self._plans: dict[tuple[str, int], list[tuple[Rule, Any, Severity]]] = {}
         # Service key -> policy ref -> findings of the rules with target="service" (GW-SMP-003)
         self.service_results: dict[tuple[str, str], dict[str, list[Finding]]] = {}
+        # the same keys -> policy ref -> rules that raised; only objects with an error have an entry
+        self.errors: dict[WKey, dict[str, list[EvaluationError]]] = {}
+        self.node_errors: dict[str, dict[str, list[EvaluationError]]] = {}
+        self.service_errors: dict[tuple[str, str], dict[str, list[EvaluationError]]] = {}
 
     # ----- judging -----------------------------------------------------------------------------
     def context(self, policy: Policy) -> Context:
@@ -153,8 +172,9 @@ class Engine:
         return w.namespace in self.skip_namespaces
 
     def judge(self, w: Workload, policy: Policy, ctx: Context | None = None,
-              rules: Iterable[Rule] | None = None) -> list[Finding]:
-        """Every finding ``policy`` has on ``w`` (from ``rules``, default all). Assumes the policy matches."""
+              rules: Iterable[Rule] | None = None, errors: list[EvaluationError] | None = None) -> list[Finding]:
+        """Every finding ``policy`` has on ``w`` (from ``rules``, default all). Assumes the policy matches.
+        A rule that raises adds an EvaluationError to ``errors`` instead; with ``errors=None`` it propagates."""
         ctx = ctx or self.context(policy)
         out: list[Finding] = []
         plan = self._plan(policy) if rules is None else [
@@ -168,8 +188,10 @@ class Engine:
                 continue
             try:
                 issues = list(r.check(w, params, ctx))
-            except Exception as exc:  # a bug in one rule never hides the others' findings
-                out.append(evaluation_error(r, exc, ref, source, policy))
+            except Exception as exc:  # a bug in one rule never hides the others' findings, nor becomes one
+                if errors is None:
+                    raise
+                errors.append(EvaluationError.of(r.id, r.name, exc, ref, source, name))
                 continue
             for issue in issues:
                 out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref,
@@ -188,20 +210,24 @@ class Engine:
             self._plans[key] = plan
         return plan
 
-    def judge_node(self, node: Node, policy: Policy, ctx: Context) -> list[Finding]:
+    def judge_node(self, node: Node, policy: Policy, ctx: Context,
+                   errors: list[EvaluationError] | None = None) -> list[Finding]:
         out: list[Finding] = []
         for r in self.rules:
             if r.target == "node" and r.enabled_in(policy):
-                out += run_rule(r, node, node.ref, node.source, r.params(policy), r.severity_in(policy), ctx, policy)
+                out += run_rule(r, node, node.ref, node.source, r.params(policy), r.severity_in(policy), ctx, policy,
+                                errors)
         return out
 
     def judge_service(self, svc: Service, policy: Policy, ctx: Context | None = None,
-                      rules: Iterable[Rule] | None = None) -> list[Finding]:
+                      rules: Iterable[Rule] | None = None,
+                      errors: list[EvaluationError] | None = None) -> list[Finding]:
         ctx = ctx or self.context(policy)
         out: list[Finding] = []
         for r in self.rules if rules is None else rules:
             if r.target == "service" and r.enabled_in(policy):
-                out += run_rule(r, svc, svc.ref, svc.source, r.params(policy), r.severity_in(policy), ctx, policy)
+                out += run_rule(r, svc, svc.ref, svc.source, r.params(policy), r.severity_in(policy), ctx, policy,
+                                errors)
         return out
 
     def _evaluate_services(self, skeys: Iterable[tuple[str, str]]) -> None:
@@ -210,15 +236,20 @@ class Engine:
                   if any(r.target == "service" and r.enabled_in(p) for r in self.rules)]
         if not active:
             self.service_results.clear()
+            self.service_errors.clear()
             return
         ctxs = {p.ref: self.context(p) for p in active}
         for skey in skeys:
             svc = self.inventory.services.get(skey)
+            self.service_errors.pop(skey, None)
             if svc is None or skey[0] in self.skip_namespaces or svc.backend is not None:
                 self.service_results.pop(skey, None)  # a Service a workload's controller makes is its business
                 continue
-            self.service_results[skey] = {p.ref: self.judge_service(svc, p, ctxs[p.ref]) for p in active
-                                          if service_matches(p, svc, self.inventory)}
+            per, errs = per_policy([p for p in active if service_matches(p, svc, self.inventory)],
+                                   lambda p, sink: self.judge_service(svc, p, ctxs[p.ref], errors=sink))
+            self.service_results[skey] = per
+            if errs:
+                self.service_errors[skey] = errs
 
     def _evaluate_services_near(self, keys: Iterable[WKey], namespaces: Iterable[str] = ()) -> None:
         """After a change: judge again the Services of the namespaces it touched (their backends may differ)."""
@@ -229,7 +260,11 @@ class Engine:
 
     def _evaluate(self, keys: Iterable[WKey]) -> None:
         ctxs = {p.ref: self.context(p) for p in self.policies}
+        errors = self.errors
+        sink: list[EvaluationError] = []  # filled only when a rule raises: one list for the whole pass
         for key in keys:
+            if errors:
+                errors.pop(key, None)
             w = self.inventory.workloads.get(key)
             if w is None:
                 self.results.pop(key, None)
@@ -240,29 +275,50 @@ class Engine:
             per: dict[str, list[Finding]] = {}
             for p in self.policies:
                 if policy_matches(p, w, self.inventory):
-                    per[p.ref] = self.judge(w, p, ctxs[p.ref])
+                    per[p.ref] = self.judge(w, p, ctxs[p.ref], errors=sink)
+                    if sink:
+                        errors.setdefault(key, {})[p.ref] = sink
+                        sink = []
             self.results[key] = per
 
     def evaluate_nodes(self) -> None:
         self.node_results = {}
+        self.node_errors = {}
         cluster = [p for p in self.policies if p.kind == "ClusterComplexityPolicy"]
         if not any(r.target == "node" for r in self.rules):
             return
         for node in self.inventory.nodes.values():
-            self.node_results[node.name] = {p.ref: self.judge_node(node, p, self.context(p)) for p in cluster}
+            per, errs = per_policy(cluster, lambda p, sink: self.judge_node(node, p, self.context(p), errors=sink))
+            self.node_results[node.name] = per
+            if errs:
+                self.node_errors[node.name] = errs
 
     def evaluate_all(self) -> Result:
         self.results = {}
+        self.errors = {}
         with paused_gc():
             self._evaluate(list(self.inventory.workloads))
             self.evaluate_nodes()
         self.service_results = {}
+        self.service_errors = {}
         self._evaluate_services(list(self.inventory.services))
         return self.result()
 
     # ----- reading results ---------------------------------------------------------------------
     def findings_for(self, key: WKey) -> list[Finding]:
         return merge_findings(self.results.get(key, {}).values())
+
+    def errors_for(self, key: WKey) -> list[EvaluationError]:
+        """The rules that could not evaluate workload ``key``, one per rule and cause across policies."""
+        return unique_errors(e for errs in self.errors.get(key, {}).values() for e in errs)
+
+    def all_errors(self, policy_ref: str | None = None) -> list[EvaluationError]:
+        """Every evaluation error the engine holds (workloads, Services, Nodes), or those of one policy."""
+        stores = (self.errors, self.service_errors, self.node_errors)
+        if policy_ref is None:
+            return unique_errors(e for store in stores for per in store.values() for errs in per.values()
+                                 for e in errs)
+        return unique_errors(e for store in stores for per in store.values() for e in per.get(policy_ref, ()))
 
     def matched_policies(self, key: WKey) -> list[Policy]:
         refs = self.results.get(key, {})
@@ -287,6 +343,7 @@ class Engine:
         for per in self.service_results.values():
             pr.findings.extend(per.get(policy.ref, ()))
         pr.findings = worst_first(pr.findings)
+        pr.errors = self.all_errors(policy.ref)
         return pr
 
     def result(self) -> Result:
@@ -295,7 +352,7 @@ class Engine:
         groups += [f for per in self.service_results.values() for f in per.values()]
         evaluated = sum(1 for per in self.results.values() if per)
         return Result(findings=merge_findings(groups), policies=[self.policy_result(p) for p in self.policies],
-                      evaluated=evaluated, skipped=len(self.results) - evaluated)
+                      evaluated=evaluated, skipped=len(self.results) - evaluated, errors=self.all_errors())
 
     # ----- incremental changes -----------------------------------------------------------------
     def upsert(self, view: Any) -> set[WKey]:
@@ -346,6 +403,7 @@ class Engine:
         elif kind == "Node":
             self.inventory.nodes.pop(name, None)
             self.node_results.pop(name, None)
+            self.node_errors.pop(name, None)
             affected = set()
         elif kind in ("ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring"):
             m = self.inventory.monitors.pop((namespace or "default", kind, name), None)
@@ -354,6 +412,7 @@ class Engine:
             key = (namespace or "default", kind, name)
             affected = self.graph.remove_workload(key)
             self.results.pop(key, None)
+            self.errors.pop(key, None)
         self._evaluate(affected)
         if kind not in ("Node", "ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring") \
                 and kind not in MESH_KINDS:
@@ -366,6 +425,6 @@ class Engine:
         self.evaluate_all()
 
 
-__all__ = ["Engine", "PolicyResult", "Result", "exempted", "merge_findings", "policy_matches", "service_matches",
-           "worst_first",
+__all__ = ["Engine", "EvaluationError", "PolicyResult", "Result", "exempted", "merge_findings", "policy_matches",
+           "service_matches", "worst_first",
            "REGISTRY"]

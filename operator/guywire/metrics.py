@@ -27,6 +27,12 @@ ADMISSION_SECONDS = Histogram("guywire_admission_duration_seconds", "Server-side
                               buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
 ADMISSION_ERRORS = Counter("guywire_admission_errors_total", "Requests the engine could not evaluate (allowed).",
                            registry=REGISTRY)
+ADMISSION_RULE_ERRORS = Counter("guywire_admission_rule_errors_total", "Admission requests on which a rule "
+                                "raised, by rule: the request was allowed for that rule (never denied by it).",
+                                ["rule"], registry=REGISTRY)
+EVALUATION_ERRORS = Gauge("guywire_evaluation_errors", "Current evaluation errors (a rule that raised on an "
+                          "object; not findings), by rule and namespace (\"\" for Nodes).", ["rule", "namespace"],
+                          registry=REGISTRY)
 TAINTS = Gauge("guywire_gpu_nodes_tainted", "GPU nodes tainted by guywire.", registry=REGISTRY)
 COMPLEXITY = Gauge("guywire_complexity", "The dependency graph's shape per namespace (namespace=\"\" for the "
                    "cluster): workloads, dependency_edges, longest_chain, cycles, worst_retry_amplification, "

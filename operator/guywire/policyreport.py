@@ -6,11 +6,14 @@ a ClusterPolicyReport for Node findings, and returns them as plain dicts ready t
 
 - One result per object (workload or Service) x rule: several findings of one rule on one workload (one per
   container, say) are one result whose message lists them; ``policy`` is the guywire policy
-  whose finding is the worst, ``rule`` the rule id, ``result`` ``fail`` (``error`` when a rule
-  could not evaluate, ``skip`` for a rule the workload exempts with a reason), ``severity``
-  lowercased (low, medium, high, critical), ``category`` the rule's category, ``source``
+  whose finding is the worst, ``rule`` the rule id, ``result`` ``fail`` (``skip`` for a rule the
+  workload exempts with a reason), ``severity`` lowercased (low, medium, high, critical),
+  ``category`` the rule's category, ``source``
   ``guywire``, ``resources`` the object with apiVersion, kind, name, namespace and (in a
   cluster) uid, ``properties`` the rule's name and, for graph rules, the path.
+- A rule that raised on an object (an evaluation error, never a violation) is one result with
+  ``result: error``, no severity, a message with the exception's class and message, and
+  ``properties.exception`` the class.
 - ``pass`` results (every rule a matched policy runs that found nothing) are left out unless
   ``include_pass=True``: they are workloads x rules, twenty-odd per workload, and would
   dominate the reports' size. ``summary.pass`` counts only the pass results present.
@@ -29,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 from .engine import Engine, exempted, merge_findings
+from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
 from .model.severity import Severity
 from .rules import REGISTRY
@@ -92,7 +96,7 @@ def _result(rule_id: str, findings: list[Finding], resource: dict, ts: dict) -> 
     return {
         "policy": worst.policy or SOURCE,
         "rule": rule_id,
-        "result": "fail" if rule_id in REGISTRY else "error",  # GW-ANN-000: a rule could not evaluate
+        "result": "fail",
         "severity": SEVERITY[worst.severity],
         "category": _category(rule_id),
         "message": _message(findings),
@@ -102,6 +106,29 @@ def _result(rule_id: str, findings: list[Finding], resource: dict, ts: dict) -> 
         "scored": True,
         "timestamp": dict(ts),
     }
+
+
+def _errors(errors: Iterable[EvaluationError], resource: dict, ts: dict) -> list[dict]:
+    """One ``result: error`` per rule that could not evaluate the object (several causes in one message)."""
+    by_rule: dict[str, list[EvaluationError]] = {}
+    for e in unique_errors(errors):
+        by_rule.setdefault(e.rule, []).append(e)
+    out = []
+    for rule_id, errs in sorted(by_rule.items()):
+        first = min(errs, key=lambda e: e.policy or "")
+        out.append({
+            "policy": first.policy or SOURCE,
+            "rule": rule_id,
+            "result": "error",
+            "category": _category(rule_id),
+            "message": _cut("The rule could not evaluate: " + "; ".join(e.cause for e in errs) + "."),
+            "resources": [dict(resource)],
+            "properties": {"ruleName": first.name, "exception": first.error},
+            "source": SOURCE,
+            "scored": True,
+            "timestamp": dict(ts),
+        })
+    return out
 
 
 def _plain(rule_id: str, outcome: str, policy: str, message: str, resource: dict, ts: dict) -> dict:
@@ -132,10 +159,13 @@ def _workload_results(engine: Engine, key, ts: dict, include_pass: bool, cache: 
     resource = _resource(w.kind, w.namespace, w.name, w.api_version, w.uid)
     by_rule = _group(engine.findings_for(key))  # one finding per (rule, location, message), worst severity kept
     out = [_result(rid, found, resource, ts) for rid, found in by_rule.items()]
+    raised = engine.errors_for(key) if engine.errors else []
+    out += _errors(raised, resource, ts)
     if not include_pass and not w.decl.exempt:
         return out
+    failed = {e.rule for e in raised}
     for rid, pname in sorted(_rules_run(engine, tuple(sorted(per)), cache).items()):
-        if rid in by_rule:
+        if rid in by_rule or rid in failed:
             continue
         if exempted(w, rid):
             out.append(_plain(rid, "skip", pname, _cut(f"Exempted: {w.decl.exempt_reason}"), resource, ts))
@@ -147,10 +177,11 @@ def _workload_results(engine: Engine, key, ts: dict, include_pass: bool, cache: 
 def _service_results(engine: Engine, skey: tuple[str, str], ts: dict) -> list[dict]:
     """Results of the rules that judge Services (GW-SMP-003), when a policy turns them on."""
     found = merge_findings((engine.service_results.get(skey) or {}).values())
-    if not found:
+    raised = [e for errs in (engine.service_errors.get(skey) or {}).values() for e in errs]
+    if not found and not raised:
         return []
     resource = _resource("Service", skey[0], skey[1], "v1", None)
-    return [_result(rid, fs, resource, ts) for rid, fs in _group(found).items()]
+    return [_result(rid, fs, resource, ts) for rid, fs in _group(found).items()] + _errors(raised, resource, ts)
 
 
 def _node_results(engine: Engine, ts: dict) -> list[dict]:
@@ -159,6 +190,7 @@ def _node_results(engine: Engine, ts: dict) -> list[dict]:
         found = merge_findings(engine.node_results[name].values())
         resource = _resource("Node", None, name, "v1", None)
         out += [_result(rid, fs, resource, ts) for rid, fs in _group(found).items()]
+        out += _errors((e for errs in (engine.node_errors.get(name) or {}).values() for e in errs), resource, ts)
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from .engine import Engine, merge_findings
 from .graph import WKey, wlabel
+from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
 from .model.policy import Policy, PolicySpec, Rules, SimplifyRules
 from .model.severity import Severity
@@ -98,11 +99,15 @@ class ComplexityReport:
     namespaces: dict[str, Figures]
     suggestions: list[Finding] = field(default_factory=list)
     blast_radius: dict[WKey, BlastRadius] = field(default_factory=dict)
+    errors: list[EvaluationError] = field(default_factory=list)  # rules that could not evaluate an object
 
     def to_dict(self) -> dict:
-        return {"cluster": self.cluster.to_dict(),
-                "namespaces": {ns: f.to_dict() for ns, f in sorted(self.namespaces.items())},
-                "suggestions": [f.to_dict() for f in self.suggestions]}
+        out = {"cluster": self.cluster.to_dict(),
+               "namespaces": {ns: f.to_dict() for ns, f in sorted(self.namespaces.items())},
+               "suggestions": [f.to_dict() for f in self.suggestions]}
+        if self.errors:
+            out["errors"] = [e.to_dict() for e in self.errors]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "ComplexityReport":
@@ -179,9 +184,11 @@ def complexity_report(engine: Engine, *, suggestions: bool = False) -> Complexit
         if f.workload.namespace and f.workload.namespace in per_ns:
             d = per_ns[f.workload.namespace].findings_by_category
             d[cat] = d.get(cat, 0) + 1
-    report = ComplexityReport(cluster=cluster, namespaces=per_ns, blast_radius=radii)
+    errors = engine.all_errors()
+    report = ComplexityReport(cluster=cluster, namespaces=per_ns, blast_radius=radii, errors=errors)
     if suggestions:
-        report.suggestions = simplify_suggestions(engine)
+        report.suggestions = simplify_suggestions(engine, errors)
+        report.errors = unique_errors(errors)
     return report
 
 
@@ -191,8 +198,9 @@ def suggestion_policy() -> Policy:
                   spec=PolicySpec(rules=Rules(simplify=SimplifyRules(enabled=True))))
 
 
-def simplify_suggestions(engine: Engine) -> list[Finding]:
-    """Every GW-SMP suggestion on the engine's objects, whatever the policies say (exemptions still count)."""
+def simplify_suggestions(engine: Engine, errors: list[EvaluationError] | None = None) -> list[Finding]:
+    """Every GW-SMP suggestion on the engine's objects, whatever the policies say (exemptions still count).
+    A suggestion rule that raises adds to ``errors`` (with ``errors=None``, the exception propagates)."""
     rules = [r for r in engine.rules if r.category == SIMPLIFY]
     if not rules:
         return []
@@ -201,11 +209,11 @@ def simplify_suggestions(engine: Engine) -> list[Finding]:
     found: list[Finding] = []
     for key, w in sorted(engine.inventory.workloads.items()):
         if not engine.skipped(w):
-            found += engine.judge(w, policy, ctx, rules=rules)
+            found += engine.judge(w, policy, ctx, rules=rules, errors=errors)
     if any(r.target == "service" for r in rules):
         for skey, svc in sorted(engine.inventory.services.items()):
             if skey[0] not in engine.skip_namespaces:
-                found += engine.judge_service(svc, policy, ctx, rules=rules)
+                found += engine.judge_service(svc, policy, ctx, rules=rules, errors=errors)
     return merge_findings([found])
 
 

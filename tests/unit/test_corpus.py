@@ -33,4 +33,4 @@ def test_corpus_is_read_without_errors(capsys):
     assert data["summary"]["files"] == len(manifest_files(CORPUS)), "every manifest file is read"
     assert data["summary"]["workloads"] > 0
     assert "Traceback" not in err and "could not be read" not in err
-    assert not [f for f in data["findings"] if f["rule"] == "GW-ANN-000"], "no rule crashed on a real manifest"
+    assert data["summary"]["evaluationErrors"] == 0, "no rule crashed on a real manifest"

@@ -36,6 +36,7 @@ from .gate import ListingGate
 
 log = logging.getLogger("guywire.operator")
 WKey = tuple[str, str, str]
+ERRORS_SHOWN = 3  # evaluation errors named in a policy's EvaluationErrors condition
 
 
 @dataclass
@@ -72,6 +73,20 @@ def release_free_memory() -> None:
 
 def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def evaluation_errors_condition(errors: list, generation) -> dict:
+    """The policy's ``EvaluationErrors`` condition: True with the count and the first few rule / object /
+    error when a rule raised (those objects have no finding of that rule), False when every rule evaluated."""
+    if not errors:
+        return {"type": "EvaluationErrors", "status": "False", "reason": "NoErrors",
+                "message": "Every rule evaluated.", "observedGeneration": generation}
+    shown = "; ".join(f"{e.rule} on {e.object}: {e.cause}" for e in errors[:ERRORS_SHOWN])
+    more = f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else ""
+    message = (f"{len(errors)} evaluation error(s), not counted as violations: {shown}{more}. A rule raised: "
+               "report it to guywire's maintainers with the object.")
+    return {"type": "EvaluationErrors", "status": "True", "reason": "RuleRaised", "message": message[:1024],
+            "observedGeneration": generation}
 
 
 class TokenBucket:
@@ -644,7 +659,8 @@ class OperatorState:
                 "truncated": max(0, len(pr.findings) - cap),
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Evaluated",
                                 "message": f"{pr.matched} workload(s) matched, {pr.violating} violating.",
-                                "observedGeneration": gen}]}
+                                "observedGeneration": gen},
+                               evaluation_errors_condition(pr.errors, gen)]}
 
     async def write_statuses(self) -> None:
         self._update_finding_metrics()
@@ -678,6 +694,13 @@ class OperatorState:
         metrics.FINDINGS.clear()
         for (rule, sev, ns), n in counts.items():
             metrics.FINDINGS.labels(rule, sev, ns).set(n)
+        raised: dict[tuple[str, str], int] = {}
+        for e in self.engine.all_errors():
+            k = (e.rule, e.object.namespace or "")
+            raised[k] = raised.get(k, 0) + 1
+        metrics.EVALUATION_ERRORS.clear()
+        for (rule, ns), n in raised.items():
+            metrics.EVALUATION_ERRORS.labels(rule, ns).set(n)
         metrics.WORKLOADS_INDEXED.set(len(self.engine.inventory.workloads))
         metrics.SERVICES_INDEXED.set(len(self.engine.inventory.services))
         metrics.POLICIES.labels("true").set(len(self.policies))
@@ -693,11 +716,11 @@ class OperatorState:
         if not self.warm or not self.engine.inventory.nodes:
             return
         self.tick()
-        before = {n: [f.render() for found in per.values() for f in found]
-                  for n, per in self.engine.node_results.items()}
+        before = ({n: [f.render() for found in per.values() for f in found]
+                   for n, per in self.engine.node_results.items()}, dict(self.engine.node_errors))
         self.engine.evaluate_nodes()
-        after = {n: [f.render() for found in per.values() for f in found]
-                 for n, per in self.engine.node_results.items()}
+        after = ({n: [f.render() for found in per.values() for f in found]
+                  for n, per in self.engine.node_results.items()}, dict(self.engine.node_errors))
         if after != before:
             self.status_dirty = True
 

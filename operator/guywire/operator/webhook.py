@@ -92,6 +92,10 @@ class WebhookServer:
                 metrics.ADMISSION_REQUESTS.labels(decision.outcome, ref).inc()
             if decision.outcome == "error":
                 metrics.ADMISSION_ERRORS.inc()
+            for e in decision.errors:  # a rule that raised: allowed for it, counted per rule
+                metrics.ADMISSION_RULE_ERRORS.labels(e.rule).inc()
+        for e in decision.errors:
+            log.warning("Admission: %s", e.render())
         if decision.outcome in ("denied", "warned", "error"):
             log.info("Admission %s for %s %s/%s%s.", decision.outcome, (review_request.get("kind") or {}).get("kind"),
                      review_request.get("namespace"), review_request.get("name"),

@@ -24,9 +24,14 @@ def render_json(report: Report) -> str:
         return f'  "{key}": [\n' + ",\n".join("    " + json.dumps(v) for v in values) + "\n  ]"
 
     summary = json.dumps(report.summary(), indent=2).replace("\n", "\n  ")
+    errors = [d.to_dict() for d in report.diagnostics] + [e.to_dict() for e in report.evaluation_errors]
     return ("{\n" + items("findings", [f.to_dict() for f in report.findings]) + ",\n"
             + f'  "summary": {summary},\n'
-            + items("errors", [d.to_dict() for d in report.diagnostics]) + "\n}\n")
+            + items("errors", errors) + "\n}\n")
+
+
+def _uri(source) -> str:
+    return (source.file if source else "stdin").replace("\\", "/").lstrip("./") or "stdin"
 
 
 def render_sarif(report: Report) -> str:
@@ -37,8 +42,8 @@ def render_sarif(report: Report) -> str:
     rule_meta = []
     for rid in rules:
         r = REGISTRY.get(rid)
-        name = r.name if r else "evaluation-error"
-        summary = r.summary if r else "A rule could not evaluate."
+        name = r.name if r else rid.lower()
+        summary = r.summary if r else f"Rule {rid}."
         rule_meta.append({
             "id": rid,
             "name": name,
@@ -53,7 +58,7 @@ def render_sarif(report: Report) -> str:
         })
     results = []
     for f in report.findings:
-        uri = (f.source.file if f.source else "stdin").replace("\\", "/").lstrip("./") or "stdin"
+        uri = _uri(f.source)
         region = {"startLine": f.source.line or 1} if f.source else {"startLine": 1}
         fp = hashlib.sha256(f"{f.rule}|{f.workload}|{f.location}|{f.message}".encode()).hexdigest()[:32]
         results.append({
@@ -76,13 +81,31 @@ def render_sarif(report: Report) -> str:
             "tool": {"driver": {"name": "guywire", "version": __version__, "semanticVersion": __version__,
                                 "informationUri": INFO_URI, "rules": rule_meta}},
             "results": results,
-            "invocations": [{"executionSuccessful": not report.errors,
+            "invocations": [{"executionSuccessful": not report.failed,
                              "toolExecutionNotifications": [
                                  {"level": "error" if d.error else "note", "message": {"text": d.render()}}
-                                 for d in report.diagnostics]}],
+                                 for d in report.diagnostics] + [
+                                 _sarif_notification(e, index) for e in report.evaluation_errors]}],
         }],
     }
     return json.dumps(doc, indent=2) + "\n"
+
+
+def _sarif_notification(e, index: dict[str, int]) -> dict:
+    """A rule that raised: a tool execution notification (level error), never a result."""
+    note: dict = {"level": "error", "message": {"text": e.render()},
+                  "exception": {"kind": e.error, "message": e.detail},
+                  "properties": {"object": str(e.object), **({"policy": e.policy} if e.policy else {})}}
+    ref: dict = {"id": e.rule}
+    if e.rule in index:
+        ref["index"] = index[e.rule]
+    note["associatedRule"] = ref
+    if e.source:
+        note["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": _uri(e.source)},
+                                                   "region": {"startLine": e.source.line or 1}},
+                              "logicalLocations": [{"name": e.object.name, "fullyQualifiedName": str(e.object),
+                                                    "kind": "resource"}]}]
+    return note
 
 
 def render_junit(report: Report) -> str:
@@ -93,8 +116,16 @@ def render_junit(report: Report) -> str:
     by_obj: dict = {}
     for f in report.findings:
         by_obj.setdefault((f.workload, f.rule), []).append(f)
+    raised: dict = {}  # (object, rule) -> evaluation errors: a JUnit <error>, never a <failure>
+    for e in report.evaluation_errors:
+        raised.setdefault((e.object, e.rule), []).append(e)
+
+    def error_element(errs: list) -> str:
+        return (f"<error message={quoteattr(errs[0].render())} type={quoteattr(errs[0].error)}>"
+                f"{escape(chr(10).join(e.render() for e in errs))}</error>")
+
     suites = []
-    total = failures = 0
+    total = failures = errors = 0
     for key, w in sorted(engine.inventory.workloads.items()):
         policies = engine.matched_policies(key)
         if not policies:
@@ -102,32 +133,46 @@ def render_junit(report: Report) -> str:
         rule_ids = sorted({r.id for r in engine.rules if r.target == "workload"
                            and any(r.enabled_in(p) for p in policies)})
         cases = []
-        fails = 0
+        fails = errs = 0
         for rid in rule_ids:
             r = REGISTRY[rid]
             found = by_obj.get((w.ref, rid), [])
             body = ""
+            if (w.ref, rid) in raised:
+                errs += 1
+                body = error_element(raised.pop((w.ref, rid)))
             if found:
                 fails += 1
                 msgs = "\n".join(f.render() for f in found)
-                body = (f"<failure message={quoteattr(found[0].render())} type={quoteattr(found[0].severity.value)}>"
-                        f"{escape(msgs)}</failure>")
+                body += (f"<failure message={quoteattr(found[0].render())} type={quoteattr(found[0].severity.value)}>"
+                         f"{escape(msgs)}</failure>")
             cases.append(f'    <testcase classname={quoteattr(str(w.ref))} name={quoteattr(f"{rid} {r.name}")}>'
                          f"{body}</testcase>")
         total += len(cases)
         failures += fails
+        errors += errs
         file = w.source.file if w.source else ""
         suites.append(f'  <testsuite name={quoteattr(str(w.ref))} tests="{len(cases)}" failures="{fails}" '
-                      f'errors="0" file={quoteattr(file)}>\n' + "\n".join(cases) + "\n  </testsuite>")
-    errors = len(report.errors)
-    if errors:
+                      f'errors="{errs}" file={quoteattr(file)}>\n' + "\n".join(cases) + "\n  </testsuite>")
+    by_ref: dict = {}  # errors on Services and Nodes (no workload suite above)
+    for (ref, rid), errs in raised.items():
+        by_ref.setdefault(ref, []).append((rid, errs))
+    for ref, items in sorted(by_ref.items(), key=lambda kv: str(kv[0])):
+        cases = [f'    <testcase classname={quoteattr(str(ref))} name={quoteattr(f"{rid} {errs[0].name}")}>'
+                 f"{error_element(errs)}</testcase>" for rid, errs in sorted(items, key=lambda it: it[0])]
+        total += len(cases)
+        errors += len(cases)
+        suites.append(f'  <testsuite name={quoteattr(str(ref))} tests="{len(cases)}" failures="0" '
+                      f'errors="{len(cases)}">\n' + "\n".join(cases) + "\n  </testsuite>")
+    unread = len(report.errors)
+    if unread:
         cases = "\n".join(f'    <testcase classname="input" name={quoteattr(d.render())}>'
                           f'<error message={quoteattr(d.message)}/></testcase>' for d in report.errors)
-        suites.append(f'  <testsuite name="input" tests="{errors}" failures="0" errors="{errors}">\n{cases}\n'
+        suites.append(f'  <testsuite name="input" tests="{unread}" failures="0" errors="{unread}">\n{cases}\n'
                       "  </testsuite>")
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<testsuites name="guywire" tests="{total + errors}" failures="{failures}" errors="{errors}">\n'
-            + "\n".join(suites) + "\n</testsuites>\n")
+            f'<testsuites name="guywire" tests="{total + unread}" failures="{failures}" '
+            f'errors="{errors + unread}">\n' + "\n".join(suites) + "\n</testsuites>\n")
 
 
 def render_policyreports(report: Report) -> str:

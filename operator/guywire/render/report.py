@@ -7,6 +7,7 @@ from typing import Any
 
 from ..engine import Engine, Result
 from ..loader import Diagnostic
+from ..model.evaluation import EvaluationError
 from ..model.finding import Finding
 from ..model.severity import Severity
 
@@ -28,7 +29,18 @@ class Report:
 
     @property
     def errors(self) -> list[Diagnostic]:
+        """Input that could not be read."""
         return [d for d in self.diagnostics if d.error]
+
+    @property
+    def evaluation_errors(self) -> list[EvaluationError]:
+        """Rules that raised on an object: apart from the findings, and the run is not clean."""
+        return self.result.errors
+
+    @property
+    def failed(self) -> bool:
+        """Whether guywire could not evaluate everything (exit 2)."""
+        return bool(self.errors or self.result.errors)
 
     def summary(self) -> dict:
         by_sev = Counter(f.severity.value for f in self.findings)
@@ -50,7 +62,8 @@ class Report:
             "blastRadius": self.blast_radius(),
             **({"baseline": {"source": self.baseline_source, **self.baseline.to_dict()}}
                if self.baseline is not None else {}),
-            "errors": len(self.errors),
+            "errors": len(self.errors) + len(self.result.errors),
+            "evaluationErrors": len(self.result.errors),
         }
 
     def blast_radius(self, n: int = 5) -> list[dict]:

@@ -33,6 +33,14 @@ def render_text(report: Report, colour: bool = False) -> str:
             sev = c(COLOURS[f.severity], f"{f.severity.value:<8}")
             lines.append(f"  {sev} {f.render()}")
         lines.append("")
+    if report.evaluation_errors:
+        n = len(report.evaluation_errors)
+        lines.append(c(COLOURS[Severity.CRITICAL], f"{n} rule evaluation error(s): guywire could not evaluate "
+                                                   "these, so the run is not clean (exit 2):"))
+        for e in report.evaluation_errors:
+            lines.append(f"  {c(COLOURS[Severity.CRITICAL], 'ERROR   ')} {e.render()}"
+                         + (c(DIM, f"  ({e.source})") if e.source else ""))
+        lines.append("")
     s = report.summary()
     sev = ", ".join(f"{n} {k.lower()}" for k, n in s["bySeverity"].items() if n)
     g = s["graph"]
@@ -56,6 +64,6 @@ def render_text(report: Report, colour: bool = False) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in list(s["skippedKinds"].items())[:8])
         lines.append(c(DIM, f"Skipped {total} object(s) of kinds guywire does not evaluate ({kinds}"
                              f"{', …' if len(s['skippedKinds']) > 8 else ''})."))
-    if not report.findings and not report.errors:
+    if not report.findings and not report.failed:
         lines.append(c("\033[32m", "No findings."))
     return "\n".join(lines) + "\n"
