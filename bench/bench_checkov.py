@@ -609,8 +609,8 @@ def main() -> int:
     gw_out = json.loads(gw.stdout)
     errors = gw_out.get("errors", [])
     hard = [e for e in errors if e.get("level") == "error"]
-    print(f"\nguywire check exit code {gw.exit_code} (0 clean, 1 findings, 2 input errors); "
-          f"{len(hard)} input errors, "
+    print(f"\nguywire check exit code {gw.exit_code} (0 clean, 1 findings, 2 input or evaluation errors); "
+          f"{len(hard)} input or evaluation errors, "
           f"{sum(1 for e in errors if e.get('level') == 'warning')} objects defined twice (warned), "
           f"{sum(1 for e in errors if e.get('level') == 'skipped')} skipped documents; "
           f"{gw_out['summary']['files']} files, {gw_out['summary']['workloads']} workloads evaluated")

@@ -265,10 +265,11 @@ def sample(name: str, **labels: str) -> float:
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_the_operator_writes_no_violation_and_no_event_for_an_error_and_sets_a_condition(monkeypatch):
+def test_the_operator_writes_no_violation_and_no_event_for_an_error_and_sets_a_condition(monkeypatch, caplog):
     break_rule(monkeypatch)
     state = started()
-    asyncio.run(drain(state))
+    with caplog.at_level("WARNING", logger="guywire.operator"):
+        asyncio.run(drain(state))
     patch = annotation_patches(state.client)["/apis/apps/v1/namespaces/search/deployments/search-api"]
     assert patch[VIOLATIONS] is None, "no violation annotation for an error"
     assert not [e for e in state.client.events if e["name"] == VICTIM]
@@ -283,6 +284,8 @@ def test_the_operator_writes_no_violation_and_no_event_for_an_error_and_sets_a_c
     assert sample("guywire_evaluation_errors", rule=RULE, namespace="search") == 1
     written = [body["status"] for path, body in state.client.patches if path.endswith("ai-baseline/status")]
     assert any(c["type"] == "EvaluationErrors" and c["status"] == "True" for c in written[-1]["conditions"])
+    assert any(r.getMessage().startswith("Policy ClusterComplexityPolicy/ai-baseline: 1 evaluation error(s)")
+               for r in caplog.records), "the operator's log says so too"
 
 
 def test_the_condition_is_false_and_the_metric_empty_when_every_rule_evaluates():

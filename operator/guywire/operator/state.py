@@ -684,6 +684,9 @@ class OperatorState:
             metrics.PATCHES.labels("status", "ok").inc()
             self.status_written[ref] = status
             log.info("Status of %s: %s matched, %s violating.", ref, status["matched"], status["violating"])
+            errors = next((c for c in status["conditions"] if c["type"] == "EvaluationErrors"), None)
+            if errors is not None and errors["status"] == "True":
+                log.warning("Policy %s: %s", ref, errors["message"])
 
     def _update_finding_metrics(self) -> None:
         counts: dict[tuple[str, str, str], int] = {}
