@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .clock import SYSTEM, Clock, parse_time
 from .gcpause import paused_gc
 from .loader import Diagnostic, load
 from .model.finding import SourceRef
@@ -22,11 +23,9 @@ if TYPE_CHECKING:
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
-def parse_now(text: str | None) -> datetime:
-    if not text:
-        return datetime.now(timezone.utc)
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+def parse_now(text: str | None, clock: Clock = SYSTEM) -> datetime:
+    """The time rules judge against: ``--now`` when given (RFC 3339; naive is UTC), else the clock's."""
+    return parse_time(text) if text else clock.now()
 
 
 def build(paths: list[str], policy_files: list[str], meanwhile=None
@@ -119,7 +118,7 @@ def _engine(args, *warm: str) -> tuple[Engine, list[Diagnostic], int, Counter]:
                                                        warm_up(args.policy or [], *warm))
     from .engine import Engine
 
-    engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None)))
+    engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None), args.clock))
     return engine, diags, files, skipped
 
 
@@ -350,7 +349,7 @@ def cmd_run(args) -> int:
 def cmd_node_agent(args) -> int:
     from .gpu.agent import run_node_agent
 
-    return run_node_agent(args)
+    return run_node_agent(args, clock=args.clock)
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -434,8 +433,10 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, clock: Clock = SYSTEM) -> int:
+    """Run one command. ``clock`` is the only clock any command reads (tests hand in a ManualClock)."""
     args = parser().parse_args(argv)
+    args.clock = clock
     try:
         return args.func(args)
     except BrokenPipeError:

@@ -9,12 +9,12 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
 
+from guywire.clock import ManualClock
 from guywire.gpu.agent import NodeAgent, NodeClient
 from guywire.gpu.fake import FakeNvml
 from guywire.gpu.nvml import NvmlReader
@@ -147,29 +147,29 @@ def test_fewer_gpus_than_the_node_advertises(kube_api, tmp_path: Path):
 def test_a_running_agent_writes_on_change_and_heartbeat_only(kube_api):
     name = "gpu-loop-1"
     kube_api.create(gpu_node(name, gpus=1))
+    clock = ManualClock("2026-11-24T10:00:00Z")  # the agent, its reader and the XID stamps share it
     fake = FakeNvml({"bootId": "boot-1", "gpus": [{"uuid": "GPU-cccc"}], "steps": [
         {"reads": 3, "gpus": [{"temperature": 70}]},
         {"reads": 2, "gpus": [{"xids": [48], "recoveryAction": 1}]},
         {"gpus": [{"reset": True}]},
-    ]})
+    ]}, clock)
     api_client = kube_api.kubernetes_client()
-    clock = [datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)]
     reader = NvmlReader(fake, clock=fake.clock)
     reader.open()
     try:
         node_agent = NodeAgent(reader, node_name=name, client=NodeClient(k8s.CoreV1Api(api_client), name),
-                               report_max_age_s=300, boot_id=lambda: fake.boot_id, now=lambda: clock[0])
+                               report_max_age_s=300, boot_id=lambda: fake.boot_id, clock=clock)
         kube_api.clear_requests()
         counts, states = [], []
         for _ in range(7):
             assert node_agent.cycle()
             counts.append(len(patches(kube_api, name)))
             states.append(kube_api.get("nodes", name)["metadata"]["labels"]["guywire.dev/gpu-health"])
-            clock[0] += timedelta(seconds=30)
+            clock.advance(30)
         # read 1 writes; 2-4 change nothing; 5 the XID; 6 still latched; 7 reset: healthy again
         assert states == ["Healthy"] * 4 + ["Unhealthy", "Unhealthy", "Healthy"]
         assert counts == [2, 2, 2, 2, 4, 4, 6]
-        clock[0] += timedelta(seconds=150)  # reportMaxAge / 2 since the last write: a heartbeat
+        clock.advance(150)  # reportMaxAge / 2 since the last write: a heartbeat
         node_agent.cycle()
         assert len(patches(kube_api, name)) == 8
         cond = gpu_condition(kube_api.get("nodes", name))

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from guywire.cli import main
+from guywire.clock import ManualClock
 from guywire.gpu.agent import (
     NodeAgent, condition_message, desired_condition, expected_gpus_of, fingerprint, needs_write,
 )
@@ -111,38 +112,40 @@ def test_needs_write_only_when_something_changed_or_a_heartbeat_is_due():
 
 
 def test_the_agent_writes_on_change_and_heartbeat_only():
+    clock = ManualClock(T0)
     fake = FakeNvml({"bootId": "b1", "gpus": [{}], "steps": [
         {"reads": 3, "gpus": [{"temperature": 61}]},  # readings move, nothing changes
         {"reads": 2, "gpus": [{"remappedRows": {"pending": True}}]},  # Degraded
-    ]})
-    clock = [T0]
+    ]}, clock)
     client = MemoryClient({"metadata": {"name": "g1"}, "status": {"capacity": {"nvidia.com/gpu": "1"}}})
     reader = NvmlReader(fake, clock=fake.clock)
     reader.open()
     agent = NodeAgent(reader, node_name="g1", client=client, report_max_age_s=300, boot_id=lambda: fake.boot_id,
-                      now=lambda: clock[0], err=io.StringIO())
+                      clock=clock, err=io.StringIO())
     written = []
     for _ in range(6):
         agent.cycle()
         written.append(len(client.writes))
-        clock[0] += timedelta(seconds=30)
+        clock.advance(30)
     assert written == [1, 1, 1, 1, 2, 2]
     assert client.node["metadata"]["labels"]["guywire.dev/gpu-health"] == "Degraded"
-    clock[0] += timedelta(seconds=150)  # half of reportMaxAge since the last write
+    clock.advance(150)  # half of reportMaxAge since the last write
     agent.cycle()
     assert len(client.writes) == 3 and client.writes[-1].state is HealthState.DEGRADED
     reader.close()
 
 
 def test_the_agent_restores_latches_from_its_node():
-    fake = FakeNvml({"bootId": "b1", "gpus": [{"uuid": "GPU-a", "xids": [48]}]})
+    clock = ManualClock(T0)
+    fake = FakeNvml({"bootId": "b1", "gpus": [{"uuid": "GPU-a", "xids": [48]}]}, clock)
     with NvmlReader(fake, clock=fake.clock) as reader:
-        first = HealthTracker().assess(reader.read(), T0, boot_id="b1")
+        first = HealthTracker().assess(reader.read(), clock.now(), boot_id="b1")
     client = MemoryClient(node_showing(first))
-    restarted = FakeNvml({"bootId": "b1", "gpus": [{"uuid": "GPU-a"}]})
+    clock.advance(30)
+    restarted = FakeNvml({"bootId": "b1", "gpus": [{"uuid": "GPU-a"}]}, clock)
     with NvmlReader(restarted, clock=restarted.clock) as reader:
-        agent = NodeAgent(reader, node_name="g1", client=client, boot_id=lambda: "b1",
-                          now=lambda: T0 + timedelta(seconds=30), err=io.StringIO())
+        agent = NodeAgent(reader, node_name="g1", client=client, boot_id=lambda: "b1", clock=clock,
+                          err=io.StringIO())
         agent.cycle()
     assert agent.last_report.state is HealthState.UNHEALTHY and client.writes == []
 

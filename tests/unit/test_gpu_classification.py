@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from guywire.clock import ManualClock
 from guywire.gpu.classify import (
     DEFAULT_TABLE, ROWS, HealthConfigError, HealthTable, classify, load_health_config,
 )
@@ -221,9 +222,11 @@ def test_a_lost_gpu_stays_lost_on_the_next_read():
 
 def test_pcie_rate_needs_two_samples_a_window_apart():
     fake = FakeNvml({"gpus": [{"pcieReplaysPerMinute": 30}]})
-    ticks = iter([0.0, 2.0, 15.0])
-    with NvmlReader(fake, clock=lambda: next(ticks)) as reader:
+    clock = ManualClock()
+    with NvmlReader(fake, clock=clock) as reader:  # the first sample is taken as it opens
+        clock.advance(2)
         too_soon = reader.read().gpus[0]
+        clock.advance(13)
         later = reader.read().gpus[0]
     assert too_soon.pcie_replays_per_minute is None and "pcieReplays" in too_soon.unknown
     assert later.pcie_replay_counter is not None and later.pcie_replays_per_minute is not None

@@ -6,6 +6,7 @@ import json
 import threading
 from datetime import datetime, timedelta, timezone
 
+from guywire.clock import ManualClock
 from guywire.gpu.agent import NodeAgent
 from guywire.gpu.classify import HealthTracker
 from guywire.gpu.fake import FakeNvml
@@ -17,19 +18,20 @@ T0 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 
 
 class Run:
-    """A fake node read by a tracker, one read per ``next()``."""
+    """A fake node read by a tracker, one read per ``next()``, 30 s apart on one clock: the reader stamps
+    XID events with it and the tracker judges by it (T0 is long past: nothing depends on today's date)."""
 
     def __init__(self, scenario: dict):
-        self.fake = FakeNvml(scenario)
+        self.clock = ManualClock(T0)
+        self.fake = FakeNvml(scenario, self.clock)
         self.reader = NvmlReader(self.fake, clock=self.fake.clock)
         self.reader.open()
         self.tracker = HealthTracker()
-        self.t = T0
 
     def next(self):
-        self.t += timedelta(seconds=30)
+        self.clock.advance(30)
         readings = self.reader.read()
-        return self.tracker.assess(readings, self.t, boot_id=self.fake.boot_id)
+        return self.tracker.assess(readings, self.clock.now(), boot_id=self.fake.boot_id)
 
     def states(self, n: int) -> list[HealthState]:
         return [self.next().state for _ in range(n)]

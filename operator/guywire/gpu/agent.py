@@ -17,11 +17,12 @@ import json
 import signal
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .. import __version__
+from ..clock import SYSTEM, Clock
 from ..model.gpu import (
     GPU_CONDITION_TYPE, GPU_COUNT_LABEL, GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, NVIDIA_GPU_RESOURCE, HealthState,
     NodeGpuHealth, format_time, parse_gpu_health,
@@ -163,7 +164,7 @@ class NodeAgent:
                  dry_run: bool = False, table: HealthTable = DEFAULT_TABLE, report_max_age_s: float = 300.0,
                  expected_gpus: Callable[[dict | None], int | None] = expected_gpus_of,
                  boot_id: Callable[[], str | None] = lambda: None, metrics: Any = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Clock = SYSTEM,
                  out: TextIO | None = None, err: TextIO | None = None):
         self.reader = reader
         self.node_name = node_name
@@ -174,7 +175,7 @@ class NodeAgent:
         self.expected_gpus = expected_gpus
         self.boot_id = boot_id
         self.metrics = metrics
-        self.now = now
+        self.clock = clock
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.threaded = False
         self.restored = False
@@ -205,7 +206,7 @@ class NodeAgent:
             self.tracker.restore(previous)
             self.restored = True
         readings = self.reader.read(drain_events=not self.threaded)
-        now = self.now()
+        now = self.clock.now()
         report = self.tracker.assess(readings, now, boot_id=self.boot_id(), expected_gpus=self.expected_gpus(node),
                                      agent_version=__version__)
         self.last_report = report
@@ -270,8 +271,8 @@ def _api_error(exc: Exception) -> str:
 
 
 # ----- entry point -------------------------------------------------------------------------------------
-def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``guywire node-agent``: returns the exit code."""
+def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = None, clock: Clock = SYSTEM) -> int:
+    """``guywire node-agent``: returns the exit code. ``clock`` stamps reports, conditions and XID events."""
     out, err = out or sys.stdout, err or sys.stderr
 
     def fail(text: str) -> int:
@@ -289,13 +290,13 @@ def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = No
         from .fake import FakeNvml, FakeScenarioError
 
         try:
-            fake = FakeNvml(Path(args.fake_nvml))
+            fake = FakeNvml(Path(args.fake_nvml), clock)
         except (OSError, FakeScenarioError) as exc:
             return fail(f"--fake-nvml {args.fake_nvml}: {exc}")
         reader = NvmlReader(fake, clock=fake.clock)
     else:
         try:
-            reader = NvmlReader(load_pynvml())
+            reader = NvmlReader(load_pynvml(), clock)
         except NvmlUnavailable as exc:
             return fail(f"cannot read GPUs: {exc} Run it on a GPU node, or try it with --fake-nvml FILE.")
     node_name = args.node_name
@@ -335,7 +336,7 @@ def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = No
 
         agent = NodeAgent(reader, node_name=node_name, client=client, dry_run=args.dry_run, table=table,
                           report_max_age_s=args.report_max_age, expected_gpus=expected, boot_id=boot_id,
-                          metrics=metrics, out=out, err=err)
+                          metrics=metrics, clock=clock, out=out, err=err)
         if not args.once:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 try:

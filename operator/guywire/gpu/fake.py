@@ -50,10 +50,13 @@ import copy
 import string
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..clock import SYSTEM, Clock
 
 # ----- constants, as pynvml names them -------------------------------------------------------
 NVML_SUCCESS = 0
@@ -317,16 +320,31 @@ class _EventSet:
         self.slots: set[int] = set()
 
 
+class VirtualClock(Clock):
+    """The fake's clock: wall time from the clock it wraps; monotonic time virtual, one minute per read."""
+
+    def __init__(self, fake: "FakeNvml", wall: Clock):
+        self.fake = fake
+        self.wall = wall
+
+    def now(self) -> datetime:
+        return self.wall.now()
+
+    def monotonic(self) -> float:
+        return self.fake.tick()
+
+
 class FakeNvml:
     """The fake module. Thread-safe: the agent's event thread waits while the main thread reads."""
 
     NVMLError = NVMLError
 
-    def __init__(self, scenario: str | Path | dict):
+    def __init__(self, scenario: str | Path | dict, clock: Clock = SYSTEM):
         self.scenario = load_scenario(scenario)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._t = 0.0  # virtual seconds
+        self.clock = VirtualClock(self, clock)
         self._initialised = False
         self._setup_count_pending = False
         self._first_read_done = False
@@ -406,8 +424,8 @@ class FakeNvml:
             if self._reads_left <= 0 and self.step + 1 < len(self._steps):
                 self._activate(self.step + 1)
 
-    def clock(self) -> float:
-        """Virtual monotonic seconds: one minute passes each time it is read."""
+    def tick(self) -> float:
+        """Virtual monotonic seconds: one minute passes each time they are read."""
         with self._lock:
             self._t += 60.0
             return self._t

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import time
-from datetime import datetime, timezone
 from types import ModuleType
 from typing import Any, Callable
 
+from ..clock import SYSTEM, Clock
 from .readings import GpuReadings, NodeReadings, RemappedRows, XidSeen
 
 # NVML's clock event (throttle) reason bits, by the names pynvml gives them.
@@ -89,10 +88,14 @@ def _field_value(fv: Any) -> float | int | None:
 
 
 class XidWatcher:
-    """NVML's XID event set. ``poll`` waits for events; ``take`` hands over what arrived since the last take."""
+    """NVML's XID event set. ``poll`` waits for events; ``take`` hands over what arrived since the last take.
 
-    def __init__(self, nvml: Any):
+    Each event is stamped with ``clock.now()`` as it arrives: the tracker that judges it reads the same clock.
+    """
+
+    def __init__(self, nvml: Any, clock: Clock = SYSTEM):
         self.nvml = nvml
+        self.clock = clock
         self.set: Any = None
         self.error: str | None = None
         self.registered: dict[str, int] = {}  # uuid -> index
@@ -144,7 +147,7 @@ class XidWatcher:
             except nvml.NVMLError:
                 uuid = self.by_handle.get(_handle_key(data.device))
             seen = XidSeen(xid=int(data.eventData), uuid=uuid, index=self.registered.get(uuid or ""),
-                           at=datetime.now(timezone.utc))
+                           at=self.clock.now())
             with self._lock:
                 self._seen.append(seen)
             got += 1
@@ -188,9 +191,12 @@ class XidWatcher:
 
 
 class NvmlReader:
-    """Reads every GPU once per ``read()``; ``open`` first, ``close`` at the end."""
+    """Reads every GPU once per ``read()``; ``open`` first, ``close`` at the end.
 
-    def __init__(self, nvml: Any, clock: Callable[[], float] = time.monotonic,
+    ``clock``: monotonic time spaces the PCIe replay samples; wall time stamps XID events.
+    """
+
+    def __init__(self, nvml: Any, clock: Clock = SYSTEM,
                  pcie_window_s: float = PCIE_RATE_WINDOW_S):
         self.nvml = nvml
         self.clock = clock
@@ -215,7 +221,7 @@ class NvmlReader:
             self.driver_version = _text(nvml.nvmlSystemGetDriverVersion())
         except nvml.NVMLError:
             self.driver_version = None
-        self.xids = XidWatcher(nvml)
+        self.xids = XidWatcher(nvml, self.clock)
         try:
             count = int(nvml.nvmlDeviceGetCount())
         except nvml.NVMLError:
@@ -228,7 +234,7 @@ class NvmlReader:
                 continue
             self.xids.register(handle, uuid, i)
             try:
-                self._pcie[uuid] = (int(nvml.nvmlDeviceGetPcieReplayCounter(handle)), self.clock())
+                self._pcie[uuid] = (int(nvml.nvmlDeviceGetPcieReplayCounter(handle)), self.clock.monotonic())
             except nvml.NVMLError:
                 pass
 
@@ -406,7 +412,7 @@ class NvmlReader:
         if counter is None:
             return
         g.pcie_replay_counter = int(counter)
-        key, now = g.uuid or f"index-{g.index}", self.clock()
+        key, now = g.uuid or f"index-{g.index}", self.clock.monotonic()
         base = self._pcie.get(key)
         if base is None or counter < base[0]:
             self._pcie[key] = (int(counter), now)
