@@ -113,12 +113,13 @@ def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
         return None, str(exc)
 
 
-def _engine(args, *warm: str) -> tuple[Engine, list[Diagnostic], int, Counter]:
+def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Engine, list[Diagnostic], int, Counter]:
     inventory, policies, diags, files, skipped = build(args.paths, args.policy or [],
                                                        warm_up(args.policy or [], *warm))
     from .engine import Engine
 
-    engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None), args.clock))
+    engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None), args.clock),
+                    keep_exempted=keep_exempted)
     return engine, diags, files, skipped
 
 
@@ -142,7 +143,7 @@ def _name_of(view) -> str:
 
 def cmd_check(args) -> int:
     renderer = ".render.text" if args.format == "text" else ".render.machine"
-    engine, diags, files, skipped = _engine(args, ".render.report", renderer, ".simulate")
+    engine, diags, files, skipped = _engine(args, ".render.report", renderer, ".simulate", keep_exempted=True)
     from .render.machine import render_json, render_junit, render_sarif
     from .render.report import Report
     from .render.text import render_text
@@ -162,7 +163,8 @@ def cmd_check(args) -> int:
     if fmt == "json":
         out = render_json(report)
     elif fmt == "sarif":
-        out = render_sarif(report)
+        from .render.locations import SourceRoot
+        out = render_sarif(report, SourceRoot(args.source_root, args.chart_dir))
     elif fmt == "junit":
         out = render_junit(report)
     elif fmt == "policyreport":
@@ -373,6 +375,13 @@ def parser() -> argparse.ArgumentParser:
                    help="exit 1 when a finding at or above this severity exists (default: low)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
     p.add_argument("--verbose", "-v", action="store_true", help="also list skipped documents on stderr")
+    p.add_argument("--source-root", metavar="DIR",
+                   help="SARIF paths are relative to this folder, the repository's root (default: the current "
+                        "directory)")
+    p.add_argument("--chart-dir", metavar="DIR",
+                   help="the chart folder behind helm template output on stdin: its '# Source: CHART/...' "
+                        "comments are placed there (default: the folder under --source-root whose Chart.yaml "
+                        "has that name)")
     p.add_argument("--baseline", metavar="OLD_PATH|OLD.json",
                    help="report only findings that are new or worse than in OLD_PATH (manifests) or in a saved "
                         "guywire check --format json report; matched by rule, object and location")

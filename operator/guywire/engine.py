@@ -45,6 +45,8 @@ class Result:
     evaluated: int
     skipped: int
     errors: list[EvaluationError] = field(default_factory=list)  # apart from findings: never a violation
+    #: what ``guywire.dev/exempt`` (with its reason) kept out of ``findings``; only when the engine keeps them
+    exempted: list[Finding] = field(default_factory=list)
 
 
 def _globs(name: str, patterns: Iterable[str]) -> bool:
@@ -143,8 +145,12 @@ def per_policy(policies: Iterable[Policy], judge: Callable[[Policy, list[Evaluat
 class Engine:
     def __init__(self, policies: Iterable[Policy], inventory: Inventory | None = None, *,
                  now: datetime | None = None, skip_namespaces: Iterable[str] = (),
-                 rules: Iterable[Rule] | None = None):
+                 rules: Iterable[Rule] | None = None, keep_exempted: bool = False):
         self.policies: list[Policy] = list(policies)
+        # keep_exempted: also run the rules a workload exempts itself from, and keep what they find apart
+        # (``exempted_results``), so a CI report can show them as suppressed instead of dropping them
+        self.keep_exempted = keep_exempted
+        self.exempted_results: dict[WKey, dict[str, list[Finding]]] = {}
         self.inventory = inventory or Inventory()
         self.graph = Graph(self.inventory)
         self.now = now
@@ -172,9 +178,11 @@ class Engine:
         return w.namespace in self.skip_namespaces
 
     def judge(self, w: Workload, policy: Policy, ctx: Context | None = None,
-              rules: Iterable[Rule] | None = None, errors: list[EvaluationError] | None = None) -> list[Finding]:
+              rules: Iterable[Rule] | None = None, errors: list[EvaluationError] | None = None,
+              exempted_out: list[Finding] | None = None) -> list[Finding]:
         """Every finding ``policy`` has on ``w`` (from ``rules``, default all). Assumes the policy matches.
-        A rule that raises adds an EvaluationError to ``errors`` instead; with ``errors=None`` it propagates."""
+        A rule that raises adds an EvaluationError to ``errors`` instead; with ``errors=None`` it propagates.
+        The rules ``w`` exempts itself from are skipped, or, with ``exempted_out``, run into that list."""
         ctx = ctx or self.context(policy)
         out: list[Finding] = []
         plan = self._plan(policy) if rules is None else [
@@ -184,8 +192,13 @@ class Engine:
         has_edges = bool(ctx.graph.out.get(w.key))
         ref, source, name = w.ref, w.source, policy.name
         for r, params, severity in plan:  # run_rule, inlined: this loop runs rules x workloads times
-            if (has_exemptions and exempted(w, r.id)) or (r.needs_edges and not has_edges):
+            if r.needs_edges and not has_edges:
                 continue
+            into = out
+            if has_exemptions and exempted(w, r.id):
+                if exempted_out is None:
+                    continue
+                into = exempted_out
             try:
                 issues = list(r.check(w, params, ctx))
             except Exception as exc:  # a bug in one rule never hides the others' findings, nor becomes one
@@ -194,7 +207,7 @@ class Engine:
                 errors.append(EvaluationError.of(r.id, r.name, exc, ref, source, name))
                 continue
             for issue in issues:
-                out.append(Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref,
+                into.append(Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref,
                                    message=issue.message, location=issue.location, path=issue.path, source=source,
                                    policy=name))
         return out
@@ -266,20 +279,28 @@ class Engine:
             if errors:
                 errors.pop(key, None)
             w = self.inventory.workloads.get(key)
-            if w is None:
-                self.results.pop(key, None)
-                continue
-            if self.skipped(w):
-                self.results[key] = {}
+            if w is None or self.skipped(w):
+                self.exempted_results.pop(key, None)
+                if w is None:
+                    self.results.pop(key, None)
+                else:
+                    self.results[key] = {}
                 continue
             per: dict[str, list[Finding]] = {}
+            kept: dict[str, list[Finding]] = {}
+            keep = self.keep_exempted and bool(w.decl.exempt and w.decl.exempt_reason)
             for p in self.policies:
                 if policy_matches(p, w, self.inventory):
-                    per[p.ref] = self.judge(w, p, ctxs[p.ref], errors=sink)
+                    per[p.ref] = self.judge(w, p, ctxs[p.ref], errors=sink,
+                                            exempted_out=kept.setdefault(p.ref, []) if keep else None)
                     if sink:
                         errors.setdefault(key, {})[p.ref] = sink
                         sink = []
             self.results[key] = per
+            if keep:
+                self.exempted_results[key] = kept
+            else:
+                self.exempted_results.pop(key, None)
 
     def evaluate_nodes(self) -> None:
         self.node_results = {}
@@ -296,6 +317,7 @@ class Engine:
     def evaluate_all(self) -> Result:
         self.results = {}
         self.errors = {}
+        self.exempted_results = {}
         with paused_gc():
             self._evaluate(list(self.inventory.workloads))
             self.evaluate_nodes()
@@ -351,8 +373,10 @@ class Engine:
         groups += [f for per in self.node_results.values() for f in per.values()]
         groups += [f for per in self.service_results.values() for f in per.values()]
         evaluated = sum(1 for per in self.results.values() if per)
+        exempted = merge_findings(f for per in self.exempted_results.values() for f in per.values())
         return Result(findings=merge_findings(groups), policies=[self.policy_result(p) for p in self.policies],
-                      evaluated=evaluated, skipped=len(self.results) - evaluated, errors=self.all_errors())
+                      evaluated=evaluated, skipped=len(self.results) - evaluated, errors=self.all_errors(),
+                      exempted=exempted)
 
     # ----- incremental changes -----------------------------------------------------------------
     def upsert(self, view: Any) -> set[WKey]:
@@ -413,6 +437,7 @@ class Engine:
             affected = self.graph.remove_workload(key)
             self.results.pop(key, None)
             self.errors.pop(key, None)
+            self.exempted_results.pop(key, None)
         self._evaluate(affected)
         if kind not in ("Node", "ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring") \
                 and kind not in MESH_KINDS:

@@ -194,6 +194,28 @@ def _yaml_error(file: str, exc: yaml.YAMLError) -> Diagnostic:
     return Diagnostic(SourceRef(file, line), text.rstrip(".") + ".")
 
 
+_HELM_SOURCE = "# Source: "
+
+
+def helm_sources(text: str) -> list[tuple[int, str]]:
+    """The ``# Source: chart/templates/x.yaml`` comments ``helm template`` writes above each document, with
+    their line numbers; empty for other text."""
+    if _HELM_SOURCE not in text:
+        return []
+    return [(n, line[len(_HELM_SOURCE):].strip()) for n, line in enumerate(text.splitlines(), 1)
+            if line.startswith(_HELM_SOURCE) and line[len(_HELM_SOURCE):].strip()]
+
+
+def _template_before(templates: list[tuple[int, str]], after: int, line: int | None) -> str | None:
+    """The last ``# Source:`` comment between the previous document's first line and this one's."""
+    import bisect
+
+    if line is None:
+        return None
+    i = bisect.bisect_left(templates, (line, "")) - 1
+    return templates[i][1] if i >= 0 and templates[i][0] > after else None
+
+
 def parse_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
     docs: list[Document] = []
     diags: list[Diagnostic] = []
@@ -204,6 +226,8 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
             return [], [Diagnostic(SourceRef(file, exc.lineno), f"JSON syntax error column {exc.colno}: {exc.msg}.")]
         except RecursionError:
             return [], [Diagnostic(SourceRef(file, 1), "JSON nested too deeply to read.")]
+    templates = helm_sources(text)
+    previous = 0
     loader = FastLoader(text)
     try:
         while loader.check_node():
@@ -216,7 +240,9 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
             except yaml.YAMLError as exc:
                 diags.append(_yaml_error(file, exc))
                 continue
-            docs.extend(_expand(obj, SourceRef(file, line), diags))
+            template = _template_before(templates, previous, line) if templates else None
+            previous = line or previous
+            docs.extend(_expand(obj, SourceRef(file, line, template), diags))
     except yaml.YAMLError as exc:
         diags.append(_yaml_error(file, exc))
     except RecursionError:

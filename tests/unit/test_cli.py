@@ -192,7 +192,7 @@ def test_policy_file_without_policies(tmp_path, capsys):
 def test_json_shape(capsys):
     rc, data, _ = check_json(capsys, EXAMPLES)
     assert rc == 1
-    assert set(data) == {"findings", "summary", "errors"}
+    assert set(data) == {"findings", "exempted", "summary", "errors"}
     assert data["errors"] == []
     for f in data["findings"]:
         assert {"rule", "name", "severity", "workload", "message", "path"} <= set(f)

@@ -22,11 +22,22 @@ class ObjectRef:
 
 @dataclass(frozen=True, slots=True)
 class SourceRef:
+    """Where an object was read: the file (``<stdin>`` for standard input) and the line it starts on;
+    ``template`` is the chart file Helm rendered it from (its ``# Source:`` comment), when there is one."""
+
     file: str
     line: int | None = None
+    template: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{self.template} ({where})" if self.template else where
+
+    def to_dict(self) -> dict:
+        out: dict = {"file": self.file, "line": self.line}
+        if self.template:
+            out["template"] = self.template
+        return out
 
 
 @dataclass(slots=True)
@@ -75,7 +86,7 @@ class Finding:
         if self.location:
             out["location"] = self.location
         if self.source:
-            out["source"] = {"file": self.source.file, "line": self.source.line}
+            out["source"] = self.source.to_dict()
         if self.policy:
             out["policy"] = self.policy
         return out

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from .. import __version__
 from ..model.severity import Severity
 from ..rules import REGISTRY
+from .locations import SourceRoot
 from .report import Report
 
 SARIF_LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning", Severity.LOW: "note"}
@@ -26,18 +27,20 @@ def render_json(report: Report) -> str:
     summary = json.dumps(report.summary(), indent=2).replace("\n", "\n  ")
     errors = [d.to_dict() for d in report.diagnostics] + [e.to_dict() for e in report.evaluation_errors]
     return ("{\n" + items("findings", [f.to_dict() for f in report.findings]) + ",\n"
+            + items("exempted", [{**f.to_dict(), "exemptReason": report.exempt_reason(f)}
+                                 for f in report.exempted]) + ",\n"
             + f'  "summary": {summary},\n'
             + items("errors", errors) + "\n}\n")
 
 
-def _uri(source) -> str:
-    return (source.file if source else "stdin").replace("\\", "/").lstrip("./") or "stdin"
-
-
-def render_sarif(report: Report) -> str:
+def render_sarif(report: Report, locations: SourceRoot | None = None) -> str:
+    """SARIF 2.1.0 for GitHub code scanning: paths relative to ``%SRCROOT%`` (``locations``: the source
+    root and chart folder, default the working directory), Helm-rendered objects placed in their chart
+    files, and exempted findings as results with an in-source suppression that gives the reason."""
     import hashlib
 
-    rules = sorted({f.rule for f in report.findings} | set(REGISTRY))
+    locations = locations or SourceRoot()
+    rules = sorted({f.rule for f in report.findings} | {f.rule for f in report.exempted} | set(REGISTRY))
     index = {rid: i for i, rid in enumerate(rules)}
     rule_meta = []
     for rid in rules:
@@ -57,41 +60,46 @@ def render_sarif(report: Report) -> str:
                            "security-severity": SECURITY_SEVERITY[r.severity] if r else "2.0"},
         })
     results = []
-    for f in report.findings:
-        uri = _uri(f.source)
-        region = {"startLine": f.source.line or 1} if f.source else {"startLine": 1}
+    exempted = [(f, report.exempt_reason(f)) for f in report.exempted]
+    for f, reason in [(f, None) for f in report.findings] + exempted:
         fp = hashlib.sha256(f"{f.rule}|{f.workload}|{f.location}|{f.message}".encode()).hexdigest()[:32]
-        results.append({
+        result = {
             "ruleId": f.rule,
             "ruleIndex": index[f.rule],
             "level": SARIF_LEVEL[f.severity],
             "message": {"text": f.render()},
             "locations": [{
-                "physicalLocation": {"artifactLocation": {"uri": uri}, "region": region},
+                "physicalLocation": {"artifactLocation": locations.artifact(f.source),
+                                     "region": {"startLine": locations.line(f.source)}},
                 "logicalLocations": [{"name": f.workload.name, "fullyQualifiedName": str(f.workload),
                                       "kind": "resource"}],
             }],
             "partialFingerprints": {"guywireFinding/v1": fp},
             "properties": {"severity": f.severity.value, "path": f.path},
-        })
+        }
+        if reason is not None:
+            result["suppressions"] = [{"kind": "inSource", "status": "accepted",
+                                       "justification": f"guywire.dev/exempt-reason: {reason}"}]
+        results.append(result)
     doc = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {"name": "guywire", "version": __version__, "semanticVersion": __version__,
                                 "informationUri": INFO_URI, "rules": rule_meta}},
+            "originalUriBaseIds": locations.base_ids(),
             "results": results,
             "invocations": [{"executionSuccessful": not report.failed,
                              "toolExecutionNotifications": [
                                  {"level": "error" if d.error else "note", "message": {"text": d.render()}}
                                  for d in report.diagnostics] + [
-                                 _sarif_notification(e, index) for e in report.evaluation_errors]}],
+                                 _sarif_notification(e, index, locations) for e in report.evaluation_errors]}],
         }],
     }
     return json.dumps(doc, indent=2) + "\n"
 
 
-def _sarif_notification(e, index: dict[str, int]) -> dict:
+def _sarif_notification(e, index: dict[str, int], locations: SourceRoot) -> dict:
     """A rule that raised: a tool execution notification (level error), never a result."""
     note: dict = {"level": "error", "message": {"text": e.render()},
                   "exception": {"kind": e.error, "message": e.detail},
@@ -101,8 +109,8 @@ def _sarif_notification(e, index: dict[str, int]) -> dict:
         ref["index"] = index[e.rule]
     note["associatedRule"] = ref
     if e.source:
-        note["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": _uri(e.source)},
-                                                   "region": {"startLine": e.source.line or 1}},
+        note["locations"] = [{"physicalLocation": {"artifactLocation": locations.artifact(e.source),
+                                                   "region": {"startLine": locations.line(e.source)}},
                               "logicalLocations": [{"name": e.object.name, "fullyQualifiedName": str(e.object),
                                                     "kind": "resource"}]}]
     return note

@@ -28,6 +28,15 @@ class Report:
         return self.result.findings
 
     @property
+    def exempted(self) -> list[Finding]:
+        """Findings a workload's ``guywire.dev/exempt`` (with a reason) keeps out of ``findings``."""
+        return self.result.exempted
+
+    def exempt_reason(self, f: Finding) -> str:
+        w = self.engine.inventory.workloads.get((f.workload.namespace, f.workload.kind, f.workload.name))
+        return w.decl.exempt_reason if w is not None else ""
+
+    @property
     def errors(self) -> list[Diagnostic]:
         """Input that could not be read."""
         return [d for d in self.diagnostics if d.error]
@@ -54,6 +63,7 @@ class Report:
             "services": len(self.engine.inventory.services),
             "violatingObjects": len(violating),
             "findings": len(self.findings),
+            "exempted": len(self.exempted),
             "bySeverity": {s.value: by_sev.get(s.value, 0) for s in reversed(list(Severity))},
             "byRule": dict(sorted(by_rule.items())),
             "policies": [p.ref for p in self.engine.policies],

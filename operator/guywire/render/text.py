@@ -1,6 +1,7 @@
 """Human output: findings grouped by object, worst first, coloured on a terminal."""
 from __future__ import annotations
 
+from collections import Counter
 from itertools import groupby
 
 from ..model.severity import Severity
@@ -59,6 +60,11 @@ def render_text(report: Report, colour: bool = False) -> str:
         b = s["baseline"]
         lines.append(f"Against the baseline {b['source']}: {b['newOrWorse']} finding(s) new or worse shown; "
                      f"{b['unchangedOrBetter']} unchanged or better and {b['fixed']} fixed not shown.")
+    if report.exempted:
+        by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(Counter(f.rule for f in report.exempted).items()))
+        lines.append(f"Exempted: {len(report.exempted)} finding(s) on {len({f.workload for f in report.exempted})} "
+                     f"object(s) not counted above, by guywire.dev/exempt with a reason ({by_rule}); "
+                     "--format json or sarif lists them.")
     if s["skippedKinds"]:
         total = sum(s["skippedKinds"].values())
         kinds = ", ".join(f"{k} {n}" for k, n in list(s["skippedKinds"].items())[:8])
