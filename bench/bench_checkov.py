@@ -72,6 +72,7 @@ GUYWIRE_EQUIVALENT: dict[str, tuple[str, str | None] | None] = {
     "CKV_K8S_43": ("GW-OBS-007", None),
 }
 # Checkov's own scope (checkov/kubernetes/checks/resource/base_container_check.py)
+SHARED = ("CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_14")  # the checks both tools have, as issue 15 counts them
 CHECKOV_KINDS = ("CronJob", "Pod", "PodTemplate", "Deployment", "DeploymentConfig", "DaemonSet", "Job", "ReplicaSet",
                  "ReplicationController", "StatefulSet")
 CHECKOV_PROBE_SKIPS = ("Job", "CronJob")  # CKV_K8S_8 / 9 leave these out
@@ -200,11 +201,11 @@ def parse_in_process(files: list[str], runs: int) -> tuple[float, int]:
     return best, docs
 
 
-def guywire_in_process(corpus: str, runs: int) -> float:
+def guywire_in_process(corpus: str, runs: int, cluster_per: str = "input") -> float:
     """The CLI's work without interpreter start-up and imports: read, build, evaluate, render JSON."""
-    from guywire.cli import build
-    from guywire.engine import Engine
-    from guywire.model.policy import baseline_policy
+    from guywire.cli import build_clusters
+    from guywire.clusters import judge
+    from guywire.model.baseline import baseline_policy
     from guywire.render.machine import render_json
     from guywire.render.report import Report
     from guywire.model.severity import Severity
@@ -212,11 +213,11 @@ def guywire_in_process(corpus: str, runs: int) -> float:
     best = float("inf")
     for _ in range(runs):
         t = time.perf_counter()
-        inventory, policies, diags, files, skipped = build([corpus], [])
-        engine = Engine(policies or [baseline_policy()], inventory)
-        result = engine.evaluate_all()
-        render_json(Report(engine=engine, result=result, diagnostics=diags, files=files, skipped_kinds=skipped,
-                           fail_on=Severity.LOW))
+        clusters, policies, diags, files, skipped = build_clusters([corpus], [], None, cluster_per)
+        judged = judge(clusters, policies, [baseline_policy()])
+        result = judged.evaluate_all()
+        render_json(Report(engine=judged.first, result=result, diagnostics=diags, files=files, skipped_kinds=skipped,
+                           fail_on=Severity.LOW, judged=judged))
         best = min(best, time.perf_counter() - t)
     return best
 
@@ -256,6 +257,7 @@ class Obj:
     line: int | None
     view: Any = None  # guywire's Workload, or None
     refused: str | None = None  # guywire's diagnostic when it could not read the object
+    engine: Any = None  # the guywire engine that judged this definition (its cluster, or a shadow layer)
 
 
 @dataclass
@@ -269,13 +271,17 @@ class Case:
     gw_locations: list[str]
 
 
-def load_corpus(corpus: str):
-    """Every object, guywire's engine over them (as `guywire check` builds it) and its findings."""
-    from guywire.cli import build
-    from guywire.engine import Engine
+def load_corpus(corpus: str, cluster_per: str = "input"):
+    """Every object, guywire's engines over them (as `guywire check` builds them) and its findings.
+
+    Every definition is judged by some engine (its cluster's, or the shadow layer that holds an
+    earlier definition of an object read twice): each object is matched with the engine whose
+    inventory holds that very definition (same file and line)."""
+    from guywire.cli import build_clusters
+    from guywire.clusters import judge
     from guywire.inventory import view_of
     from guywire.loader import load
-    from guywire.model.policy import baseline_policy
+    from guywire.model.baseline import baseline_policy
     from guywire.workload import ParseError
 
     docs, _, _ = load([corpus])
@@ -294,44 +300,27 @@ def load_corpus(corpus: str):
         except ParseError as exc:
             o.refused = str(exc)
         objs.setdefault(key, o)
-    inventory, policies, diags, files, skipped = build([corpus], [])
-    engine = Engine(policies or [baseline_policy()], inventory)
-    result = engine.evaluate_all()
+    clusters, policies, diags, files, skipped = build_clusters([corpus], [], None, cluster_per)
+    judged = judge(clusters, policies, [baseline_policy()])
+    result = judged.evaluate_all()
     by_workload: dict[tuple, list] = defaultdict(list)
     for f in result.findings:
         src = os.path.realpath(f.source.file) if f.source else ""
         by_workload[(src, f.workload.kind, f.workload.namespace, f.workload.name)].append(f)
-    # views from the engine's own inventory, so the graph lookups use the same objects
-    for w in engine.inventory.workloads.values():
-        k = (os.path.realpath(w.source.file) if w.source else "", w.kind, w.namespace, w.name)
-        if k in objs:
-            objs[k].view = w
-    return objs, engine, result, by_workload, diags
+    # views from the engines' own inventories, so the graph lookups use the same objects
+    for engine in judged.engines:
+        for key, w in engine.inventory.workloads.items():
+            k = (os.path.realpath(w.source.file) if w.source else "", w.kind, w.namespace, w.name)
+            o = objs.get(k)
+            if o is not None and key in engine.results and o.line == (w.source.line if w.source else None):
+                o.view, o.engine = w, engine
+    return objs, judged, result, by_workload, diags
 
 
-def shadowed_by(o: Obj, engine) -> str | None:
-    """The file whose same-named object replaced ``o`` in guywire's inventory, if one did.
-
-    The inventory holds one object per (namespace, kind, name), as a cluster does; a directory of
-    unrelated samples can hold several, and the last one read wins.
-    """
-    w = o.view
-    if w is None or not hasattr(w, "templates"):
-        return None
-    kept = engine.inventory.workloads.get(w.key)
-    if kept is None or kept.source is None:
-        return None
-    kept_file = os.path.realpath(kept.source.file)
-    if kept_file != o.key[0] or (kept.source.line != o.line and kept_file == o.key[0]):
-        return f"{os.path.basename(kept_file)}:{kept.source.line}"
-    return None
-
-
-def guywire_verdict(check: str, o: Obj, engine, findings: list) -> tuple[str | None, list[str]]:
+def guywire_verdict(check: str, o: Obj, findings: list) -> tuple[str | None, list[str]]:
     eq = GUYWIRE_EQUIVALENT[check]
-    w = o.view
-    if eq is None or w is None or o.refused or shadowed_by(o, engine) or engine.skipped(w) \
-            or not engine.results.get(w.key):
+    w, engine = o.view, o.engine
+    if eq is None or w is None or engine is None or o.refused or engine.skipped(w) or not engine.results.get(w.key):
         return None, []
     rule, text = eq
     if rule in ("GW-OBS-001", "GW-OBS-002") and not w.long_running:
@@ -391,19 +380,17 @@ def ex_not_read(case: Case, engine):
     return None
 
 
-def ex_shadowed(case: Case, engine):
-    if case.obj is not None and case.guywire is None:
-        other = shadowed_by(case.obj, engine)
-        if other:
-            return ("guywire never judges this object: its inventory keeps one object per namespace/kind/name, and a "
-                    "same-named object read later from another file replaced it (guywire warns 'defined again')",
-                    f"replaced by {other}")
+def ex_unjudged(case: Case, engine):
+    o = case.obj
+    if o is not None and case.guywire is None and o.view is not None and hasattr(o.view, "templates") \
+            and o.engine is None:
+        return "guywire never judged this definition (a bug: every definition should be judged)", ""
     return None
 
 
 def ex_skipped_namespace(case: Case, engine):
     w = case.obj.view if case.obj else None
-    if w is not None and engine.skipped(w):
+    if w is not None and case.obj.engine is not None and case.obj.engine.skipped(w):
         return f"guywire never evaluates namespace {w.namespace} (DESIGN.md: kube-system is always skipped)", ""
     return None
 
@@ -442,7 +429,7 @@ def ex_readiness(case: Case, engine):
     if case.check != "CKV_K8S_9" or case.checkov != FAIL or case.guywire != PASS:
         return None
     w = case.obj.view
-    g = engine.graph
+    g = case.obj.engine.graph
     serving = bool(g.selected_by.get(w.key) or g.callers.get(w.key) or any(c.ports for c in w.containers if c.main))
     if not serving:
         return ("guywire requires readiness only on workloads that serve traffic: no Service selects it, nothing "
@@ -519,7 +506,7 @@ def ex_checkov_kind(case: Case, engine):
     return None
 
 
-EXPLAINERS: list[Explainer] = [ex_not_read, ex_shadowed, ex_skipped_namespace, ex_exempt, ex_cpu_limit, ex_digest,
+EXPLAINERS: list[Explainer] = [ex_not_read, ex_unjudged, ex_skipped_namespace, ex_exempt, ex_cpu_limit, ex_digest,
                                ex_readiness, ex_resources, ex_image_tag, ex_probe_kinds, ex_checkov_kind]
 
 
@@ -552,6 +539,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per tool; the best wall time is reported")
     ap.add_argument("--examples", type=int, default=2, help="examples printed per class of disagreement")
     ap.add_argument("--json", metavar="FILE", help="also write figures and cases as JSON")
+    ap.add_argument("--cluster-per", choices=["input", "dir", "file"], default="input",
+                    help="guywire check --cluster-per (default input, guywire's default)")
     args = ap.parse_args()
 
     corpus = os.path.abspath(args.corpus)
@@ -562,7 +551,7 @@ def main() -> int:
         return 2
     guywire = os.path.join(os.path.dirname(sys.executable), "guywire")
     gw_cmd = ([guywire] if os.path.exists(guywire) else [sys.executable, "-m", "guywire.cli"]) + \
-        ["check", corpus, "--format", "json"]
+        ["check", corpus, "--format", "json", "--cluster-per", args.cluster_per]
     ck_cmd = [checkov, "-d", corpus, "--framework", "kubernetes", "--check", ",".join(CHECKS), "-o", "json",
               "--skip-download"]
     ck_env = tool_env(SKIP_PACKAGE_UPDATE_CHECK="true", LOG_LEVEL="ERROR")
@@ -579,7 +568,7 @@ def main() -> int:
     ck = measure("checkov", ck_cmd, args.runs, env=ck_env)
     parse = measure("parse YAML only", [sys.executable, "-c", PARSE_ONLY] + files, args.runs, env=gw_env)
     parse_ip, n_docs = parse_in_process(files, args.runs)
-    gw_ip = guywire_in_process(corpus, args.runs)
+    gw_ip = guywire_in_process(corpus, args.runs, args.cluster_per)
     load_after = loadavg()
     ck_version = subprocess.run([checkov, "--version"], stdout=subprocess.PIPE, text=True, env=ck_env).stdout.strip()
 
@@ -619,7 +608,8 @@ def main() -> int:
 
     # ----- verdicts
     ck_verdicts, ck_keys, ck_summary = checkov_verdicts(ck.stdout)
-    objs, engine, result, by_workload, _ = load_corpus(corpus)
+    objs, judged, result, by_workload, _ = load_corpus(corpus, args.cluster_per)
+    engine = judged.first
     cli_findings = Counter(f["rule"] for f in gw_out["findings"])
     ip_findings = Counter(f.rule for f in result.findings)
     if cli_findings != ip_findings:
@@ -627,7 +617,7 @@ def main() -> int:
               f"{ip_findings - cli_findings}")
     print(f"\nCheckov: {ck_summary.get('resource_count', '?')} resources, {ck_summary.get('passed', '?')} passed, "
           f"{ck_summary.get('failed', '?')} failed, {ck_summary.get('parsing_errors', '?')} parsing errors; "
-          f"guywire: {len(engine.inventory.workloads)} workloads read, {len(result.findings)} findings")
+          f"guywire: {sum(1 for o in objs.values() if o.engine is not None)} workload definitions judged, {len(result.findings)} findings")
 
     ck_resources = {k for (k, _) in ck_verdicts}
     gw_resources = {o.key for o in objs.values() if o.view is not None and hasattr(o.view, "templates")}
@@ -635,7 +625,7 @@ def main() -> int:
     for check in CHECKS:
         for key in sorted(ck_resources | gw_resources):
             o = objs.get(key)
-            gv, locs = guywire_verdict(check, o, engine, by_workload.get(key, [])) if o else (None, [])
+            gv, locs = guywire_verdict(check, o, by_workload.get(key, [])) if o else (None, [])
             cases.append(Case(check, key, ck_verdicts.get((key, check)), gv, o, ck_keys.get((key, check), []), locs))
 
     print("\nagreement per check, one verdict per resource (file, kind, namespace/name):")
@@ -663,7 +653,8 @@ def main() -> int:
         table.append({"check": check, "guywire": eq[0] if eq else None, "both": len(both), "agree": len(agree),
                       "disagree": len(disagree), "checkov_only_fail": len(ck_only_fail),
                       "guywire_only_fail": len(gw_only_fail), "one_side_pass": len(one_pass)})
-        for c in disagree + ck_only_fail + gw_only_fail:
+        ck_only_pass = [c for c in cs if check in SHARED and c.checkov == PASS and not c.guywire]
+        for c in disagree + ck_only_fail + gw_only_fail + ck_only_pass:
             found = explain(c, engine)
             if found:
                 reason, detail = found
@@ -676,6 +667,14 @@ def main() -> int:
     print("  both: resources both tools judged; ck fail/gw -: Checkov fails it, guywire has no verdict (kind not "
           "read, rule not applicable);\n  gw fail/ck -: the reverse; one side pass: one tool passes it, the other "
           "has no verdict (not a disagreement).")
+
+    shared = [c for c in cases if c.check in SHARED and c.checkov]
+    agreed = [c for c in shared if c.guywire == c.checkov]
+    print(f"\nthe three checks both tools have ({', '.join(SHARED)}), per (file, object) Checkov judged: guywire "
+          f"agrees on {len(agreed)} of {len(shared)} verdicts ({100 * len(agreed) / max(1, len(shared)):.1f}%); "
+          f"{sum(1 for c in shared if c.guywire is None)} of the {len(shared) - len(agreed)} others have no guywire "
+          "verdict")
+    table.append({"check": "+".join(SHARED), "checkov_verdicts": len(shared), "agree": len(agreed)})
 
     total = sum(sum(c.values()) for c in classes.values()) + len(unexplained)
     print(f"\ndisagreements explained ({total - len(unexplained)} of {total}), by check and class:")

@@ -16,6 +16,7 @@ from .model.baseline import baseline_policy
 from .model.severity import Severity
 
 if TYPE_CHECKING:
+    from .clusters import Cluster, Judged
     from .engine import Engine
     from .inventory import Inventory
     from .model.policy import Policy
@@ -30,9 +31,17 @@ def parse_now(text: str | None, clock: Clock = SYSTEM) -> datetime:
 
 def build(paths: list[str], policy_files: list[str], meanwhile=None
           ) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
-    """Read inputs into an inventory and policies. Never raises for bad input."""
+    """Read inputs into one inventory (the input as one cluster) and policies. Never raises for bad input."""
+    clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile)
+    return clusters[0].inventory, clusters[0].policies + policies, diags, files, skipped
+
+
+def build_clusters(paths: list[str], policy_files: list[str], meanwhile=None, cluster_per: str = "input"
+                   ) -> tuple[list[Cluster], list[Policy], list[Diagnostic], int, Counter]:
+    """Read inputs into clusters (``--cluster-per``; each with the policies found in its files) and the
+    policies of ``policy_files``. Never raises for bad input."""
     with paused_gc():
-        return _build(paths, policy_files, meanwhile)
+        return _build(paths, policy_files, meanwhile, cluster_per)
 
 
 def warm_up(policy_files: list[str], *modules: str):
@@ -42,18 +51,21 @@ def warm_up(policy_files: list[str], *modules: str):
     def run() -> None:
         import importlib
 
-        for name in (".engine", ".inventory", *modules, *((".model.policy",) if policy_files else ())):
+        for name in (".clusters", *modules, *((".model.policy",) if policy_files else ())):
             importlib.import_module(name, __package__)
     return run
 
 
-def _build(paths: list[str], policy_files: list[str], meanwhile=None
-           ) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
-    docs, diags, files = load(paths, meanwhile)
-    from .inventory import POLICY_KINDS, Inventory, ParseError, view_of
+NEXT_GRAIN = {"input": "dir", "dir": "file"}
 
-    inventory = Inventory()
-    policies: list[Policy] = []
+
+def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_per: str = "input"
+           ) -> tuple[list[Cluster], list[Policy], list[Diagnostic], int, Counter]:
+    docs, diags, files = load(paths, meanwhile)
+    from .clusters import Cluster, cluster_of
+    from .inventory import POLICY_KINDS, ParseError, view_of
+
+    clusters: dict[str, Cluster] = {}
     skipped: Counter = Counter()
     for doc in docs:
         obj = doc.obj
@@ -62,13 +74,17 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None
             diags.append(Diagnostic(doc.source, "object has no kind; not a Kubernetes object, skipped.", error=False))
             skipped["(no kind)"] += 1
             continue
+        name = cluster_of(doc.source.file, cluster_per)
+        cluster = clusters.get(name)
+        if cluster is None:
+            cluster = clusters[name] = Cluster(name)
         if kind in POLICY_KINDS:
             policy, error = _parse_policy(obj)
             if policy is not None:
-                policies.append(policy)
+                cluster.policies.append(policy)
             else:
-                name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
-                diags.append(Diagnostic(doc.source, f"{kind} {name or '?'}: {error}"))
+                pname = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
+                diags.append(Diagnostic(doc.source, f"{kind} {pname or '?'}: {error}"))
             continue
         try:
             view = view_of(obj, doc.source)
@@ -78,14 +94,20 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None
         except Exception as exc:  # a reader bug must not lose the other objects
             diags.append(Diagnostic(doc.source, f"{kind}: could not be read ({type(exc).__name__}: {exc})."))
             continue
-        earlier = _already_defined(inventory, view)
-        if earlier is not None:
-            diags.append(Diagnostic(doc.source, f"{kind} {_name_of(view)} is defined again (first at {earlier}); "
-                                    "this definition replaces it.", error=False, warning=True))
         if view is None:
             skipped[kind] += 1
-        elif not inventory.add(view):
+            continue
+        held, earlier = cluster.add(view)
+        if earlier is not None:
+            hint = NEXT_GRAIN.get(cluster_per)
+            diags.append(Diagnostic(
+                doc.source, f"{kind} {view.namespace}/{view.name} is defined again (first at "
+                f"{earlier.source or 'another input'}); this definition is the one in the graph, and both are judged "
+                "on their own." + (f" If they belong to different clusters, give --cluster-per {hint}." if hint else ""),
+                error=False, warning=True))
+        if not held:
             skipped[f"{kind} (evaluated through its owner)"] += 1
+    policies: list[Policy] = []
     for pf in policy_files:
         pdocs, pdiags, _ = load([pf])
         diags.extend(pdiags)
@@ -100,7 +122,7 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None
                     diags.append(Diagnostic(doc.source, f"{doc.obj.get('kind')}: {error}"))
         if not found and not pdiags:
             diags.append(Diagnostic(SourceRef(pf), "holds no ComplexityPolicy or ClusterComplexityPolicy."))
-    return inventory, policies, diags, files, skipped
+    return list(clusters.values()) or [Cluster("")], policies, diags, files, skipped
 
 
 def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
@@ -113,52 +135,36 @@ def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
         return None, str(exc)
 
 
-def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Engine, list[Diagnostic], int, Counter]:
-    inventory, policies, diags, files, skipped = build(args.paths, args.policy or [],
-                                                       warm_up(args.policy or [], *warm))
-    from .engine import Engine
+def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Judged, list[Diagnostic], int, Counter]:
+    """Every cluster of the input judged (``--cluster-per``), with the shadow layers of definitions read twice."""
+    clusters, policies, diags, files, skipped = build_clusters(
+        args.paths, args.policy or [], warm_up(args.policy or [], *warm), getattr(args, "cluster_per", "input"))
+    from .clusters import judge
 
-    engine = Engine(policies or [baseline_policy()], inventory, now=parse_now(getattr(args, "now", None), args.clock),
-                    keep_exempted=keep_exempted)
-    return engine, diags, files, skipped
-
-
-def _already_defined(inventory: Inventory, view) -> str | None:
-    """Where an object with the same kind, namespace and name was read before, if one was."""
-    from .workload import Service, Workload
-    if isinstance(view, Workload):
-        old = inventory.workloads.get(view.key)
-    elif isinstance(view, Service):
-        old = inventory.services.get(view.key)
-        if old is not None and old.backend is not None:
-            return None  # a Service a controller would make, replaced by the real one
-    else:
-        return None
-    return str(old.source or "another input") if old is not None else None
-
-
-def _name_of(view) -> str:
-    return f"{view.namespace}/{view.name}"
+    judged = judge(clusters, policies, [baseline_policy()], now=parse_now(getattr(args, "now", None), args.clock),
+                   keep_exempted=keep_exempted)
+    return judged, diags, files, skipped
 
 
 def cmd_check(args) -> int:
     renderer = ".render.text" if args.format == "text" else ".render.machine"
-    engine, diags, files, skipped = _engine(args, ".render.report", renderer, ".simulate", keep_exempted=True)
+    judged, diags, files, skipped = _engine(args, ".render.report", renderer, ".simulate", keep_exempted=True)
     from .render.machine import render_json, render_junit, render_sarif
     from .render.report import Report
     from .render.text import render_text
 
-    result = engine.evaluate_all()
+    result = judged.evaluate_all()
     fail_on = Severity.parse(args.fail_on)
     comparison = None
     if getattr(args, "baseline", None):
         from dataclasses import replace
 
         from .report import new_or_worse
-        comparison = new_or_worse(result.findings, load_baseline(args.baseline, args, engine))
+        comparison = new_or_worse(result.findings, load_baseline(args.baseline, args, judged.first))
         result = replace(result, findings=comparison.findings)
-    report = Report(engine=engine, result=result, diagnostics=diags, files=files, skipped_kinds=skipped,
-                    fail_on=fail_on, baseline=comparison, baseline_source=getattr(args, "baseline", None))
+    report = Report(engine=judged.first, result=result, diagnostics=diags, files=files, skipped_kinds=skipped,
+                    fail_on=fail_on, baseline=comparison, baseline_source=getattr(args, "baseline", None),
+                    judged=judged)
     fmt = args.format
     if fmt == "json":
         out = render_json(report)
@@ -192,17 +198,16 @@ def print_evaluation_errors(errors) -> None:
         print(f"guywire: error: {e.render()}{where}", file=sys.stderr)
 
 
-def _old_engine(path: str, args, engine: Engine) -> Engine:
-    """The engine for an older state: its own policies if it has some, else the current run's."""
-    from .engine import Engine
+def _old_judged(path: str, args, engine: Engine) -> Judged:
+    """The engines for an older state: its own policies if it has some, else the current run's."""
+    from .clusters import judge
 
-    inventory, policies, diags, _, _ = build([path], args.policy or [])
+    clusters, policies, diags, _, _ = build_clusters([path], args.policy or [], None,
+                                                     getattr(args, "cluster_per", "input"))
     errors = [d for d in diags if d.error]
     if errors:
         raise ValueError(f"{path}: {errors[0].render()}")
-    old = Engine(policies or engine.policies, inventory, now=engine.now)
-    old.evaluate_all()
-    return old
+    return judge(clusters, policies, engine.policies, now=engine.now)
 
 
 def _saved_json(path: str) -> dict | None:
@@ -232,7 +237,24 @@ def load_baseline(path: str, args, engine: Engine) -> list:
             return known_from_json(data)
         except ValueError as exc:
             raise ValueError(f"--baseline {path} {exc}") from None
-    return [known_from_finding(f) for f in _old_engine(path, args, engine).result().findings]
+    return [known_from_finding(f) for f in _old_judged(path, args, engine).evaluate_all().findings]
+
+
+def _print_errors(diags: list[Diagnostic]) -> list[Diagnostic]:
+    errors = [d for d in diags if d.error]
+    for d in errors:
+        print(f"guywire: {d.render()}", file=sys.stderr)
+    return errors
+
+
+def _one_cluster(judged: Judged, what: str) -> Engine:
+    """The engine of the only cluster; a clear error when ``--cluster-per`` made several."""
+    clusters = judged.clusters()
+    if len(clusters) > 1:
+        names = ", ".join(n for n, _ in clusters[:4]) + (", ..." if len(clusters) > 4 else "")
+        raise ValueError(f"{what} takes one cluster; --cluster-per made {len(clusters)} ({names}). "
+                         "Give the files of one of them.")
+    return judged.first
 
 
 def cmd_simulate(args) -> int:
@@ -240,10 +262,8 @@ def cmd_simulate(args) -> int:
     from .render.simulate import render_simulation_html, render_simulation_json, render_simulation_text
     from .simulate import Failure, find_workload, simulate
 
-    engine, diags, _, _ = _engine(args)
-    errors = [d for d in diags if d.error]
-    for d in errors:
-        print(f"guywire: {d.render()}", file=sys.stderr)
+    judged, diags, _, _ = _engine(args)
+    errors = _print_errors(diags)
     if args.down:
         failure = Failure("down")
     elif args.latency is not None:
@@ -257,6 +277,20 @@ def cmd_simulate(args) -> int:
         failure = Failure("error-rate", error_rate=rate)
     if args.rps is not None and args.rps <= 0:
         raise ValueError(f"--rps {args.rps:g} must be above zero.")
+    clusters = judged.clusters()
+    engine = clusters[0][1]
+    if len(clusters) > 1:  # the cluster that holds the target
+        holding = []
+        for name, e in clusters:
+            try:
+                find_workload(e.graph, args.target)
+            except ValueError:
+                continue
+            holding.append((name, e))
+        if len(holding) > 1:
+            raise ValueError(f"{args.target} is in {len(holding)} clusters ({', '.join(n for n, _ in holding[:4])}); "
+                             "give the files of one of them.")
+        engine = holding[0][1] if holding else engine
     g = engine.graph
     target = find_workload(g, args.target)
     entries = [find_workload(g, e) for e in args.entry or ()]
@@ -267,29 +301,51 @@ def cmd_simulate(args) -> int:
     return EXIT_ERROR if errors else EXIT_CLEAN
 
 
+def _per_cluster(judged: Judged, fmt: str, render, comment: str | None) -> str:
+    """One cluster: what ``render(engine)`` writes. Several: JSON as {"clusters": [{"cluster": name, ...}]},
+    text formats one section per cluster headed by a ``comment`` line."""
+    import json
+
+    clusters = judged.clusters()
+    if len(clusters) == 1:
+        return render(clusters[0][1])
+    if fmt == "json":
+        docs = [{"cluster": name, **json.loads(render(e))} for name, e in clusters]
+        return json.dumps({"clusters": docs}, indent=2) + "\n"
+    if comment is None:
+        _one_cluster(judged, f"--format {fmt}")
+    return "\n".join(f"{comment} cluster {name}\n{render(e)}" for name, e in clusters)
+
+
 def cmd_report(args) -> int:
     from .render.complexity import render_report_json, render_report_text
     from .report import ComplexityReport, complexity_report, diff_reports
 
-    engine, diags, _, _ = _engine(args)
-    engine.evaluate_all()
-    errors = [d for d in diags if d.error]
-    for d in errors:
-        print(f"guywire: {d.render()}", file=sys.stderr)
-    rep = complexity_report(engine, suggestions=True)
-    changes = None
-    if args.diff:
-        data = _saved_json(args.diff)
-        if data is not None and "cluster" in data:
-            old = ComplexityReport.from_dict(data)
-        elif data is not None:
-            raise ValueError(f"--diff {args.diff} is a guywire check report; give manifests or the output of "
-                             "guywire report --format json.")
-        else:
-            old = complexity_report(_old_engine(args.diff, args, engine))
-        changes = diff_reports(old, rep)
+    judged, diags, _, _ = _engine(args)
+    errors = _print_errors(diags)
     render = render_report_json if args.format == "json" else render_report_text
-    sys.stdout.write(render(rep, changes))
+    if not args.diff:
+        reports = []
+
+        def one(e):
+            rep = complexity_report(e, suggestions=True)
+            reports.append(rep)
+            return render(rep)
+        sys.stdout.write(_per_cluster(judged, args.format, one, "#"))
+        raised = [x for rep in reports for x in rep.errors]
+        print_evaluation_errors(raised)
+        return EXIT_ERROR if errors or raised else EXIT_CLEAN
+    engine = _one_cluster(judged, "--diff")
+    rep = complexity_report(engine, suggestions=True)
+    data = _saved_json(args.diff)
+    if data is not None and "cluster" in data:
+        old = ComplexityReport.from_dict(data)
+    elif data is not None:
+        raise ValueError(f"--diff {args.diff} is a guywire check report; give manifests or the output of "
+                         "guywire report --format json.")
+    else:
+        old = complexity_report(_one_cluster(_old_judged(args.diff, args, engine), "--diff"))
+    sys.stdout.write(render(rep, diff_reports(old, rep)))
     print_evaluation_errors(rep.errors)
     return EXIT_ERROR if errors or rep.errors else EXIT_CLEAN
 
@@ -298,14 +354,12 @@ def cmd_graph(args) -> int:
     from .render.graph import render_dot, render_graph_json, render_graph_text, render_mermaid
     from .render.html import render_html
 
-    engine, diags, _, _ = _engine(args)
-    engine.evaluate_all()
+    judged, diags, _, _ = _engine(args)
     renderer = {"dot": render_dot, "mermaid": render_mermaid, "json": render_graph_json,
                 "text": render_graph_text, "html": render_html}[args.format]
-    sys.stdout.write(renderer(engine))
-    errors = [d for d in diags if d.error]
-    for d in errors:
-        print(f"guywire: {d.render()}", file=sys.stderr)
+    comment = {"dot": "//", "mermaid": "%%", "text": "#"}.get(args.format)
+    sys.stdout.write(_per_cluster(judged, args.format, renderer, comment))
+    errors = _print_errors(diags)
     return EXIT_ERROR if errors else EXIT_CLEAN
 
 
@@ -360,6 +414,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
                    help="policy file (repeatable); policies found among PATHs are used too; "
                         "without any, the built-in baseline applies")
     p.add_argument("--now", metavar="RFC3339", help="the time rules judge against (default: now)")
+    p.add_argument("--cluster-per", choices=["input", "dir", "file"], default="input",
+                   help="what is one cluster (one graph, its Services and policies): the whole input (default), "
+                        "each directory's files, or each file")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -102,11 +102,12 @@ def worst_first(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def merge_findings(groups: Iterable[Iterable[Finding]]) -> list[Finding]:
-    """One finding per (rule, object, location, message) across policies, keeping the worst severity."""
+    """One finding per (rule, object, location, message, definition) across policies, keeping the worst severity.
+    The definition (source) keeps apart the findings of two definitions of one object (see guywire.clusters)."""
     best: dict[tuple, Finding] = {}
     for group in groups:
         for f in group:
-            k = (f.rule, f.workload, f.location, f.message)
+            k = (f.rule, f.workload, f.location, f.message, f.source)
             cur = best.get(k)
             if cur is None or f.severity.rank > cur.severity.rank:
                 best[k] = f
@@ -324,6 +325,19 @@ class Engine:
         self.service_results = {}
         self.service_errors = {}
         self._evaluate_services(list(self.inventory.services))
+        return self.result()
+
+    def evaluate_only(self, keys: Iterable[WKey], services: Iterable[tuple[str, str]] = ()) -> Result:
+        """Judge only these workloads and Services (nodes not at all): an engine that holds a whole cluster for
+        the graph but reports on a few of its objects (an earlier definition of one, guywire.clusters)."""
+        self.results = {}
+        self.errors = {}
+        self.exempted_results = {}
+        with paused_gc():
+            self._evaluate(list(keys))
+        self.service_results = {}
+        self.service_errors = {}
+        self._evaluate_services(list(services))
         return self.result()
 
     # ----- reading results ---------------------------------------------------------------------

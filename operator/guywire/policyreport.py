@@ -222,13 +222,15 @@ def _reports(kind: str, base: str, namespace: str | None, results: list[dict], m
 
 
 def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESULTS, include_pass: bool = False,
-                   namespaces: Iterable[str] | None = None) -> list[dict]:
+                   namespaces: Iterable[str] | None = None, also: Iterable[Engine] = ()) -> list[dict]:
     """PolicyReports (one per namespace with evaluated workloads, chunked past ``max_results``) then
     ClusterPolicyReports (Node findings), for the results ``engine`` holds now.
 
     ``namespaces`` limits the output to those namespaces' PolicyReports (no ClusterPolicyReport):
     what a writer rebuilds after an incremental change. Call ``engine.evaluate_all()`` (or let
-    ``upsert`` / ``remove`` keep results current) first.
+    ``upsert`` / ``remove`` keep results current) first. ``also``: more engines whose workload and
+    Service results join the same namespaces' reports (other clusters, earlier definitions of an
+    object: guywire.clusters).
     """
     if max_results < 1:
         raise ValueError(f"max_results must be at least 1, got {max_results}.")
@@ -236,18 +238,19 @@ def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESU
     wanted = set(namespaces) if namespaces is not None else None
     by_ns: dict[str, list[dict]] = {}
     cache: dict = {}
-    for key in sorted(engine.results):
-        ns = key[0]
-        if wanted is not None and ns not in wanted:
-            continue
-        if not engine.results[key]:
-            continue  # skipped namespace or no policy matched: nothing was judged
-        by_ns.setdefault(ns, []).extend(_workload_results(engine, key, ts, include_pass, cache))
-    for skey in sorted(engine.service_results):
-        if wanted is None or skey[0] in wanted:
-            results = _service_results(engine, skey, ts)
-            if results:
-                by_ns.setdefault(skey[0], []).extend(results)
+    for e in (engine, *also):
+        for key in sorted(e.results):
+            ns = key[0]
+            if wanted is not None and ns not in wanted:
+                continue
+            if not e.results[key]:
+                continue  # skipped namespace or no policy matched: nothing was judged
+            by_ns.setdefault(ns, []).extend(_workload_results(e, key, ts, include_pass, cache))
+        for skey in sorted(e.service_results):
+            if wanted is None or skey[0] in wanted:
+                results = _service_results(e, skey, ts)
+                if results:
+                    by_ns.setdefault(skey[0], []).extend(results)
     out: list[dict] = []
     for ns in sorted(by_ns):
         results = sorted(by_ns[ns], key=_sort_key)

@@ -120,10 +120,9 @@ def render_junit(report: Report) -> str:
     """One testsuite per object evaluated, one testcase per rule the matching policies run on it."""
     from xml.sax.saxutils import escape, quoteattr  # imports urllib.request, http and email: only for JUnit
 
-    engine = report.engine
     by_obj: dict = {}
     for f in report.findings:
-        by_obj.setdefault((f.workload, f.rule), []).append(f)
+        by_obj.setdefault((f.workload, f.source.file if f.source else "", f.rule), []).append(f)
     raised: dict = {}  # (object, rule) -> evaluation errors: a JUnit <error>, never a <failure>
     for e in report.evaluation_errors:
         raised.setdefault((e.object, e.rule), []).append(e)
@@ -134,7 +133,9 @@ def render_junit(report: Report) -> str:
 
     suites = []
     total = failures = errors = 0
-    for key, w in sorted(engine.inventory.workloads.items()):
+    judged = sorted(((key, w, engine) for engine in report.engines for key, w in engine.inventory.workloads.items()
+                     if key in engine.results), key=lambda x: (x[0], str(x[1].source or "")))
+    for key, w, engine in judged:
         policies = engine.matched_policies(key)
         if not policies:
             continue
@@ -144,7 +145,7 @@ def render_junit(report: Report) -> str:
         fails = errs = 0
         for rid in rule_ids:
             r = REGISTRY[rid]
-            found = by_obj.get((w.ref, rid), [])
+            found = by_obj.get((w.ref, w.source.file if w.source else "", rid), [])
             body = ""
             if (w.ref, rid) in raised:
                 errs += 1
@@ -190,5 +191,5 @@ def render_policyreports(report: Report) -> str:
     from ..policyreport import policy_reports
 
     now = report.engine.now or datetime.now(timezone.utc)
-    docs = policy_reports(report.engine, now)
+    docs = policy_reports(report.engine, now, also=report.engines[1:])
     return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=120) if docs else ""

@@ -22,6 +22,17 @@ class Report:
     fail_on: Severity | None = None
     baseline: Any = None  # a report.Comparison when --baseline was given: findings are then the new or worse ones
     baseline_source: str | None = None
+    judged: Any = None  # a clusters.Judged when the run has several clusters or definitions read twice
+
+    @property
+    def engines(self) -> list[Engine]:
+        """Every engine whose results are in the report: the clusters', then the shadow layers'."""
+        return self.judged.engines if self.judged is not None else [self.engine]
+
+    @property
+    def cluster_engines(self) -> list[Engine]:
+        """One engine per cluster (the graph of each)."""
+        return [e for _, e in self.judged.clusters()] if self.judged is not None else [self.engine]
 
     @property
     def findings(self) -> list[Finding]:
@@ -55,18 +66,18 @@ class Report:
         by_sev = Counter(f.severity.value for f in self.findings)
         by_rule = Counter(f.rule for f in self.findings)
         violating = {f.workload for f in self.findings}
-        stats = self.engine.graph.stats()
+        stats = combined_stats([e.graph.stats() for e in self.cluster_engines])
         return {
             "files": self.files,
             "workloads": self.result.evaluated,
             "skippedWorkloads": self.result.skipped,
-            "services": len(self.engine.inventory.services),
+            "services": sum(len(e.inventory.services) for e in self.cluster_engines),
             "violatingObjects": len(violating),
             "findings": len(self.findings),
             "exempted": len(self.exempted),
             "bySeverity": {s.value: by_sev.get(s.value, 0) for s in reversed(list(Severity))},
             "byRule": dict(sorted(by_rule.items())),
-            "policies": [p.ref for p in self.engine.policies],
+            "policies": list(dict.fromkeys(p.ref for e in self.cluster_engines for p in e.policies)),
             "skippedKinds": dict(sorted(self.skipped_kinds.items())),
             "graph": stats,
             "blastRadius": self.blast_radius(),
@@ -81,6 +92,16 @@ class Report:
         from ..graph import wlabel
         from ..simulate import blast_radius, top_blast_radii
 
+        radii = {}
+        for engine in self.cluster_engines:
+            radii.update(top_blast_radii(blast_radius(engine), n))
         return [{"workload": wlabel(k), "kind": k[1], "entryPoints": r.entry_points, "workloads": r.workloads,
                  "entries": [wlabel(e) for e in r.entries]}
-                for k, r in top_blast_radii(blast_radius(self.engine), n)]
+                for k, r in top_blast_radii(radii, n)]
+
+
+def combined_stats(stats: list[dict]) -> dict:
+    """Graph figures of several clusters: counts added, maxima the largest."""
+    if len(stats) == 1:
+        return stats[0]
+    return {k: (max if k.startswith("max") else sum)(s[k] for s in stats) for k in stats[0]}

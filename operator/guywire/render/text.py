@@ -17,19 +17,23 @@ def render_text(report: Report, colour: bool = False) -> str:
         return f"{code}{text}{RESET}" if colour else text
 
     lines: list[str] = []
+    # one group per definition: the same object defined in two files is two groups, each with its source
+    def definition(f):
+        return (f.workload, f.source.file if f.source else "")
+
     findings = sorted(report.findings, key=lambda f: (f.workload.namespace or "", f.workload.kind,
-                                                      f.workload.name, f.sort_key))
-    worst_of = {}
+                                                      f.workload.name, definition(f)[1], f.sort_key))
+    worst_of: dict = {}
     for f in findings:
-        cur = worst_of.get(f.workload)
+        cur = worst_of.get(definition(f))
         if cur is None or f.severity.rank > cur.rank:
-            worst_of[f.workload] = f.severity
-    order = sorted(worst_of, key=lambda ref: (-worst_of[ref].rank, ref.namespace or "", ref.kind, ref.name))
-    grouped = {ref: list(items) for ref, items in groupby(findings, key=lambda f: f.workload)}
-    for ref in order:
-        items = sorted(grouped[ref], key=lambda f: f.sort_key)
+            worst_of[definition(f)] = f.severity
+    order = sorted(worst_of, key=lambda d: (-worst_of[d].rank, d[0].namespace or "", d[0].kind, d[0].name, d[1]))
+    grouped = {d: list(items) for d, items in groupby(findings, key=definition)}
+    for d in order:
+        items = sorted(grouped[d], key=lambda f: f.sort_key)
         src = items[0].source
-        lines.append(c(BOLD, str(ref)) + (c(DIM, f"  ({src})") if src else ""))
+        lines.append(c(BOLD, str(d[0])) + (c(DIM, f"  ({src})") if src else ""))
         for f in items:
             sev = c(COLOURS[f.severity], f"{f.severity.value:<8}")
             lines.append(f"  {sev} {f.render()}")
