@@ -492,6 +492,19 @@ def ex_image_tag(case: Case, engine):
     return None
 
 
+def ex_floating_tag(case: Case, engine):
+    if case.check not in ("CKV_K8S_14", "CKV_K8S_43") or case.guywire != FAIL or case.checkov != PASS:
+        return None
+    from guywire.rules.observability import mutable_because
+
+    floating = [c["image"] for c in _containers(case.obj.raw) if isinstance(c.get("image"), str)
+                and mutable_because(c["image"])]
+    if floating:
+        return ("a floating tag other than latest (nightly, main, latest-gpu...): guywire's floatingTags flag it, "
+                "Checkov's CKV_K8S_14 flags only :latest and no tag", ", ".join(sorted(set(floating))))
+    return None
+
+
 def ex_probe_kinds(case: Case, engine):
     if case.check in ("CKV_K8S_8", "CKV_K8S_9") and case.checkov is None and case.guywire == FAIL:
         if case.key[1] in CHECKOV_PROBE_SKIPS:
@@ -507,7 +520,7 @@ def ex_checkov_kind(case: Case, engine):
 
 
 EXPLAINERS: list[Explainer] = [ex_not_read, ex_unjudged, ex_skipped_namespace, ex_exempt, ex_cpu_limit, ex_digest,
-                               ex_readiness, ex_resources, ex_image_tag, ex_probe_kinds, ex_checkov_kind]
+                               ex_readiness, ex_resources, ex_image_tag, ex_floating_tag, ex_probe_kinds, ex_checkov_kind]
 
 
 def explain(case: Case, engine) -> "tuple[str, str] | None":

@@ -33,6 +33,11 @@ def override_for(overrides: Sequence[Any], rule_id: str) -> Any | None:
     return globbed[-1] if globbed else None
 
 
+# Image tags that move to a new build under the same name (GW-OBS-007's default floatingTags): Docker's
+# and most projects' "latest", the nightly and branch builds (vllm/vllm-openai:nightly, :main), release
+# channels (:edge, :stable) and their suffixed forms (rayproject/ray:latest-gpu, axolotl:main-latest).
+FLOATING_TAGS = ("latest", "latest-*", "*-latest", "nightly", "nightly-*", "main", "master", "edge", "dev", "stable")
+
 # What PolicySpec() holds, field by field (python names, as the models' attributes).
 SPEC_DEFAULTS: dict[str, Any] = {
     "enforcement": Enforcement.AUDIT,
@@ -45,7 +50,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
                     "forbid_timeout_inversion": True},
         "observability": {"readiness_probe": True, "liveness_probe": True, "metrics": True, "resources": True,
                           "gpu_resources": True, "required_labels": ["app.kubernetes.io/name"],
-                          "mutable_image_tags": False},
+                          "mutable_image_tags": False, "floating_tags": list(FLOATING_TAGS)},
         "gpu": {"block_unhealthy_nodes": True, "warn_degraded_nodes": True, "report_max_age": 300.0},
         "complexity": {"max_score": 40},
         "simplify": {"enabled": False},

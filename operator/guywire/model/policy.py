@@ -14,7 +14,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .baseline import BASELINE_NAME, Enforcement, baseline_policy, override_for  # noqa: F401 - re-exported
+from .baseline import BASELINE_NAME, FLOATING_TAGS, Enforcement, baseline_policy, override_for  # noqa: F401
 from .severity import Severity
 from .units import DURATION_PATTERN, format_duration, parse_duration
 
@@ -126,7 +126,11 @@ class ObservabilityRules(Strict):
     resources: bool = True
     gpu_resources: bool = True
     required_labels: list[str] = Field(default_factory=lambda: ["app.kubernetes.io/name"])
-    mutable_image_tags: bool = Field(default=False, description="Allow :latest or untagged images.")
+    mutable_image_tags: bool = Field(default=False, description="Allow :latest, floating or untagged images.")
+    floating_tags: list[str] = Field(
+        default_factory=lambda: list(FLOATING_TAGS), max_length=100,
+        description="Tags that move to a new build under the same name (globs, e.g. latest-*); an image with one of "
+                    "them is mutable (GW-OBS-007). A digest always pins.")
 
 
 class GpuRules(Strict):

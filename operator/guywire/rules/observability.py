@@ -1,7 +1,10 @@
 """Observability rules: a workload others depend on can be probed, scraped, scheduled and traced to an image."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+import fnmatch
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+from ..model.baseline import FLOATING_TAGS
 
 from ..model.severity import Severity
 from ..workload import Container, PodTemplate, Workload, selector_matches
@@ -172,26 +175,49 @@ def missing_labels(w: Workload, params: ObservabilityRules, ctx: Context) -> Ite
                     "metadata.labels.")
 
 
-def image_is_mutable(image: str) -> bool:
+def mutable_because(image: str, floating: Iterable[str] = FLOATING_TAGS) -> str | None:
+    """Why ``image`` can change under the same name: "" when it has no tag, else the floating-tag pattern its
+    tag matches; None when it is pinned (a digest always pins)."""
     if "@" in image:
-        return False
+        return None
     last = image.rsplit("/", 1)[-1]
     if ":" not in last:
-        return True
-    return last.rsplit(":", 1)[1] == "latest"
+        return ""
+    tag = last.rsplit(":", 1)[1]
+    return next((p for p in floating if fnmatch.fnmatchcase(tag, p)), None)
+
+
+def image_is_mutable(image: str, floating: Iterable[str] = FLOATING_TAGS) -> bool:
+    return mutable_because(image, floating) is not None
 
 
 @rule(id="GW-OBS-007", name="mutable-image", severity=Severity.MEDIUM, section="observability",
       switch=None,
-      summary="An image is referenced by :latest or without a tag, and without a digest.",
+      summary="An image is referenced by a floating tag (:latest, :nightly, :main...) or without a tag, and without "
+              "a digest.",
       remediation="Pin the image to a version tag (vllm/vllm-openai:v0.6.3) or a digest (@sha256:...).")
 def mutable_image(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
-    """:latest means every node may run a different build, a rollback redeploys the broken one, and
-    nobody can tell which version served a bad answer. Skipped when mutableImageTags is true."""
+    """A floating tag means every node may run a different build, a rollback redeploys the broken one,
+    and nobody can tell which version served a bad answer. Floating: no tag at all, or a tag matching
+    one of the policy's floatingTags globs (default latest, latest-*, *-latest, nightly, nightly-*,
+    main, master, edge, dev, stable: rayproject/ray:latest-gpu and vllm/vllm-openai:nightly move as
+    :latest does). The message names the pattern that matched. A digest (@sha256:...) always pins.
+    Skipped when mutableImageTags is true."""
     if params.mutable_image_tags:
         return
+    floating = params.floating_tags
     for t in w.templates:
         for c in t.containers:
-            if c.image and image_is_mutable(c.image):
-                yield Issue(f'uses image "{c.image}", which can change under the same name. Pin a version tag '
-                            "or a digest.", location=w.container_location(t, c))
+            if not c.image:
+                continue
+            why = mutable_because(c.image, floating)
+            if why is None:
+                continue
+            if why == "":
+                yield Issue(f'uses image "{c.image}" with no tag, which means :latest and can change under the same '
+                            "name. Pin a version tag or a digest.", location=w.container_location(t, c))
+            else:
+                tag = c.image.rsplit(":", 1)[1]
+                yield Issue(f'uses image "{c.image}", whose tag "{tag}" matches the floating tag pattern "{why}" and '
+                            "can change under the same name. Pin a version tag or a digest.",
+                            location=w.container_location(t, c))
