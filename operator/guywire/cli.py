@@ -135,15 +135,23 @@ def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
         return None, str(exc)
 
 
-def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Judged, list[Diagnostic], int, Counter]:
-    """Every cluster of the input judged (``--cluster-per``), with the shadow layers of definitions read twice."""
-    clusters, policies, diags, files, skipped = build_clusters(
-        args.paths, args.policy or [], warm_up(args.policy or [], *warm), getattr(args, "cluster_per", "input"))
+def judge_inputs(paths: list[str], policy_files: list[str], now: str | None, clock: Clock = SYSTEM, *,
+                 cluster_per: str = "input", keep_exempted: bool = False, meanwhile=None
+                 ) -> tuple[Judged, list[Diagnostic], int, Counter]:
+    """Read and judge inputs as every command does: each cluster of the input (``--cluster-per``), with the
+    shadow layers of definitions read twice, at ``now`` (``--now``) when given, else at the clock's time.
+    The rule-fixture tests judge through it too, so a fixture's ``# now:`` means ``--now``."""
+    clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile, cluster_per)
     from .clusters import judge
 
-    judged = judge(clusters, policies, [baseline_policy()], now=parse_now(getattr(args, "now", None), args.clock),
-                   keep_exempted=keep_exempted)
+    judged = judge(clusters, policies, [baseline_policy()], now=parse_now(now, clock), keep_exempted=keep_exempted)
     return judged, diags, files, skipped
+
+
+def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Judged, list[Diagnostic], int, Counter]:
+    return judge_inputs(args.paths, args.policy or [], getattr(args, "now", None), args.clock,
+                        cluster_per=getattr(args, "cluster_per", "input"), keep_exempted=keep_exempted,
+                        meanwhile=warm_up(args.policy or [], *warm))
 
 
 def cmd_check(args) -> int:
@@ -175,7 +183,7 @@ def cmd_check(args) -> int:
         out = render_junit(report)
     elif fmt == "policyreport":
         from .render.machine import render_policyreports
-        out = render_policyreports(report)
+        out = render_policyreports(report, args.clock)
     else:
         colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
         out = render_text(report, colour=colour)
@@ -399,7 +407,7 @@ def cmd_webhook_config(args) -> int:
 def cmd_run(args) -> int:
     from .operator.main import cmd_run as run
 
-    return run(args)
+    return run(args, clock=args.clock)
 
 
 def cmd_node_agent(args) -> int:

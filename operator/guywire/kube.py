@@ -13,13 +13,13 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
 from kubernetes.client.rest import ApiException
 
 from .aikinds import AI_KINDS
+from .clock import SYSTEM, Clock, rfc3339
 
 log = logging.getLogger("guywire.kube")
 
@@ -94,8 +94,9 @@ class ApiFailure(Exception):
 
 class KubeClient:
     def __init__(self, configuration: kubernetes.client.Configuration | None = None, *, attempts: int = 5,
-                 base_delay: float = 0.2, timeout: float = 10.0):
+                 base_delay: float = 0.2, timeout: float = 10.0, clock: Clock = SYSTEM):
         self.api = kubernetes.client.ApiClient(configuration)
+        self.clock = clock  # Event timestamps
         self.attempts = attempts
         self.base_delay = base_delay
         self.timeout = timeout
@@ -163,7 +164,7 @@ class KubeClient:
         ns = involved.get("namespace") or "default"
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         name = f"{involved['name'][:200]}.gw{digest}"
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = rfc3339(self.clock.now())
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "guywire"}},

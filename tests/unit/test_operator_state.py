@@ -11,14 +11,16 @@ import yaml
 
 from guywire.annotations import COMPLEXITY_SCORE, VIOLATIONS
 from guywire.kube import ApiFailure
-from guywire.operator.state import OperatorState, Settings
+from guywire.clock import ManualClock
+from guywire.operator.state import OperatorState, Settings, TokenBucket
 from tests.examples import example_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingClient:
-    def __init__(self):
+    def __init__(self, clock=None):
+        self.clock = clock  # when given, each Event records the clock's monotonic time as it is posted
         self.patches: list[tuple[str, dict]] = []
         self.events: list[dict] = []
         self.fail_next: int = 0
@@ -34,7 +36,8 @@ class RecordingClient:
     async def post_event(self, *, involved, reason, message, type_, key, instance="x"):
         exists = key in self.event_names
         self.event_names.add(key)
-        self.events.append({"reason": reason, "type": type_, "message": message, "name": involved["name"]})
+        self.events.append({"reason": reason, "type": type_, "message": message, "name": involved["name"],
+                            "key": key, "at": self.clock.monotonic() if self.clock else None})
         return "exists" if exists else "created"
 
 
@@ -173,24 +176,52 @@ def test_a_failed_patch_is_retried_on_the_next_pass():
     assert not state.dirty
 
 
+def test_the_event_bucket_refills_with_the_clock():
+    clock = ManualClock()
+    bucket = TokenBucket(rate=2, burst=2, clock=clock)
+    assert [bucket.wait_time(), bucket.wait_time(), bucket.wait_time()] == [0.0, 0.0, 0.5]
+    clock.advance(0.25)
+    assert bucket.wait_time() == 0.25
+    clock.advance(0.25)
+    assert bucket.wait_time() == 0.0
+    clock.advance(3600)
+    assert [bucket.wait_time(), bucket.wait_time(), bucket.wait_time()] == [0.0, 0.0, 0.5], "burst is a cap"
+
+
 def test_events_are_rate_limited_not_dropped():
-    state = OperatorState(RecordingClient(), Settings(events_per_second=1, events_burst=2))
+    clock = ManualClock()
+    client = RecordingClient(clock)
+    state = OperatorState(client, Settings(events_per_second=4, events_burst=2), clock=clock)
     for body in example_bodies():
         state.observe(body)
     state.warm_up()
     asyncio.run(state.flush())
     queued = len(state.events)
-    assert queued > 2
+    assert queued > 5
+    start = clock.monotonic()
 
-    async def run_for(seconds: float) -> None:
+    async def post_while_the_clock_moves() -> None:
         task = asyncio.ensure_future(state.post_events())
-        await asyncio.sleep(seconds)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await until(lambda: len(client.events) == 2)  # the burst, at once
+            for n in (3, 4, 5):  # then one per quarter second of the operator's clock
+                clock.advance(0.25)
+                await until(lambda: len(client.events) == n)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
-    asyncio.run(run_for(1.5))
-    assert 2 <= len(state.client.events) <= 4
-    assert len(state.events) == queued - len(state.client.events)
+    asyncio.run(post_while_the_clock_moves())
+    assert [e["at"] - start for e in client.events] == [0.0, 0.0, 0.25, 0.5, 0.75]
+    assert len(state.events) == queued - len(client.events), "the rest wait in the queue"
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting")
 
 
 def test_owned_workloads_are_left_to_their_owner():
@@ -201,3 +232,35 @@ def test_owned_workloads_are_left_to_their_owner():
     rs["metadata"]["ownerReferences"] = [{"kind": "Deployment", "name": "gateway", "controller": True}]
     state.observe(rs)
     assert ("ml", "ReplicaSet", "gateway-7d4b9c") not in state.engine.inventory.workloads
+
+
+def test_every_time_the_operator_writes_comes_from_its_clock():
+    """Evaluated-at, status and condition times, PolicyReport timestamps, the "no longer violated" Event key
+    and the time rules judge against: all the state's clock, years away from today."""
+    clock = ManualClock("2031-03-04T05:06:07Z")
+    client = RecordingClient(clock)
+    state = OperatorState(client, Settings(status_interval=0, events_per_second=1000, events_burst=1000),
+                          clock=clock)
+    for body in example_bodies():
+        state.observe(body)
+    state.warm_up()
+    assert state.engine.now == clock.now()
+    asyncio.run(drain(state))
+    stamps = {a["guywire.dev/evaluated-at"] for a in annotation_patches(client).values() if a.get(VIOLATIONS)}
+    assert stamps == {"2031-03-04T05:06:07Z"}
+    statuses = [body["status"] for path, body in client.patches if path.endswith("/status")]
+    assert statuses and {s["lastEvaluated"] for s in statuses} == {"2031-03-04T05:06:07Z"}
+    assert {c["lastTransitionTime"] for s in statuses for c in s["conditions"]} == {"2031-03-04T05:06:07Z"}
+    reports = [body for path, body in client.patches if "wgpolicyk8s.io" in path]
+    assert reports and {r["results"][0]["timestamp"]["seconds"] for r in reports if r["results"]} == {
+        int(clock.now().timestamp())}
+
+    clock.advance(3600)
+    body = next(b for b in example_bodies() if b["metadata"]["name"] == "embedder")
+    body["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] = {"memory": "2Gi"}
+    state.observe(body)
+    asyncio.run(drain(state))
+    (resolved,) = [e for e in client.events if e["type"] == "Normal" and e["name"] == "embedder"]
+    assert resolved["key"].endswith("|GW-OBS-004|resolved|2031-03-04T06:06:07Z")
+    assert annotation_patches(client)["/apis/apps/v1/namespaces/ml/deployments/embedder"][
+        "guywire.dev/evaluated-at"] == "2031-03-04T06:06:07Z"

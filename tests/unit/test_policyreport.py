@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from guywire.cli import main
+from guywire.clock import ManualClock
 from guywire.engine import Engine
 from guywire.model.policy import baseline_policy, parse_policy
 from guywire.policyreport import DIGEST_ANNOTATION, policy_reports, results_digest
@@ -221,3 +222,15 @@ def test_check_prints_policy_reports_offline(tmp_path, capsys):
     for d in docs:
         validate(d)
     assert docs[1]["results"][0]["timestamp"] == {"seconds": 1795341600, "nanos": 0}
+
+
+def test_check_stamps_reports_with_its_clock_unless_now_is_given(tmp_path, capsys):
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump_all(list(STACK)))
+    clock = ManualClock("2031-03-04T05:06:07Z")
+    main(["check", str(path), "--format", "policyreport"], clock=clock)
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert {d["results"][0]["timestamp"]["seconds"] for d in docs} == {int(clock.now().timestamp())}
+    main(["check", str(path), "--format", "policyreport", "--now", "2026-11-22T10:00:00Z"], clock=clock)
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert {d["results"][0]["timestamp"]["seconds"] for d in docs} == {1795341600}

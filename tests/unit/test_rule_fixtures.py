@@ -6,7 +6,10 @@ of a fixture tune the check:
 
     # expect: <fragment>   every fragment appears in some rendered finding of the rule (fail only)
     # count: N             exactly N findings of the rule
-    # now: 2026-11-24T10:00:00Z   the evaluation time handed to the engine
+    # now: 2026-11-24T10:00:00Z   judge at this time, exactly as ``guywire check --now`` does
+
+A fixture without ``# now:`` must not depend on the time at all: it is judged at two times a
+century apart (the clock ``check`` would read), and both verdicts must agree.
 
 A fixture is read by the same code as ``guywire check`` and judged by the baseline policy
 unless it carries its own ComplexityPolicy / ClusterComplexityPolicy.
@@ -19,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from guywire.cli import build, parse_now
-from guywire.engine import Engine
-from guywire.model.policy import baseline_policy
+from guywire.cli import judge_inputs
+from guywire.clock import ManualClock
 from guywire.rules import REGISTRY
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
+EARLY, LATE = "2001-01-01T00:00:00Z", "2101-01-01T00:00:00Z"  # what the clock says when no '# now:' does
 HEADER = re.compile(r"^#\s*(expect|count|now)\s*:\s*(.*?)\s*$")
 
 
@@ -71,17 +74,21 @@ def test_rule_fixture(path: Path) -> None:
     assert rule_id in REGISTRY, f"{path}: {rule_id} is not a registered rule."
     header = read_header(path)
 
-    inventory, policies, diagnostics, _, _ = build([str(path)], [])
-    errors = [d.render() for d in diagnostics if d.error]
-    assert not errors, f"{path} could not be read cleanly:\n" + "\n".join(errors)
-    assert inventory.workloads, f"{path} holds no workload to judge."
+    def judged_at(clock: ManualClock) -> list[str]:
+        """What ``guywire check PATH [--now T]`` finds, its clock reading ``clock``."""
+        judged, diagnostics, _, _ = judge_inputs([str(path)], [], header.now, clock)
+        errors = [d.render() for d in diagnostics if d.error]
+        assert not errors, f"{path} could not be read cleanly:\n" + "\n".join(errors)
+        assert judged.first.inventory.workloads, f"{path} holds no workload to judge."
+        result = judged.evaluate_all()
+        broken = [e.render() for e in result.errors]
+        assert not broken, "a rule could not evaluate:\n" + "\n".join(broken)
+        return [f.render() for f in result.findings if f.rule == rule_id]
 
-    engine = Engine(policies or [baseline_policy()], inventory,
-                    now=parse_now(header.now) if header.now else None)
-    result = engine.evaluate_all()
-    broken = [e.render() for e in result.errors]
-    assert not broken, "a rule could not evaluate:\n" + "\n".join(broken)
-    found = [f.render() for f in result.findings if f.rule == rule_id]
+    found = judged_at(ManualClock(EARLY))
+    if header.now is None:
+        assert judged_at(ManualClock(LATE)) == found, \
+            f"{path}: the verdict depends on the time; fix it with '# now: <RFC 3339>'."
     shown = "\n".join(found) or "(none)"
 
     if path.name.startswith("pass-"):

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .. import __version__
-from ..clock import SYSTEM, Clock
+from ..clock import SYSTEM, Clock, rfc3339
 from ..model.gpu import (
     GPU_CONDITION_TYPE, GPU_COUNT_LABEL, GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, NVIDIA_GPU_RESOURCE, HealthState,
-    NodeGpuHealth, format_time, parse_gpu_health,
+    NodeGpuHealth, parse_gpu_health,
 )
 from .classify import DEFAULT_TABLE, HealthConfigError, HealthTable, HealthTracker, load_health_config
 from .nvml import NvmlReader, NvmlUnavailable, load_pynvml
@@ -70,11 +70,11 @@ def condition_message(report: NodeGpuHealth) -> str:
 
 def desired_condition(report: NodeGpuHealth, previous: dict | None, now: datetime) -> dict:
     status = "True" if report.state is HealthState.UNHEALTHY else "False"
-    transition = format_time(now)
+    transition = rfc3339(now)
     if previous and previous.get("status") == status and previous.get("lastTransitionTime"):
         transition = previous["lastTransitionTime"]
     return {"type": GPU_CONDITION_TYPE, "status": status, "reason": report.state.value,
-            "message": condition_message(report), "lastHeartbeatTime": format_time(now),
+            "message": condition_message(report), "lastHeartbeatTime": rfc3339(now),
             "lastTransitionTime": transition}
 
 

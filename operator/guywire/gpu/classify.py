@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from ..model.gpu import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, XidEvent, format_time
+from ..clock import rfc3339
+from ..model.gpu import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, XidEvent
 from .readings import GpuReadings, NodeReadings, XidSeen
 
 H, D, U = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY
@@ -389,7 +390,7 @@ def xid_event(seen: XidSeen, table: HealthTable = DEFAULT_TABLE) -> XidEvent:
 
 def _latch_check(latch: LatchedXid) -> Check:
     row = "xid-critical" if latch.effect is U else "xid-degraded"
-    when = f" at {format_time(latch.at)}" if latch.at else ""
+    when = f" at {rfc3339(latch.at)}" if latch.at else ""
     return Check(latch.effect, f"XID {latch.xid} ({latch.name}){when}; it holds until the GPU is reset or the "
                                "node reboots.", latch.action, row)
 

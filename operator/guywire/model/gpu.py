@@ -14,17 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 from pydantic.alias_generators import to_camel
 
+from ..clock import rfc3339
 from .gpustate import (  # noqa: F401 - re-exported
     GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, GPU_CONDITION_TYPE, GPU_TAINT_KEY, GPU_TAINT_VALUE, GPU_TAINT_EFFECT,
     GPU_PRESENT_LABEL, GPU_COUNT_LABEL, NVIDIA_GPU_RESOURCE, Action, HealthState,
 )
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z, to the second: what kubectl shows."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Report(BaseModel):
@@ -42,7 +36,7 @@ class XidEvent(_Report):
 
     @field_serializer("at")
     def _at(self, v: datetime | None) -> str | None:
-        return format_time(v) if v else None
+        return rfc3339(v) if v else None
 
 
 class LatchedXid(XidEvent):
@@ -80,7 +74,7 @@ class NodeGpuHealth(_Report):
 
     @field_serializer("reported_at")
     def _reported_at(self, v: datetime) -> str:
-        return format_time(v)
+        return rfc3339(v)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True), ensure_ascii=False,
@@ -131,5 +125,5 @@ def parse_gpu_health(value: Any) -> tuple[NodeGpuHealth | None, str | None]:
 __all__ = [
     "Action", "GPU_CONDITION_TYPE", "GPU_COUNT_LABEL", "GPU_HEALTH_ANNOTATION", "GPU_HEALTH_LABEL",
     "GPU_PRESENT_LABEL", "GPU_TAINT_EFFECT", "GPU_TAINT_KEY", "GPU_TAINT_VALUE", "GpuHealth", "HealthState",
-    "LatchedXid", "NVIDIA_GPU_RESOURCE", "NodeGpuHealth", "XidEvent", "format_time", "parse_gpu_health",
+    "LatchedXid", "NVIDIA_GPU_RESOURCE", "NodeGpuHealth", "XidEvent", "parse_gpu_health",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from ..clock import SYSTEM, Clock
 from ..kube import KubeClient, load_config
 from ..model.units import parse_duration
 from .handlers import build_registry
@@ -98,11 +99,12 @@ def make_memo(state: OperatorState, **extra: Any) -> kopf.Memo:
 
 
 async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
-                  settings: kopf.OperatorSettings | None = None) -> None:
-    """Run the operator until ``stop_flag`` is set (or a signal arrives)."""
+                  settings: kopf.OperatorSettings | None = None, clock: Clock = SYSTEM) -> None:
+    """Run the operator until ``stop_flag`` is set (or a signal arrives). ``clock`` is the one clock the
+    state and the client read; handlers reach it through the memo's state."""
     configuration = load_config(args.kubeconfig, args.context)
-    client = KubeClient(configuration)
-    state = OperatorState(client, settings_from(args))
+    client = KubeClient(configuration, clock=clock)
+    state = OperatorState(client, settings_from(args), clock=clock)
     registry = build_registry()
 
     @kopf.on.login(registry=registry)
@@ -128,18 +130,18 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
         client.close()
 
 
-def cmd_run(args: Any) -> int:
+def cmd_run(args: Any, clock: Clock = SYSTEM) -> int:
     setup_logging(args.log_format, args.verbose)
     log.info("guywire operator starting (%s).", "all namespaces" if (args.all_namespaces or not args.namespace)
              else ", ".join(args.namespace))
     try:
-        asyncio.run(operate(args))
+        asyncio.run(operate(args, clock=clock))
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def run_in_thread(args: Any) -> tuple[threading.Thread, threading.Event, threading.Event]:
+def run_in_thread(args: Any, clock: Clock = SYSTEM) -> tuple[threading.Thread, threading.Event, threading.Event]:
     """Start the operator in a thread with its own loop (tests, embedding); returns (thread, stop, ready)."""
     stop, ready = threading.Event(), threading.Event()
 
@@ -147,7 +149,7 @@ def run_in_thread(args: Any) -> tuple[threading.Thread, threading.Event, threadi
     settings.process.ultimate_exiting_timeout = None  # never SIGKILL the embedding process
 
     def target() -> None:
-        asyncio.run(operate(args, stop_flag=stop, ready_flag=ready, settings=settings))
+        asyncio.run(operate(args, stop_flag=stop, ready_flag=ready, settings=settings, clock=clock))
 
     thread = threading.Thread(target=target, name="guywire-operator", daemon=True)
     thread.start()

@@ -10,12 +10,12 @@ import asyncio
 import gc
 import logging
 import socket
-import time
+import time  # perf_counter only: durations for metrics, never the time of day
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from ..admission import Admission
+from ..clock import SYSTEM, Clock, rfc3339
 from ..compact import compact
 from ..annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, VIOLATIONS
 from ..engine import Engine, worst_first
@@ -71,10 +71,6 @@ def release_free_memory() -> None:
         pass
 
 
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def evaluation_errors_condition(errors: list, generation) -> dict:
     """The policy's ``EvaluationErrors`` condition: True with the count and the first few rule / object /
     error when a rule raised (those objects have no finding of that rule), False when every rule evaluated."""
@@ -90,13 +86,13 @@ def evaluation_errors_condition(errors: list, generation) -> dict:
 
 
 class TokenBucket:
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, burst
+    def __init__(self, rate: float, burst: int, clock: Clock = SYSTEM):
+        self.rate, self.burst, self.clock = rate, burst, clock
         self.tokens = float(burst)
-        self.stamp = time.monotonic()
+        self.stamp = clock.monotonic()
 
     def wait_time(self) -> float:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens >= 1:
@@ -106,9 +102,10 @@ class TokenBucket:
 
 
 class OperatorState:
-    def __init__(self, client: KubeClient | None, settings: Settings | None = None):
+    def __init__(self, client: KubeClient | None, settings: Settings | None = None, clock: Clock = SYSTEM):
         self.client = client
         self.settings = settings or Settings()
+        self.clock = clock  # every time this state reads: judging, stamps, intervals, the Event rate
         self.engine = Engine([], Inventory(), skip_namespaces={self.settings.own_namespace})
         self.warm = False
         self.policies: dict[str, Policy] = {}
@@ -122,7 +119,7 @@ class OperatorState:
         self.breaker_message: str | None = None
         self.blast: dict[WKey, str] = {}  # guywire.dev/blast-radius values, from the last insights pass
         self.insights_dirty = True
-        self.last_insights = 0.0
+        self.last_insights = -float("inf")  # never
         self.reports_ns_dirty: set[str] | None = None  # None: every namespace
         self.reports_written: dict[tuple, str] = {}  # (kind, namespace, name) -> results digest
         self.report_names: dict[str | None, set[str]] = {}  # namespace -> report names written there
@@ -133,10 +130,10 @@ class OperatorState:
         self.status_dirty = True
         self.status_written: dict[str, dict] = {}
         self.events: OrderedDict[tuple, dict] = OrderedDict()
-        self.bucket = TokenBucket(self.settings.events_per_second, self.settings.events_burst)
+        self.bucket = TokenBucket(self.settings.events_per_second, self.settings.events_burst, clock)
         self.tasks: list[asyncio.Task] = []
-        self.last_status_flush = 0.0
-        self.gate = ListingGate(time.monotonic())
+        self.last_status_flush = -float("inf")  # never
+        self.gate = ListingGate(clock.monotonic())
 
     # ----- feeding the engine ------------------------------------------------------------------
     def _changed(self, ident: tuple, body: dict) -> bool:
@@ -148,7 +145,7 @@ class OperatorState:
 
     def tick(self) -> None:
         """Rules never read the clock: the time they judge against is set here, at the edge."""
-        self.engine.now = datetime.now(timezone.utc)
+        self.engine.now = self.clock.now()
 
     async def count_cluster(self, resources: list[tuple[str, str | None, str]]) -> None:
         """How many objects of each watched kind the API server has, before kopf lists them (see gate.py).
@@ -187,11 +184,11 @@ class OperatorState:
     def listed(self, kind: str | None) -> None:
         """kopf listed an object (its initial listing, before it watches)."""
         if not self.warm and kind:
-            self.gate.listed(kind, time.monotonic())
+            self.gate.listed(kind, self.clock.monotonic())
 
     async def gate_loop(self, poll: float = 0.2) -> None:
         while not self.warm:
-            why = self.gate.ready(time.monotonic())
+            why = self.gate.ready(self.clock.monotonic())
             if why:
                 log.info("Cluster listed: %s.", why)
                 self.warm_up()
@@ -408,7 +405,7 @@ class OperatorState:
         if (violations, score, blast) != self.written.get(key, ("", "", "")):
             if per:
                 patch = {VIOLATIONS: violations or None, COMPLEXITY_SCORE: score, BLAST_RADIUS: blast or None,
-                         EVALUATED_AT: now_rfc3339()}
+                         EVALUATED_AT: rfc3339(self.clock.now())}
             else:  # no policy looks at it any more: take our annotations away
                 patch = {VIOLATIONS: None, COMPLEXITY_SCORE: None, BLAST_RADIUS: None, EVALUATED_AT: None}
         loud: dict[str, list[Finding]] = {}
@@ -426,14 +423,14 @@ class OperatorState:
         for rule in sorted(before - set(loud)):
             text = f"[{rule}] {w.ref}: no longer violated."
             events.append(("Normal", rule, {"message": text,
-                                            "key": f"{w.uid or w.key}|{rule}|resolved|{time.time():.0f}"}))
+                                            "key": f"{w.uid or w.key}|{rule}|resolved|{rfc3339(self.clock.now())}"}))
         return patch, events
 
     # ----- writing -----------------------------------------------------------------------------
     async def flush(self) -> None:
         if not self.warm or self.client is None:
             return
-        if self.insights_dirty and time.monotonic() - self.last_insights >= self.settings.insights_interval:
+        if self.insights_dirty and self.clock.monotonic() - self.last_insights >= self.settings.insights_interval:
             self.update_insights()
         keys, self.dirty = self.dirty, set()
         pending = iter(keys)
@@ -448,9 +445,9 @@ class OperatorState:
         if self.settings.taint_unhealthy_gpu_nodes and self.taints_dirty:
             self.taints_dirty = False
             await self.apply_taints()
-        if self.status_dirty and time.monotonic() - self.last_status_flush >= self.settings.status_interval:
+        if self.status_dirty and self.clock.monotonic() - self.last_status_flush >= self.settings.status_interval:
             self.status_dirty = False
-            self.last_status_flush = time.monotonic()
+            self.last_status_flush = self.clock.monotonic()
             await self.write_statuses()
             if self.settings.policy_reports:
                 await self.write_policy_reports()
@@ -564,7 +561,7 @@ class OperatorState:
         """Blast radius per workload (its annotation) and the graph's shape as gauges: whole-graph
         figures, so worked out at most every ``insights_interval``, not per event."""
         self.insights_dirty = False
-        self.last_insights = time.monotonic()
+        self.last_insights = self.clock.monotonic()
         started = time.perf_counter()
         report = complexity_report(self.engine)
         blast = {k: br.annotation() for k, br in report.blast_radius.items()}
@@ -587,7 +584,7 @@ class OperatorState:
         if self.reports_unavailable:
             return
         dirty, self.reports_ns_dirty = self.reports_ns_dirty, set()
-        reports = policy_reports(self.engine, datetime.now(timezone.utc), namespaces=dirty,
+        reports = policy_reports(self.engine, self.clock.now(), namespaces=dirty,
                                  max_results=self.settings.policy_report_max_results)
         by_ns: dict[str | None, set[str]] = {}
         for report in reports:
@@ -670,7 +667,7 @@ class OperatorState:
                 continue
             meta = self.policy_meta[ref]
             kind = POLICY_KINDS[meta["kind"]]
-            stamp = now_rfc3339()
+            stamp = rfc3339(self.clock.now())
             body = dict(status, lastEvaluated=stamp,
                         conditions=[dict(c, lastTransitionTime=stamp) for c in status["conditions"]])
             try:
@@ -728,12 +725,12 @@ class OperatorState:
             self.status_dirty = True
 
     async def writer_loop(self) -> None:
-        last_node_check = time.monotonic()
+        last_node_check = self.clock.monotonic()
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             try:
-                if time.monotonic() - last_node_check >= self.settings.node_recheck_interval:
-                    last_node_check = time.monotonic()
+                if self.clock.monotonic() - last_node_check >= self.settings.node_recheck_interval:
+                    last_node_check = self.clock.monotonic()
                     self.recheck_nodes()
                 await self.flush()
             except Exception:  # never let one bad write stop the loop

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 from .. import __version__
+from ..clock import SYSTEM, Clock
 from ..model.severity import Severity
 from ..rules import REGISTRY
 from .locations import SourceRoot
@@ -184,12 +184,13 @@ def render_junit(report: Report) -> str:
             f'errors="{errors + unread}">\n' + "\n".join(suites) + "\n</testsuites>\n")
 
 
-def render_policyreports(report: Report) -> str:
-    """The PolicyReports the operator would write, as multi-document YAML (timestamps from --now)."""
+def render_policyreports(report: Report, clock: Clock = SYSTEM) -> str:
+    """The PolicyReports the operator would write, as multi-document YAML (timestamps from --now, else
+    the clock's time)."""
     import yaml
 
     from ..policyreport import policy_reports
 
-    now = report.engine.now or datetime.now(timezone.utc)
+    now = report.engine.now or clock.now()
     docs = policy_reports(report.engine, now, also=report.engines[1:])
     return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=120) if docs else ""
