@@ -29,19 +29,19 @@ def parse_now(text: str | None, clock: Clock = SYSTEM) -> datetime:
     return parse_time(text) if text else clock.now()
 
 
-def build(paths: list[str], policy_files: list[str], meanwhile=None
+def build(paths: list[str], policy_files: list[str], meanwhile=None, exclude: list[str] | None = None
           ) -> tuple[Inventory, list[Policy], list[Diagnostic], int, Counter]:
     """Read inputs into one inventory (the input as one cluster) and policies. Never raises for bad input."""
-    clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile)
+    clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile, exclude=exclude)
     return clusters[0].inventory, clusters[0].policies + policies, diags, files, skipped
 
 
-def build_clusters(paths: list[str], policy_files: list[str], meanwhile=None, cluster_per: str = "input"
-                   ) -> tuple[list[Cluster], list[Policy], list[Diagnostic], int, Counter]:
+def build_clusters(paths: list[str], policy_files: list[str], meanwhile=None, cluster_per: str = "input",
+                   exclude: list[str] | None = None) -> tuple[list[Cluster], list[Policy], list[Diagnostic], int, Counter]:
     """Read inputs into clusters (``--cluster-per``; each with the policies found in its files) and the
     policies of ``policy_files``. Never raises for bad input."""
     with paused_gc():
-        return _build(paths, policy_files, meanwhile, cluster_per)
+        return _build(paths, policy_files, meanwhile, cluster_per, exclude or [])
 
 
 def warm_up(policy_files: list[str], *modules: str):
@@ -59,9 +59,9 @@ def warm_up(policy_files: list[str], *modules: str):
 NEXT_GRAIN = {"input": "dir", "dir": "file"}
 
 
-def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_per: str = "input"
-           ) -> tuple[list[Cluster], list[Policy], list[Diagnostic], int, Counter]:
-    docs, diags, files = load(paths, meanwhile)
+def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_per: str = "input",
+           exclude: list[str] | None = None) -> tuple[list[Cluster], list[Policy], list[Diagnostic], int, Counter]:
+    docs, diags, files = load(paths, meanwhile, exclude or [])
     from .clusters import Cluster, cluster_of
     from .inventory import POLICY_KINDS, ParseError, view_of
 
@@ -86,6 +86,13 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_pe
                 pname = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
                 diags.append(Diagnostic(doc.source, f"{kind} {pname or '?'}: {error}"))
             continue
+        unrendered = _unrendered(obj)
+        if unrendered:
+            diags.append(Diagnostic(doc.source, f"{kind} {unrendered!r}: an unrendered template ({{{{ ... }}}}), "
+                                    "not judged. Render it first (helm template ... | guywire check -).",
+                                    error=False, warning=True))
+            skipped[f"{kind} (unrendered template)"] += 1
+            continue
         try:
             view = view_of(obj, doc.source)
         except ParseError as exc:
@@ -96,6 +103,8 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_pe
             continue
         if view is None:
             skipped[kind] += 1
+            diags.append(Diagnostic(doc.source, f"{kind} {_meta_name(obj)}: a kind guywire does not evaluate; "
+                                    "skipped.", error=False, quiet=True))
             continue
         held, earlier = cluster.add(view)
         if earlier is not None:
@@ -107,6 +116,8 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_pe
                 error=False, warning=True))
         if not held:
             skipped[f"{kind} (evaluated through its owner)"] += 1
+            diags.append(Diagnostic(doc.source, f"{kind} {view.namespace}/{view.name}: evaluated through the object "
+                                    "that owns it; skipped.", error=False, quiet=True))
     policies: list[Policy] = []
     for pf in policy_files:
         pdocs, pdiags, _ = load([pf])
@@ -125,6 +136,22 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_pe
     return list(clusters.values()) or [Cluster("")], policies, diags, files, skipped
 
 
+def _meta_name(obj: dict) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("name") or "?") if isinstance(meta, dict) else "?"
+
+
+def _unrendered(obj: dict) -> str | None:
+    """The name or namespace of an object written as a template (``{{ .Release.Name }}-api``), if it is one."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in ("name", "namespace"):
+            value = meta.get(key)
+            if isinstance(value, str) and "{{" in value:
+                return value
+    return None
+
+
 def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
     # model.policy imports pydantic, most of a short run's start-up: only when there is a policy to read
     from .model.policy import PolicyError, parse_policy
@@ -136,12 +163,12 @@ def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
 
 
 def judge_inputs(paths: list[str], policy_files: list[str], now: str | None, clock: Clock = SYSTEM, *,
-                 cluster_per: str = "input", keep_exempted: bool = False, meanwhile=None
-                 ) -> tuple[Judged, list[Diagnostic], int, Counter]:
+                 cluster_per: str = "input", keep_exempted: bool = False, meanwhile=None,
+                 exclude: list[str] | None = None) -> tuple[Judged, list[Diagnostic], int, Counter]:
     """Read and judge inputs as every command does: each cluster of the input (``--cluster-per``), with the
     shadow layers of definitions read twice, at ``now`` (``--now``) when given, else at the clock's time.
     The rule-fixture tests judge through it too, so a fixture's ``# now:`` means ``--now``."""
-    clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile, cluster_per)
+    clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile, cluster_per, exclude)
     from .clusters import judge
 
     judged = judge(clusters, policies, [baseline_policy()], now=parse_now(now, clock), keep_exempted=keep_exempted)
@@ -151,7 +178,7 @@ def judge_inputs(paths: list[str], policy_files: list[str], now: str | None, clo
 def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Judged, list[Diagnostic], int, Counter]:
     return judge_inputs(args.paths, args.policy or [], getattr(args, "now", None), args.clock,
                         cluster_per=getattr(args, "cluster_per", "input"), keep_exempted=keep_exempted,
-                        meanwhile=warm_up(args.policy or [], *warm))
+                        meanwhile=warm_up(args.policy or [], *warm), exclude=getattr(args, "exclude", None))
 
 
 def cmd_check(args) -> int:
@@ -170,9 +197,9 @@ def cmd_check(args) -> int:
         from .report import new_or_worse
         comparison = new_or_worse(result.findings, load_baseline(args.baseline, args, judged.first))
         result = replace(result, findings=comparison.findings)
-    report = Report(engine=judged.first, result=result, diagnostics=diags, files=files, skipped_kinds=skipped,
-                    fail_on=fail_on, baseline=comparison, baseline_source=getattr(args, "baseline", None),
-                    judged=judged)
+    report = Report(engine=judged.first, result=result, diagnostics=[d for d in diags if not d.quiet], files=files,
+                    skipped_kinds=skipped, fail_on=fail_on, baseline=comparison,
+                    baseline_source=getattr(args, "baseline", None), judged=judged)
     fmt = args.format
     if fmt == "json":
         out = render_json(report)
@@ -211,7 +238,7 @@ def _old_judged(path: str, args, engine: Engine) -> Judged:
     from .clusters import judge
 
     clusters, policies, diags, _, _ = build_clusters([path], args.policy or [], None,
-                                                     getattr(args, "cluster_per", "input"))
+                                                     getattr(args, "cluster_per", "input"), getattr(args, "exclude", None))
     errors = [d for d in diags if d.error]
     if errors:
         raise ValueError(f"{path}: {errors[0].render()}")
@@ -425,6 +452,9 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-per", choices=["input", "dir", "file"], default="input",
                    help="what is one cluster (one graph, its Services and policies): the whole input (default), "
                         "each directory's files, or each file")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out files and folders whose path or name matches GLOB (repeatable), e.g. "
+                        "'*-values.yaml' or 'deploy/old'")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -439,7 +469,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on", choices=["low", "medium", "high", "critical"], default="low",
                    help="exit 1 when a finding at or above this severity exists (default: low)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
-    p.add_argument("--verbose", "-v", action="store_true", help="also list skipped documents on stderr")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also list on stderr every skipped document, dot-folder and excluded path")
     p.add_argument("--source-root", metavar="DIR",
                    help="SARIF paths are relative to this folder, the repository's root (default: the current "
                         "directory)")

@@ -5,12 +5,13 @@ file and line, and every object that could be read is returned.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
@@ -125,6 +126,7 @@ class Diagnostic:
     message: str
     error: bool = True
     warning: bool = False  # not an error, but always shown (e.g. an object defined twice)
+    quiet: bool = False  # only for --verbose (a dot-folder, an excluded path, a kind not evaluated); in no report
 
     def render(self) -> str:
         return f"{self.source}: {self.message}"
@@ -143,18 +145,78 @@ class Document:
     source: SourceRef
 
 
-def iter_files(path: str) -> Iterator[str]:
+def excluded(path: str, patterns: Iterable[str]) -> str | None:
+    """The first ``--exclude`` glob that matches ``path`` (as given, ``./`` dropped) or its last part."""
+    if not patterns:
+        return None
+    norm = path.replace(os.sep, "/")
+    while norm.startswith("./"):
+        norm = norm[2:]
+    name = norm.rstrip("/").rsplit("/", 1)[-1]
+    return next((p for p in patterns if fnmatch.fnmatchcase(norm, p) or fnmatch.fnmatchcase(name, p)
+                 or fnmatch.fnmatchcase(norm, p.rstrip("/") + "/*")), None)
+
+
+def chart_of(templates: str) -> str | None:
+    """The chart folder when ``templates`` is a Helm chart's ``templates/`` folder (a Chart.yaml beside it)."""
+    parent = os.path.dirname(os.path.abspath(templates))
+    if os.path.basename(os.path.normpath(templates)) == "templates" and os.path.isfile(os.path.join(parent, "Chart.yaml")):
+        return os.path.dirname(os.path.normpath(templates)) or "."
+    return None
+
+
+def chart_templates(folder: str) -> Diagnostic:
+    chart = chart_of(folder) or "CHART"
+    return Diagnostic(SourceRef(folder), f"Helm chart templates (unrendered {{{{ ... }}}}), not manifests; skipped. "
+                      f"Render the chart and pipe it in: helm template RELEASE {chart} | guywire check -",
+                      error=False, warning=True)
+
+
+def iter_files(path: str, exclude: Iterable[str] = ()) -> Iterator[str | Diagnostic]:
+    """The files under ``path`` to read, in order, and a Diagnostic for each folder or file left out: dot-folders
+    and ``exclude`` matches (quiet: shown with --verbose), a Helm chart's ``templates/`` (a warning)."""
     if path == "-":
         yield "-"
         return
+    pattern = excluded(path, exclude)
+    if pattern:
+        yield Diagnostic(SourceRef(path), f"matches --exclude {pattern}; skipped.", error=False, quiet=True)
+        return
     p = Path(path)
     if p.is_dir():
+        if chart_of(path):
+            yield chart_templates(path)
+            return
         for root, dirs, files in os.walk(p):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            keep = []
+            for d in sorted(dirs):
+                full = os.path.join(root, d)
+                if d.startswith("."):
+                    yield Diagnostic(SourceRef(full), "dot-folder; skipped (name it to read it).", error=False,
+                                     quiet=True)
+                elif (pattern := excluded(full, exclude)):
+                    yield Diagnostic(SourceRef(full), f"matches --exclude {pattern}; skipped.", error=False,
+                                     quiet=True)
+                elif d == "templates" and "Chart.yaml" in files:
+                    yield chart_templates(full)
+                else:
+                    keep.append(d)
+            dirs[:] = keep
             for f in sorted(files):
                 if f.endswith(SUFFIXES):
-                    yield os.path.join(root, f)
+                    full = os.path.join(root, f)
+                    if (pattern := excluded(full, exclude)):
+                        yield Diagnostic(SourceRef(full), f"matches --exclude {pattern}; skipped.", error=False,
+                                         quiet=True)
+                    else:
+                        yield full
     else:
+        folder = os.path.dirname(path)
+        while folder and os.path.basename(folder) != "templates" and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
+        if folder and chart_of(folder):
+            yield chart_templates(folder)
+            return
         yield path
 
 
@@ -184,14 +246,17 @@ def _read(name: str) -> tuple[str | None, Diagnostic | None]:
     return text, None
 
 
-def _yaml_error(file: str, exc: yaml.YAMLError) -> Diagnostic:
+def _yaml_error(file: str, exc: yaml.YAMLError, template: bool = False) -> Diagnostic:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line = mark.line + 1 if mark is not None else None
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     col = f" column {mark.column + 1}" if mark is not None else ""
     text = f"YAML syntax error{col}: {problem}" + (f" ({context})" if context else "")
-    return Diagnostic(SourceRef(file, line), text.rstrip(".") + ".")
+    text = text.rstrip(".") + "."
+    if template:
+        text += " It holds {{ ... }}: an unrendered template? Render it first (helm template ... | guywire check -)."
+    return Diagnostic(SourceRef(file, line), text)
 
 
 _HELM_SOURCE = "# Source: "
@@ -238,13 +303,13 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
             try:
                 obj = loader.construct_fast(node)
             except yaml.YAMLError as exc:
-                diags.append(_yaml_error(file, exc))
+                diags.append(_yaml_error(file, exc, "{{" in text))
                 continue
             template = _template_before(templates, previous, line) if templates else None
             previous = line or previous
             docs.extend(_expand(obj, SourceRef(file, line, template), diags))
     except yaml.YAMLError as exc:
-        diags.append(_yaml_error(file, exc))
+        diags.append(_yaml_error(file, exc, "{{" in text))
     except RecursionError:
         diags.append(Diagnostic(SourceRef(file), "YAML nested too deeply to read."))
     finally:
@@ -388,7 +453,7 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
     return results
 
 
-def load(paths: list[str], meanwhile: Callable[[], object] | None = None
+def load(paths: list[str], meanwhile: Callable[[], object] | None = None, exclude: Iterable[str] = ()
          ) -> tuple[list[Document], list[Diagnostic], int]:
     """Every object under ``paths``, in the order of the paths and the files in them; the diagnostics;
     how many files were read. Large inputs are parsed by two processes (``GUYWIRE_PARALLEL=0``: one);
@@ -398,7 +463,7 @@ def load(paths: list[str], meanwhile: Callable[[], object] | None = None
         if path != "-" and not os.path.exists(path):
             entries.append(Diagnostic(SourceRef(path), "no such file or directory."))
             continue
-        entries.extend(iter_files(path))
+        entries.extend(iter_files(path, exclude))
     names = [e for e in entries if isinstance(e, str)]
     by_index = _load_parallel(names, meanwhile) if _can_fork(names) else None
     if by_index is not None:
