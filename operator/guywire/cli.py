@@ -26,7 +26,14 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 def parse_now(text: str | None, clock: Clock = SYSTEM) -> datetime:
     """The time rules judge against: ``--now`` when given (RFC 3339; naive is UTC), else the clock's."""
-    return parse_time(text) if text else clock.now()
+    if not text:
+        return clock.now()
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise ValueError(f"--now {text!r} is not a time guywire reads: write an RFC 3339 time such as "
+                         "2026-11-22T10:00:00Z or 2026-11-22T12:00:00+02:00 (a date alone, 2026-11-22, is "
+                         "midnight UTC).") from None
 
 
 def build(paths: list[str], policy_files: list[str], meanwhile=None, exclude: list[str] | None = None
@@ -233,15 +240,20 @@ def print_evaluation_errors(errors) -> None:
         print(f"guywire: error: {e.render()}{where}", file=sys.stderr)
 
 
-def _old_judged(path: str, args, engine: Engine) -> Judged:
-    """The engines for an older state: its own policies if it has some, else the current run's."""
+def _old_judged(path: str, args, engine: Engine, option: str, forms: str) -> Judged:
+    """The engines for an older state: its own policies if it has some, else the current run's. ValueError,
+    naming ``option`` and the ``forms`` it accepts, when ``path`` holds no Kubernetes object or cannot be read."""
     from .clusters import judge
 
-    clusters, policies, diags, _, _ = build_clusters([path], args.policy or [], None,
-                                                     getattr(args, "cluster_per", "input"), getattr(args, "exclude", None))
+    clusters, policies, diags, _, skipped = build_clusters([path], args.policy or [], None,
+                                                           getattr(args, "cluster_per", "input"),
+                                                           getattr(args, "exclude", None))
     errors = [d for d in diags if d.error]
     if errors:
-        raise ValueError(f"{path}: {errors[0].render()}")
+        raise ValueError(f"{option} {path}: {errors[0].render()} Give {forms}.")
+    if not (policies or any(c.inventory.workloads or c.inventory.services or c.policies for c in clusters)
+            or any(k != "(no kind)" for k in skipped)):
+        raise ValueError(f"{option} {path} holds no Kubernetes object; give {forms}.")
     return judge(clusters, policies, engine.policies, now=engine.now)
 
 
@@ -262,17 +274,43 @@ def _saved_json(path: str) -> dict | None:
     return None  # a JSON manifest
 
 
+BASELINE_FORMS = ("the manifests of the older state (a file or folder of YAML or JSON) or a saved "
+                  "guywire check --format json report")
+DIFF_FORMS = "the manifests of the older state (a file or folder of YAML or JSON) or a saved guywire report --format json"
+
+
+def _is_sarif(path: str) -> bool:
+    """A SARIF log: by its name, or a JSON file whose top level has ``runs`` and a 2.x ``version``."""
+    import json
+    import os
+
+    if path.endswith((".sarif", ".sarif.json")):
+        return True
+    if not (path.endswith(".json") and os.path.isfile(path)):
+        return False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "runs" in data and str(data.get("version", "")).startswith("2.")
+
+
 def load_baseline(path: str, args, engine: Engine) -> list:
     """What the baseline found: a saved ``guywire check --format json`` report, or manifests judged now."""
     from .report import known_from_finding, known_from_json
 
+    if _is_sarif(path):
+        raise ValueError(f"--baseline {path} is a SARIF log, which guywire does not read back; give "
+                         f"{BASELINE_FORMS}.")
     data = _saved_json(path)
     if data is not None:
         try:
             return known_from_json(data)
         except ValueError as exc:
             raise ValueError(f"--baseline {path} {exc}") from None
-    return [known_from_finding(f) for f in _old_judged(path, args, engine).evaluate_all().findings]
+    old = _old_judged(path, args, engine, "--baseline", BASELINE_FORMS)
+    return [known_from_finding(f) for f in old.evaluate_all().findings]
 
 
 def _print_errors(diags: list[Diagnostic]) -> list[Diagnostic]:
@@ -379,7 +417,7 @@ def cmd_report(args) -> int:
         raise ValueError(f"--diff {args.diff} is a guywire check report; give manifests or the output of "
                          "guywire report --format json.")
     else:
-        old = complexity_report(_one_cluster(_old_judged(args.diff, args, engine), "--diff"))
+        old = complexity_report(_one_cluster(_old_judged(args.diff, args, engine, "--diff", DIFF_FORMS), "--diff"))
     sys.stdout.write(render(rep, diff_reports(old, rep)))
     print_evaluation_errors(rep.errors)
     return EXIT_ERROR if errors or rep.errors else EXIT_CLEAN
@@ -424,8 +462,16 @@ def cmd_webhook_config(args) -> int:
         raise ValueError(f"--service {args.service!r} is not NAMESPACE/NAME.")
     ca = None
     if args.ca_file:
-        with open(args.ca_file, "rb") as fh:
-            ca = fh.read()
+        try:
+            with open(args.ca_file, "rb") as fh:
+                ca = fh.read()
+        except OSError as exc:
+            raise ValueError(f"--ca-file {args.ca_file}: cannot be read ({exc.strerror or exc}).") from None
+    else:
+        print("guywire: warning: no --ca-file, so the configuration has no caBundle: unless the webhook's "
+              "certificate is signed by a CA the API server already trusts, every call fails TLS and, with "
+              "failurePolicy Ignore, every request goes unjudged. Pass --ca-file CA.crt, or let cert-manager's "
+              "cainjector fill it in (annotation cert-manager.io/inject-ca-from).", file=sys.stderr)
     sys.stdout.write(webhook_configuration_yaml(namespace=ns, service=name, base_url=args.base_url, ca_bundle=ca,
                                                 service_account=args.service_account))
     return EXIT_CLEAN

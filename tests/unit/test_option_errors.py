@@ -1,0 +1,44 @@
+"""Bad option values get a message that names the option and the forms it accepts, never a Python error
+text, and a baseline that is not one is refused instead of making every finding look new."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .test_cli import EXAMPLES, SLOPPY, run, write
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-01", "now-1h"])
+def test_now_names_the_option_and_the_accepted_forms(capsys, value):
+    rc, out, err = run(capsys, "check", "--now", value, EXAMPLES / "clean")
+    assert rc == 2 and out == ""
+    assert f"--now {value!r} is not a time guywire reads" in err and "2026-11-22T10:00:00Z" in err
+    assert "isoformat" not in err
+
+
+def test_now_accepts_rfc3339_and_a_date(capsys):
+    for value in ("2026-11-22T10:00:00Z", "2026-11-22T12:00:00+02:00", "2026-11-22"):
+        assert run(capsys, "check", "--now", value, EXAMPLES / "clean")[0] == 0
+
+
+def test_a_sarif_baseline_is_refused_with_the_accepted_forms(tmp_path, capsys):
+    app = write(tmp_path, "app.yaml", SLOPPY)
+    rc, out, _ = run(capsys, "check", "-o", "sarif", app)
+    for name in ("guywire.sarif", "guywire-sarif.json"):
+        saved = write(tmp_path, name, out)
+        rc2, out2, err = run(capsys, "check", app, "--baseline", saved)
+        assert rc2 == 2 and out2 == ""
+        assert f"--baseline {saved} is a SARIF log" in err and "guywire check --format json" in err
+
+
+def test_a_baseline_without_kubernetes_objects_is_refused(tmp_path, capsys):
+    app = write(tmp_path, "app.yaml", SLOPPY)
+    notes = write(tmp_path, "notes.yaml", "title: release notes\n")
+    rc, out, err = run(capsys, "check", app, "--baseline", notes)
+    assert rc == 2 and f"--baseline {notes} holds no Kubernetes object" in err
+    rc, out, err = run(capsys, "check", app, "--baseline", tmp_path / "missing")
+    assert rc == 2 and "--baseline" in err and "no such file or directory" in err
+    # a real baseline still works: the same manifests leave nothing new
+    rc, out, err = run(capsys, "check", "-o", "json", app, "--baseline", app)
+    assert rc == 0 and json.loads(out)["findings"] == []
