@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ..model.baseline import FLOATING_TAGS
@@ -175,6 +176,17 @@ def missing_labels(w: Workload, params: ObservabilityRules, ctx: Context) -> Ite
                     "metadata.labels.")
 
 
+# $IMAGE, ${REGISTRY}/app, <image>, {{ .Values.image }}, __IMAGE__, %IMAGE%: text a pipeline substitutes before
+# applying, not a reference a node can pull
+_PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]|<[^<>]*>|\{\{|__[A-Za-z0-9_]+__|%[A-Za-z_][A-Za-z0-9_]*%")
+
+
+def image_is_placeholder(image: str) -> bool:
+    """Whether ``image`` is still a placeholder (``$IMAGE_URL``, ``<image>``, ``${...}``): judged before any
+    tag rule, since a placeholder has no tag of its own to pin."""
+    return bool(_PLACEHOLDER.search(image))
+
+
 def mutable_because(image: str, floating: Iterable[str] = FLOATING_TAGS) -> str | None:
     """Why ``image`` can change under the same name: "" when it has no tag, else the floating-tag pattern its
     tag matches; None when it is pinned (a digest always pins)."""
@@ -202,13 +214,19 @@ def mutable_image(w: Workload, params: ObservabilityRules, ctx: Context) -> Iter
     one of the policy's floatingTags globs (default latest, latest-*, *-latest, nightly, nightly-*,
     main, master, edge, dev, stable: rayproject/ray:latest-gpu and vllm/vllm-openai:nightly move as
     :latest does). The message names the pattern that matched. A digest (@sha256:...) always pins.
-    Skipped when mutableImageTags is true."""
+    A placeholder image (``$IMAGE_URL``, ``${...}``, ``<image>``, ``{{ ... }}``) means the manifest was
+    checked before it was rendered: it is reported once per workload, Low, saying to render first, never
+    as a mutable tag. Skipped when mutableImageTags is true."""
     if params.mutable_image_tags:
         return
     floating = params.floating_tags
+    placeholders: dict[str, list[str]] = {}
     for t in w.templates:
         for c in t.containers:
             if not c.image:
+                continue
+            if image_is_placeholder(c.image):
+                placeholders.setdefault(c.image, []).append(c.name)
                 continue
             why = mutable_because(c.image, floating)
             if why is None:
@@ -221,3 +239,8 @@ def mutable_image(w: Workload, params: ObservabilityRules, ctx: Context) -> Iter
                 yield Issue(f'uses image "{c.image}", whose tag "{tag}" matches the floating tag pattern "{why}" and '
                             "can change under the same name. Pin a version tag or a digest.",
                             location=w.container_location(t, c))
+    if placeholders:  # once per workload, Low: the manifest is a template, its images are not known yet
+        shown = "; ".join(f'"{image}" (container{"s" if len(names) > 1 else ""} {", ".join(names)})'
+                          for image, names in placeholders.items())
+        yield Issue(f"uses a placeholder image, {shown}, not an image a node can pull. Render the manifest first "
+                    "(envsubst, kustomize, helm template) and check what is applied.", severity=Severity.LOW)
