@@ -430,10 +430,15 @@ def ex_readiness(case: Case, engine):
         return None
     w = case.obj.view
     g = case.obj.engine.graph
-    serving = bool(g.selected_by.get(w.key) or g.callers.get(w.key) or any(c.ports for c in w.containers if c.main))
+    from guywire.rules.observability import serving_signal
+
+    serving = bool(g.selected_by.get(w.key) or g.callers.get(w.key)
+                   or any(c.ports or serving_signal(c) for c in w.containers if c.main))
     if not serving:
         return ("guywire requires readiness only on workloads that serve traffic: no Service selects it, nothing "
-                "calls it and it declares no container port (Checkov asks it of every container)", "")
+                "calls it, it declares no container port and nothing says it listens (port flags, port env, a "
+                "server image or command); Checkov asks it of every container",
+                ", ".join(f"{c.name}: {c.image}" for c in w.containers if c.main))
     unprobed = [c for c in _containers(case.obj.raw, init=False) if not c.get("readinessProbe")]
     if unprobed and all(not c.get("ports") for c in unprobed):
         return ("guywire checks readiness only on the containers that declare ports; the containers without a probe "

@@ -18,9 +18,67 @@ SCRAPE_ANNOTATION = "prometheus.io/scrape"
 KSERVE_SCRAPE_ANNOTATION = "serving.kserve.io/enable-prometheus-scraping"
 
 
+# What says a container listens, besides a declared port. Inference servers often declare none and listen where
+# their flags, environment or image say.
+PORT_FLAGS = re.compile(r"(?:^|\s)(--(?:port|http[-_]port|grpc[-_]port|rest[-_]port|rest[-_]api[-_]port|server[-_]port|"
+                        r"listen[-_]port|api[-_]port))(?:=|\s+)(\d+|\$\(?\{?\w+\}?\)?)(?=\s|$)")
+PORT_ENV = frozenset({"PORT", "HTTP_PORT", "GRPC_PORT", "SERVER_PORT", "LISTEN_PORT", "API_PORT", "OLLAMA_HOST"})
+# image repository (its last one or two path segments) -> the server it runs
+SERVER_IMAGES = {
+    "vllm/vllm-openai": "vLLM", "vllm-openai": "vLLM", "vllm/vllm-tpu": "vLLM",
+    "huggingface/text-generation-inference": "TGI", "text-generation-inference": "TGI",
+    "huggingface/text-embeddings-inference": "TEI", "text-embeddings-inference": "TEI",
+    "nvidia/tritonserver": "Triton", "tritonserver": "Triton",
+    "lmsysorg/sglang": "SGLang", "ollama/ollama": "Ollama",
+    "kserve/sklearnserver": "KServe runtime", "kserve/xgbserver": "KServe runtime",
+    "kserve/lgbserver": "KServe runtime", "kserve/pmmlserver": "KServe runtime",
+    "kserve/paddleserver": "KServe runtime", "kserve/huggingfaceserver": "KServe runtime",
+    "kserve/torchserve-kfs": "KServe runtime", "pytorch/torchserve": "TorchServe",
+    "tensorflow/serving": "TensorFlow Serving", "seldonio/mlserver": "MLServer",
+}
+# commands that start a server whatever the image (a generic CUDA or Python image)
+SERVER_COMMANDS = re.compile(r"(?:^|[\s/])(vllm\s+serve|vllm\.entrypoints\.openai\.api_server|text-generation-launcher|"
+                             r"tritonserver|sglang\.launch_server|ollama\s+serve)(?=\s|$)")
+
+
+def _repository(image: str) -> str:
+    """The image's repository path without registry host, tag or digest (nvcr.io/nvidia/tritonserver:24.08 ->
+    nvidia/tritonserver)."""
+    ref = image.split("@", 1)[0]
+    parts = ref.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    parts[-1] = parts[-1].split(":", 1)[0]
+    return "/".join(parts).lower()
+
+
+def serving_signal(c: Container) -> str | None:
+    """Why a container without a declared port listens all the same, or None: a port flag in its command or
+    args, a port variable in its env (named, its value never shown), an inference server's image, or a
+    command that starts one."""
+    line = " ".join(c.args)
+    m = PORT_FLAGS.search(line)
+    if m:
+        return f"{m.group(1)}={m.group(2)} in its args"
+    for name, _ in c.env:
+        if name in PORT_ENV:
+            return f"env {name}"
+    if c.image:
+        repo = _repository(c.image)
+        parts = repo.split("/")
+        server = SERVER_IMAGES.get("/".join(parts[-2:])) or SERVER_IMAGES.get(parts[-1])
+        if server:
+            return f"{server} image {repo}"
+    m = SERVER_COMMANDS.search(line)
+    if m:
+        return f"its command runs {m.group(1)}"
+    return None
+
+
 def _served_templates(w: Workload, ctx: Context) -> Iterator[PodTemplate]:
-    """Templates whose pods take traffic: a container declares a port, a Service selects the pods, or
-    (for a one-template workload) another workload calls it by name."""
+    """Templates whose pods take traffic: a container declares a port or listens all the same
+    (:func:`serving_signal`), a Service selects the pods, or (for a one-template workload) another workload
+    calls it by name."""
     if not w.long_running:
         return
     selectors = [svc.selector for skey in ctx.graph.selected_by.get(w.key, ())
@@ -28,16 +86,20 @@ def _served_templates(w: Workload, ctx: Context) -> Iterator[PodTemplate]:
     called = bool(ctx.graph.callers.get(w.key)) and len(w.templates) == 1
     for t in w.templates:
         if called or any(c.ports for c in t.main_containers) or any(
-                selector_matches({"matchLabels": sel}, t.labels) for sel in selectors):
+                selector_matches({"matchLabels": sel}, t.labels) for sel in selectors) or any(
+                serving_signal(c) for c in t.main_containers):
             yield t
 
 
-def _probe_targets(w: Workload, ctx: Context) -> Iterator[tuple[PodTemplate, Container]]:
+def _probe_targets(w: Workload, ctx: Context) -> Iterator[tuple[PodTemplate, Container, str | None]]:
+    """The containers to probe, with the signal that says a portless one serves (None: a port, or no container
+    says it serves and the template does)."""
     for t in _served_templates(w, ctx):
         mains = [c for c in t.main_containers]
-        with_ports = [c for c in mains if c.ports]
-        for c in with_ports or mains:
-            yield t, c
+        listening = [(c, None if c.ports else serving_signal(c)) for c in mains]
+        listening = [(c, why) for c, why in listening if c.ports or why]
+        for c, why in listening or [(c, None) for c in mains]:
+            yield t, c, why
 
 
 @rule(id="GW-OBS-001", name="missing-readiness-probe", severity=Severity.MEDIUM, section="observability",
@@ -48,15 +110,33 @@ def _probe_targets(w: Workload, ctx: Context) -> Iterator[tuple[PodTemplate, Con
 def missing_readiness_probe(w: Workload, params: ObservabilityRules, ctx: Context) -> Iterator[Issue]:
     """Without a readiness probe a pod receives traffic the moment its process starts: an inference
     server still loading a model answers with errors that every caller then retries. Checked on the
-    pod templates of long-running workloads that a Service selects, that declare a container port,
-    or (one-template workloads) that another workload calls by name; on the containers that declare
-    ports (all main containers when none does). Not checked where the platform probes the pods:
-    KServe model servers, KubeRay (which injects probes) and Knative."""
+    pod templates of long-running workloads that serve: a Service selects the pods, (one-template
+    workloads) another workload calls it by name, or a main container listens. A container listens
+    when it declares a containerPort, or, without one, when
+
+    - its command or args carry a port flag: `--port`, `--http-port`, `--grpc-port`, `--rest-port`,
+      `--rest-api-port`, `--server-port`, `--listen-port`, `--api-port` (or with `_`), as
+      `--port=8000` or `--port 8000`, a number or `$(VAR)` (`--master_port` and `--metrics-port`
+      are not serving ports);
+    - its env sets `PORT`, `HTTP_PORT`, `GRPC_PORT`, `SERVER_PORT`, `LISTEN_PORT`, `API_PORT` or
+      `OLLAMA_HOST` (the message names the variable, never its value);
+    - its image is an inference server's: vLLM (`vllm/vllm-openai`), TGI and TEI
+      (`huggingface/text-generation-inference`, `text-embeddings-inference`), Triton
+      (`nvidia/tritonserver`), SGLang (`lmsysorg/sglang`), Ollama (`ollama/ollama`), the KServe
+      runtimes (`kserve/sklearnserver`, `huggingfaceserver`, `xgbserver`, ...), TorchServe,
+      TensorFlow Serving, MLServer, whatever the registry;
+    - its command starts one: `vllm serve`, `vllm.entrypoints.openai.api_server`,
+      `text-generation-launcher`, `tritonserver`, `sglang.launch_server`, `ollama serve`.
+
+    The probe is asked of the containers that listen (all main containers when none does), and the
+    message names the signal when no port was declared. Not checked where the platform probes the
+    pods: KServe model servers, KubeRay (which injects probes) and Knative."""
     if w.platform_probes:
         return
-    for t, c in _probe_targets(w, ctx):
+    for t, c, why in _probe_targets(w, ctx):
         if not c.readiness_probe:
-            yield Issue("has no readinessProbe, so traffic reaches it before it can answer. "
+            serves = f" and listens ({why})" if why else ""
+            yield Issue(f"has no readinessProbe{serves}, so traffic reaches it before it can answer. "
                         "Add a readinessProbe on its serving port or health endpoint.",
                         location=w.container_location(t, c))
 
