@@ -6,7 +6,6 @@ a user's cluster does (create, fix, break a policy, close a cycle, restart, faul
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import kmock
@@ -23,6 +22,7 @@ VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
 from tests.examples import example_objects
+from tests.integration.barrier import BARRIER_PATH, caught_up
 
 
 def run_args(kube_api, *extra: str):
@@ -116,7 +116,7 @@ def test_workloads_are_annotated_evented_and_counted_in_status(cluster):
                         timeout=TIMEOUT)
     assert not annotations(api, "deployments.apps", "search", "search-api").get(VIOLATIONS), clean
     # one Event per workload x rule, whatever the number of passes
-    time.sleep(1.5)
+    caught_up(api)
     reasons = [e["reason"] for e in warnings_for(api, "Deployment", "ml", "retriever")]
     assert len(reasons) == len(set(reasons))
 
@@ -146,10 +146,11 @@ def test_a_mesh_retry_policy_feeds_the_retry_rules(cluster):
 def test_own_annotations_do_not_trigger_another_evaluation(cluster):
     api, _ = cluster
     api.wait_for(lambda: annotations(api, "deployments.apps", "ml", "embedder").get(VIOLATIONS), timeout=TIMEOUT)
-    time.sleep(1.0)
+    caught_up(api)  # every write the operator had pending is made
     api.clear_requests()
-    time.sleep(2.0)
-    patches = [r for r in api.requests if r.method == "PATCH" and "/deployments/" in r.path]
+    caught_up(api)  # ... and the watch events of those writes are handled, and a pass has run after them
+    patches = [r for r in api.requests if r.method == "PATCH" and "/deployments/" in r.path
+               and BARRIER_PATH not in r.path]
     assert patches == [], [str(r) for r in patches]
 
 
@@ -197,14 +198,18 @@ def test_a_dependency_that_closes_a_cycle_annotates_both_ends(cluster):
 
 def test_a_restarted_operator_converges_without_duplicate_events(cluster):
     api, op = cluster
-    time.sleep(1.5)
+    caught_up(api)
+    new: set[str] = set()
+
     def all_events():
         return sorted((e["involvedObject"]["name"], e["reason"], e["type"])
-                      for e in api.objects("events") if e.get("source", {}).get("component") == "guywire")
+                      for e in api.objects("events") if e.get("source", {}).get("component") == "guywire"
+                      and e["involvedObject"]["name"] not in new)
     before = all_events()
     op.stop()
     op.start()
-    time.sleep(4)
+    new.add(caught_up(api))  # the restarted operator annotated a workload: it has listed and judged them all
+    new.add(caught_up(api))  # and one created after that: every Event of its first pass is posted
     assert all_events() == before
     assert annotations(api, "deployments.apps", "ml", "gateway").get(VIOLATIONS)
 

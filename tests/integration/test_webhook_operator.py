@@ -6,7 +6,6 @@ import copy
 import json
 import socket
 import ssl
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import yaml
 from guywire.cli import parser
 from guywire.operator.main import run_in_thread
 from tests.certs import write_self_signed
+from tests.integration.barrier import BARRIER_PATH, caught_up
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,8 @@ def test_a_request_closing_a_cycle_is_denied_and_the_index_is_unchanged(webhook)
     api.create({"apiVersion": "guywire.dev/v1alpha1", "kind": "ComplexityPolicy",
                 "metadata": {"name": "no-cycles", "namespace": "data"},
                 "spec": {"enforcement": "Enforce", "rules": {"observability": {"metrics": False}}}})
-    time.sleep(1.0)
+    api.wait_for(lambda: (api.get("complexitypolicies.guywire.dev", "no-cycles", "data") or {}).get(
+        "status", {}).get("conditions"), timeout=20)  # the operator has read the policy
     old = example("StatefulSet", "vector-db")
     new = copy.deepcopy(old)
     new["metadata"].setdefault("annotations", {})["guywire.dev/depends-on"] = "gateway.ml"
@@ -98,18 +99,19 @@ def test_a_request_closing_a_cycle_is_denied_and_the_index_is_unchanged(webhook)
     assert resp["allowed"] is False
     assert "[GW-DEP-004 dependency-cycle]" in resp["status"]["message"]
     # denied: the cluster, and so the index, never had that edge; the gateway's annotation is untouched
-    time.sleep(1.0)
+    caught_up(api)
     ann = api.get("deployments.apps", "gateway", "ml")["metadata"]["annotations"]
     assert "GW-DEP-004" not in ann.get("guywire.dev/violations", "")
 
 
 def test_dry_run_has_no_side_effects(webhook):
     api, url = webhook
+    caught_up(api)  # nothing earlier is still to be written
     api.clear_requests()
     obj = example("Deployment", "llm-server")
     obj["metadata"]["name"] = "llm-server-dry"
     resp = post(url, request(obj, dry_run=True))
     assert resp["allowed"] is False
-    time.sleep(1.0)
-    writes = [r for r in api.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]
+    caught_up(api)
+    writes = [r for r in api.requests if r.method in ("POST", "PATCH", "PUT", "DELETE") and BARRIER_PATH not in r.path]
     assert writes == [], [str(r) for r in writes]
