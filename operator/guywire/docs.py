@@ -29,6 +29,7 @@ def rules_json() -> str:
         "remediation": r.remediation, "target": r.target,
         "switch": f"rules.{r.section}.{Rules.model_fields[r.section].annotation.model_fields[r.switch].alias}"
         if r.switch else None,
+        "unit": r.unit, "limitFrom": r.limit_from,
     } for r in all_rules()], indent=2) + "\n"
 
 
@@ -50,6 +51,10 @@ def rules_markdown() -> str:
         if r.doc:
             out += [r.doc, ""]
         out += [f"**How to fix:** {r.remediation}", ""]
+        if r.unit:
+            against = (f"against `limit`, {r.limit_from if ' ' in r.limit_from else f'`{r.limit_from}`'}"
+                       if r.limit_from else "with no limit (`limit` is null)")
+            out += [f"**Figures:** `observed` in {r.unit}, {against}; see docs/output.md.", ""]
         if r.switch:
             switch = Rules.model_fields[r.section].annotation.model_fields[r.switch]
             if switch.default is False:

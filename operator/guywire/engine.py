@@ -126,7 +126,8 @@ def run_rule(r: Rule, obj: Any, ref: Any, source: Any, params: Any, severity: Se
         errors.append(EvaluationError.of(r.id, r.name, exc, ref, source, policy.name))
         return []
     return [Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref, message=issue.message,
-                    location=issue.location, path=issue.path, source=source, policy=policy.name)
+                    location=issue.location, path=issue.path, source=source, policy=policy.name,
+                    observed=issue.observed, limit=issue.limit, unit=issue.unit)
             for issue in issues]
 
 
@@ -210,7 +211,7 @@ class Engine:
             for issue in issues:
                 into.append(Finding(rule=r.id, name=r.name, severity=issue.severity or severity, workload=ref,
                                    message=issue.message, location=issue.location, path=issue.path, source=source,
-                                   policy=name))
+                                   policy=name, observed=issue.observed, limit=issue.limit, unit=issue.unit))
         return out
 
     def _plan(self, policy: Policy) -> list[tuple[Rule, Any, Severity]]:

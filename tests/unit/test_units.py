@@ -46,3 +46,23 @@ def test_format_round_trips(text):
     again = format_duration(seconds)
     assert parse_duration(again) == pytest.approx(seconds, abs=1e-9), (text, again)
     assert format_duration(parse_duration(again)) == again, "the spelling is stable"
+
+
+@pytest.mark.parametrize("value, unit, text, with_unit", [
+    (27, "calls", "27", "27 calls"), (1, "hops", "1", "1 hop"), (5.0, "attempts", "5", "5 attempts"),
+    (3486784401, "calls", "3486784401", "3486784401 calls"), (2.5, "points", "2.5", "2.5 points"),
+    (0.5, "seconds", "500ms", "500ms"), (1200, "seconds", "20m", "20m"), (1, "dependencies", "1", "1 dependency"),
+])
+def test_figures_render_as_their_unit_writes_them(value, unit, text, with_unit):
+    from guywire.model.units import figure_with_unit, render_figure
+
+    assert render_figure(value, unit) == text
+    assert figure_with_unit(value, unit) == with_unit
+
+
+@pytest.mark.parametrize("age, shown", [(61.2, 62), (119.5, 120), (1200, 1200), (1201, 1260), (7200, 7200),
+                                        (7201, 10800), (259200, 259200)])
+def test_a_report_age_is_rounded_up_to_what_the_message_shows(age, shown):
+    from guywire.rules.gpu import report_age
+
+    assert report_age(age) == shown and shown >= age

@@ -44,6 +44,11 @@ class SourceRef:
 class Finding:
     """One rule broken by one object.
 
+    ``observed`` and ``limit`` are the figures a measuring rule compared (the message is rendered from
+    them, so the two cannot disagree), in ``unit`` (``model.units.UNITS``); ``observed`` is above
+    ``limit`` whenever both are set. Rules that measure nothing leave all three None; a rule that
+    measures without a limit (the size of a cycle) leaves ``limit`` None.
+
     A plain dataclass rather than a pydantic model: the engine makes tens of
     thousands of these per full evaluation and they are built only from
     already-validated values.
@@ -58,6 +63,9 @@ class Finding:
     path: list[str] = field(default_factory=list)
     source: SourceRef | None = None
     policy: str | None = None
+    observed: float | None = None
+    limit: float | None = None
+    unit: str | None = None
     _sort_key: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def render(self) -> str:
@@ -82,6 +90,9 @@ class Finding:
             "workload": {"kind": self.workload.kind, "namespace": self.workload.namespace, "name": self.workload.name},
             "message": self.render(),
             "path": list(self.path),
+            "observed": self.observed,
+            "limit": self.limit,
+            "unit": self.unit,
         }
         if self.location:
             out["location"] = self.location

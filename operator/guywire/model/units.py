@@ -42,3 +42,28 @@ def format_duration(seconds: float) -> str:
             return f"{ms}ms"
     return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"  # not {:g}: 1234.567 must not become 1234.57s
 
+
+
+# ----- figures a finding measures ---------------------------------------------------------------
+#: The units a finding's ``observed`` and ``limit`` are in (plural -> singular). Durations are in seconds.
+UNITS: dict[str, str] = {
+    "dependencies": "dependency", "hops": "hop", "attempts": "attempt", "calls": "call", "points": "point",
+    "workloads": "workload", "seconds": "second",
+}
+
+
+def render_figure(value: float, unit: str) -> str:
+    """How a figure appears in a message: ``4``, ``27``, ``2s``/``500ms`` for seconds."""
+    if unit == "seconds":
+        return format_duration(value)
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def figure_with_unit(value: float, unit: str) -> str:
+    """A figure with its unit, for sentences about it: ``5 hops``, ``1 hop``, ``2s``."""
+    if unit == "seconds":
+        return format_duration(value)
+    text = render_figure(value, unit)
+    return f"{text} {UNITS.get(unit, unit) if value == 1 else unit}"

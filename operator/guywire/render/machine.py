@@ -75,7 +75,10 @@ def render_sarif(report: Report, locations: SourceRoot | None = None) -> str:
                                       "kind": "resource"}],
             }],
             "partialFingerprints": {"guywireFinding/v1": fp},
-            "properties": {"severity": f.severity.value, "path": f.path},
+            "properties": {"severity": f.severity.value, "path": f.path, "observed": f.observed, "limit": f.limit,
+                           "unit": f.unit, "location": f.location,
+                           "workload": {"kind": f.workload.kind, "namespace": f.workload.namespace,
+                                        "name": f.workload.name}},
         }
         if reason is not None:
             result["suppressions"] = [{"kind": "inSource", "status": "accepted",

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..model.severity import Severity
+from ..model.units import UNITS, render_figure
 
 if TYPE_CHECKING:
     from ..model.policy import Policy
@@ -25,12 +26,26 @@ CATEGORIES = {
 
 @dataclass(slots=True)
 class Issue:
-    """What a check yields: the message body, and where inside the object."""
+    """What a check yields: the message body, and where inside the object; for a measuring rule, the
+    figures it compared (build those with :func:`measured`, which renders the message from them)."""
 
     message: str
     location: str | None = None
     path: list[str] = field(default_factory=list)
     severity: Severity | None = None
+    observed: float | None = None
+    limit: float | None = None
+    unit: str | None = None
+
+
+def measured(template: str, *, observed: float, limit: float | None, unit: str, location: str | None = None,
+             path: list[str] | None = None, **words: str) -> Issue:
+    """An Issue whose numbers are data: ``{observed}`` and ``{limit}`` in ``template`` are rendered from
+    ``observed`` and ``limit`` (``model.units.render_figure``), every other ``{name}`` from ``words``.
+    Names and other values a user wrote go in ``words``, never into the template, so their braces are text."""
+    text = template.format(observed=render_figure(observed, unit),
+                           limit=render_figure(limit, unit) if limit is not None else "", **words)
+    return Issue(text, location, path if path is not None else [], observed=observed, limit=limit, unit=unit)
 
 
 @dataclass(slots=True)
@@ -69,6 +84,8 @@ class Rule:
     check: Callable[..., Iterator[Issue]]
     doc: str
     needs_edges: bool = False  # finds nothing on a workload without outbound dependencies
+    unit: str | None = None  # what its findings' observed (and limit) count; None: it measures nothing
+    limit_from: str | None = None  # where its limit comes from (a policy field), None: it has no limit
 
     def params(self, policy: Policy) -> BaseModel | None:
         return getattr(policy.spec.rules, self.section) if self.section else None
@@ -90,8 +107,11 @@ REGISTRY: dict[str, Rule] = {}
 
 def rule(*, id: str, name: str, severity: Severity, summary: str, remediation: str,
          section: str | None = None, switch: str | None = None, target: str = "workload",
-         needs_edges: bool = False):
-    """Register ``check(obj, params, ctx) -> Iterator[Issue]`` as a rule. Duplicate ids are refused."""
+         needs_edges: bool = False, unit: str | None = None, limit_from: str | None = None):
+    """Register ``check(obj, params, ctx) -> Iterator[Issue]`` as a rule. Duplicate ids are refused.
+
+    A rule that measures names its ``unit`` (and ``limit_from``, the policy field its limit comes from,
+    when it has one): its findings then carry ``observed`` (and ``limit``), built with :func:`measured`."""
 
     def wrap(fn: Callable[..., Iterator[Issue]]) -> Callable[..., Iterator[Issue]]:
         if not RULE_ID.match(id):
@@ -102,10 +122,15 @@ def rule(*, id: str, name: str, severity: Severity, summary: str, remediation: s
             raise ValueError(f"rule name {name!r} is not kebab-case.")
         if not remediation.strip():
             raise ValueError(f"rule {id} has no remediation.")
+        if unit is not None and unit not in UNITS:
+            raise ValueError(f"rule {id} measures in {unit!r}, which is not one of {', '.join(UNITS)}.")
+        if limit_from is not None and unit is None:
+            raise ValueError(f"rule {id} names a limit but no unit.")
         category = CATEGORIES[id.split("-")[1]]
         REGISTRY[id] = Rule(id=id, name=name, category=category, severity=severity, summary=summary,
                             remediation=remediation, section=section, switch=switch, target=target, check=fn,
-                            doc=inspect.cleandoc(fn.__doc__ or ""), needs_edges=needs_edges)
+                            doc=inspect.cleandoc(fn.__doc__ or ""), needs_edges=needs_edges, unit=unit,
+                            limit_from=limit_from)
         return fn
 
     return wrap

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..model.severity import Severity
 from ..workload import Workload
-from .base import Context, Issue, rule
+from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:
     from ..model.policy import ComplexityRules
@@ -48,7 +48,8 @@ def complexity_score(w: Workload, graph: "Graph") -> int:
     return sum(score_parts(w, graph).values())
 
 
-@rule(id="GW-CPX-001", name="complexity-score", severity=Severity.MEDIUM, section="complexity",
+@rule(id="GW-CPX-001", name="complexity-score", severity=Severity.MEDIUM, section="complexity", unit="points",
+      limit_from="rules.complexity.maxScore",
       summary="The workload's complexity score is above maxScore.",
       remediation="Reduce the largest parts named in the message (dependencies, depth, retries, cycles), or raise "
                   "rules.complexity.maxScore.")
@@ -74,5 +75,6 @@ def complexity_score_rule(w: Workload, params: ComplexityRules, ctx: Context) ->
     total = sum(parts.values())
     if total > params.max_score:
         top = sorted(parts.items(), key=lambda kv: -kv[1])[:4]
-        yield Issue(f"has complexity score {total}, above the limit of {params.max_score} "
-                    f"({', '.join(f'{k} {v}' for k, v in top)}). Reduce the largest part.")
+        yield measured("has complexity score {observed}, above the limit of {limit} ({parts}). Reduce the largest part.",
+                       observed=total, limit=params.max_score, unit="points",
+                       parts=", ".join(f"{k} {v}" for k, v in top))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..model.severity import Severity
 from ..workload import Workload
-from .base import Context, Issue, rule
+from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:
     from ..model.policy import DependencyRules
@@ -29,7 +29,7 @@ def unresolved_dependency(w: Workload, params: DependencyRules, ctx: Context) ->
 
 
 @rule(id="GW-DEP-002", name="dependency-fan-out", severity=Severity.MEDIUM,
-      needs_edges=True, section="dependencies",
+      needs_edges=True, section="dependencies", unit="dependencies", limit_from="rules.dependencies.maxFanOut",
       summary="A workload calls more services directly than maxFanOut.",
       remediation="Split the workload, put an aggregator in front of related calls, or raise "
                   "rules.dependencies.maxFanOut if this fan-out is deliberate.")
@@ -39,12 +39,13 @@ def dependency_fan_out(w: Workload, params: DependencyRules, ctx: Context) -> It
     edges = ctx.graph.out.get(w.key, ())
     if len(edges) > params.max_fan_out:
         names = ", ".join(e.label for e in edges[:8]) + (", …" if len(edges) > 8 else "")
-        yield Issue(f"calls {len(edges)} dependencies directly, above the limit of {params.max_fan_out} ({names}). "
-                    "Group related calls behind one service or raise maxFanOut.")
+        yield measured("calls {observed} dependencies directly, above the limit of {limit} ({names}). "
+                       "Group related calls behind one service or raise maxFanOut.",
+                       observed=len(edges), limit=params.max_fan_out, unit="dependencies", names=names)
 
 
 @rule(id="GW-DEP-003", name="dependency-depth", severity=Severity.MEDIUM,
-      needs_edges=True, section="dependencies",
+      needs_edges=True, section="dependencies", unit="hops", limit_from="rules.dependencies.maxDepth",
       summary="The longest downstream call chain is longer than maxDepth.",
       remediation="Flatten the chain: let callers reach deep services directly, cache, or merge hops that only "
                   "forward; or raise rules.dependencies.maxDepth.")
@@ -55,12 +56,13 @@ def dependency_depth(w: Workload, params: DependencyRules, ctx: Context) -> Iter
     a = ctx.graph.analysis.get(w.key)
     if a and a.depth > params.max_depth:
         path = ctx.graph.depth_path(w.key)
-        yield Issue(f"starts a call chain {a.depth} hops deep, above the limit of {params.max_depth}: "
-                    f"{' -> '.join(path)}. Shorten the chain or raise maxDepth.", path=path)
+        yield measured("starts a call chain {observed} hops deep, above the limit of {limit}: {chain}. "
+                       "Shorten the chain or raise maxDepth.",
+                       observed=a.depth, limit=params.max_depth, unit="hops", path=path, chain=" -> ".join(path))
 
 
 @rule(id="GW-DEP-004", name="dependency-cycle", severity=Severity.HIGH,
-      needs_edges=True, section="dependencies",
+      needs_edges=True, section="dependencies", unit="workloads",
       switch="forbid_cycles",
       summary="The workload is on a dependency cycle.",
       remediation="Break the cycle: move the shared logic into a service both sides call, or replace one "
@@ -72,8 +74,8 @@ def dependency_cycle(w: Workload, params: DependencyRules, ctx: Context) -> Iter
     cycle = ctx.graph.cycle_of(w.key)
     if cycle:
         labels = [f"{k[0]}/{k[2]}" for k in cycle]
-        yield Issue(f"is on a dependency cycle of {len(cycle) - 1} workload(s): {' -> '.join(labels)}. "
-                    "Break one edge of the cycle.", path=labels)
+        yield measured("is on a dependency cycle of {observed} workload(s): {cycle}. Break one edge of the cycle.",
+                       observed=len(cycle) - 1, limit=None, unit="workloads", path=labels, cycle=" -> ".join(labels))
 
 
 @rule(id="GW-DEP-005", name="cross-namespace-dependency", severity=Severity.MEDIUM,

@@ -9,12 +9,13 @@ annotation value.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Iterator
 
 from ..model.gpustate import GPU_HEALTH_ANNOTATION, GPU_PRESENT_LABEL, HealthState
 from ..model.severity import Severity
 from ..workload import Node, PodTemplate, Workload
-from .base import Context, Issue, rule
+from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:
     from ..model.gpu import NodeGpuHealth
@@ -177,18 +178,15 @@ def degraded_gpu_node(w: Workload, params: GpuRules, ctx: Context) -> Iterator[I
     yield from _placement_issues(w, ctx, HealthState.DEGRADED)
 
 
-def _age(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
+def report_age(seconds: float) -> int:
+    """An age as a message shows it: whole seconds under 2 minutes, whole minutes under 2 hours, whole hours
+    beyond; rounded up, so an age past the limit never reads as the limit."""
+    step = 1 if seconds < 120 else 60 if seconds < 7200 else 3600
+    return -(-math.ceil(seconds) // step) * step
 
 
 @rule(id="GW-GPU-003", name="stale-gpu-health-report", severity=Severity.MEDIUM, section="gpu", target="node",
+      unit="seconds", limit_from="rules.gpu.reportMaxAge",
       summary="A GPU node has no GPU health report, or one older than reportMaxAge.",
       remediation="Run the guywire node-agent DaemonSet on every GPU node (the Helm chart's nodeAgent) and read "
                   "the logs of its pod on this node; a running agent refreshes the report at least every "
@@ -197,7 +195,10 @@ def stale_gpu_health_report(node: Node, params: GpuRules, ctx: Context) -> Itera
     """Without a fresh report nothing tells a healthy GPU node from a broken one, and GW-GPU-001/002 stay
     silent about it. A GPU node is one labelled nvidia.com/gpu.present=true or advertising allocatable
     GPUs. Its report (annotation guywire.dev/gpu-health) is stale when its reportedAt is older than
-    `rules.gpu.reportMaxAge` at the time of evaluation (the CLI's `--now`). The finding is on the Node."""
+    `rules.gpu.reportMaxAge` at the time of evaluation (the CLI's `--now`); its age is then the
+    finding's observed figure, rounded up to whole seconds, minutes (from 2 minutes) or hours (from 2
+    hours) as the message shows it. A missing or unreadable report has no age, and no figures. The
+    finding is on the Node."""
     if not is_gpu_node(node):
         return
     report, error = node_report(ctx, node)
@@ -212,5 +213,6 @@ def stale_gpu_health_report(node: Node, params: GpuRules, ctx: Context) -> Itera
         return
     age = report.age(ctx.now)
     if age > params.report_max_age:
-        yield Issue(f"has a GPU health report {_age(age)} old (limit {_age(params.report_max_age)}), so the node "
-                    "agent stopped reporting. Check the node-agent pod on this node.")
+        yield measured("has a GPU health report {observed} old (limit {limit}), so the node agent stopped "
+                       "reporting. Check the node-agent pod on this node.",
+                       observed=report_age(age), limit=params.report_max_age, unit="seconds")

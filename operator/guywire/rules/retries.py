@@ -8,7 +8,7 @@ from ..graph import wlabel
 from ..model.severity import Severity
 from ..model.units import format_duration
 from ..workload import Workload
-from .base import Context, Issue, rule
+from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:
     from ..model.policy import RetryRules
@@ -19,13 +19,12 @@ def _hop(e) -> str:
 
 
 def _tries(e) -> str:
-    """How an edge's attempts add up when the caller's sidecar retries too (mesh.py)."""
+    """How an edge's attempts add up when the caller's sidecar retries too (mesh.py); "" when only the app retries."""
     if e.mesh is None or not e.mesh.retries:
-        return f"{e.retry.attempts} times"
+        return ""
     if not e.app_retry.retries:
-        return f"{e.retry.attempts} times (retries.attempts={e.mesh.attempts - 1} in {e.mesh.source})"
-    return (f"{e.retry.attempts} times ({e.app_retry.attempts} in the application x {e.mesh.attempts} in "
-            f"{e.mesh.source})")
+        return f" (retries.attempts={e.mesh.attempts - 1} in {e.mesh.source})"
+    return f" ({e.app_retry.attempts} in the application x {e.mesh.attempts} in {e.mesh.source})"
 
 
 def _fix_in(e) -> str:
@@ -45,7 +44,7 @@ def _by_policy(edges, broken) -> list[tuple]:
 
 
 @rule(id="GW-RTY-001", name="retry-attempts", severity=Severity.MEDIUM,
-      needs_edges=True, section="retries",
+      needs_edges=True, section="retries", unit="attempts", limit_from="rules.retries.maxAttempts",
       summary="More attempts on one hop than maxAttempts.",
       remediation="Lower attempts in guywire.dev/retry (attempts counts every try, the first included), or raise "
                   "rules.retries.maxAttempts.")
@@ -54,13 +53,15 @@ def retry_attempts(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Is
     service that is already failing."""
     for e in ctx.graph.out.get(w.key, ()):
         if e.retry.attempts > params.max_attempts:
-            yield Issue(f"tries {_hop(e)} {_tries(e)}, above the limit of {params.max_attempts}. "
-                        f"Set attempts={params.max_attempts} or fewer"
-                        + (" in total across the application and the mesh." if e.mesh and e.mesh.retries else "."))
+            yield measured("tries {hop} {observed} times{how}, above the limit of {limit}. "
+                           "Set attempts={limit} or fewer{where}.",
+                           observed=e.retry.attempts, limit=params.max_attempts, unit="attempts", hop=_hop(e),
+                           how=_tries(e), where=" in total across the application and the mesh"
+                           if e.mesh and e.mesh.retries else "")
 
 
 @rule(id="GW-RTY-002", name="retry-amplification", severity=Severity.HIGH,
-      needs_edges=True, section="retries",
+      needs_edges=True, section="retries", unit="calls", limit_from="rules.retries.maxAmplification",
       summary="The product of attempts along a call path is above maxAmplification.",
       remediation="Retry at one layer only (usually the outermost), lower attempts on inner hops, or raise "
                   "rules.retries.maxAmplification.")
@@ -72,9 +73,10 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
     if a and a.amplification > params.max_amplification:
         path = ctx.graph.amplification_path(w.key)
         text = path[0][0] + "".join(f" -({n}x)-> {name}" for name, n in path[1:])
-        yield Issue(f"can send {a.amplification} calls to the end of one path for one request, above the limit "
-                    f"of {params.max_amplification}: {text}. Retry at one layer only.",
-                    path=[name for name, _ in path])
+        yield measured("can send {observed} calls to the end of one path for one request, above the limit "
+                       "of {limit}: {text}. Retry at one layer only.",
+                       observed=a.amplification, limit=params.max_amplification, unit="calls",
+                       path=[name for name, _ in path], text=text)
 
 
 @rule(id="GW-RTY-003", name="retry-without-timeout", severity=Severity.HIGH,
@@ -102,7 +104,7 @@ def _worst_case_parts(r) -> str:
 
 
 @rule(id="GW-RTY-004", name="timeout-inversion", severity=Severity.HIGH,
-      needs_edges=True, section="retries",
+      needs_edges=True, section="retries", unit="seconds", limit_from="the caller's per-try timeout on the hop",
       switch="forbid_timeout_inversion",
       summary="A caller gives up on a hop before the callee's own retries can finish.",
       remediation="Make each caller's per-try timeout longer than its callee's worst case (attempts x per-try "
@@ -111,7 +113,8 @@ def timeout_inversion(w: Workload, params: RetryRules, ctx: Context) -> Iterator
     """If a caller waits 1s per try but its callee may retry its own dependency for 3 x 2s, the
     caller times out and retries while the callee is still working: the inner retries are wasted
     and the load doubles. The callee's worst case is, over its own hops, attempts x perTryTimeout
-    capped by its overall timeout."""
+    capped by its overall timeout. The finding's observed figure is that worst case, and its limit
+    the caller's per-try timeout (its timeout when it sets no per-try timeout)."""
     for e in ctx.graph.out.get(w.key, ()):
         budget = e.retry.per_try_timeout if e.retry.per_try_timeout is not None else e.retry.timeout
         if budget is None:
@@ -124,9 +127,10 @@ def timeout_inversion(w: Workload, params: RetryRules, ctx: Context) -> Iterator
                 continue
             wc, inner = worst
             path = [wlabel(w.key), wlabel(t), inner.label]
-            yield Issue(f"waits {format_duration(budget)} per try on {wlabel(t)}, but {wlabel(t)} may spend "
-                        f"{format_duration(wc)} on {inner.label} ({_worst_case_parts(inner.retry)}). Raise the "
-                        f"per-try timeout above {format_duration(wc)} or cut the inner retries.", path=path)
+            yield measured("waits {limit} per try on {callee}, but {callee} may spend {observed} on {inner} "
+                           "({parts}). Raise the per-try timeout above {observed} or cut the inner retries.",
+                           observed=wc, limit=budget, unit="seconds", path=path, callee=wlabel(t),
+                           inner=inner.label, parts=_worst_case_parts(inner.retry))
             break
 
 
