@@ -257,25 +257,26 @@ def _old_judged(path: str, args, engine: Engine, option: str, forms: str) -> Jud
     return judge(clusters, policies, engine.policies, now=engine.now)
 
 
-def _saved_json(path: str) -> dict | None:
-    """A saved guywire JSON document (check or report output), or None when ``path`` is no such file."""
+def _saved_json(path: str, sarif: bool = False) -> dict | None:
+    """A saved guywire JSON document (check or report output; with ``sarif``, a SARIF log too), or None
+    when ``path`` is no such file."""
     import json
     import os
 
-    if not (path.endswith(".json") and os.path.isfile(path)):
+    if not (path.endswith((".json", ".sarif") if sarif else ".json") and os.path.isfile(path)):
         return None
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot be read as JSON ({exc}).") from None
-    if isinstance(data, dict) and ("findings" in data or "cluster" in data):
+    if isinstance(data, dict) and ("findings" in data or "cluster" in data or (sarif and "runs" in data)):
         return data
     return None  # a JSON manifest
 
 
 BASELINE_FORMS = ("the manifests of the older state (a file or folder of YAML or JSON) or a saved "
-                  "guywire check --format json report")
+                  "guywire check --format json (or --format sarif) report")
 DIFF_FORMS = "the manifests of the older state (a file or folder of YAML or JSON) or a saved guywire report --format json"
 
 
@@ -297,18 +298,31 @@ def _is_sarif(path: str) -> bool:
 
 
 def load_baseline(path: str, args, engine: Engine) -> list:
-    """What the baseline found: a saved ``guywire check --format json`` report, or manifests judged now."""
-    from .report import known_from_finding, known_from_json
+    """What the baseline found: a saved ``guywire check --format json`` (or ``sarif``) report, or manifests
+    judged now. A JSON report saved before findings carried their figures loads, with a note on stderr."""
+    from .report import REGENERATE, is_sarif, known_from_finding, known_from_json, known_from_sarif
 
     if _is_sarif(path):
-        raise ValueError(f"--baseline {path} is a SARIF log, which guywire does not read back; give "
-                         f"{BASELINE_FORMS}.")
-    data = _saved_json(path)
+        try:
+            data = _saved_json(path, sarif=True)
+            why = "" if data is not None else " (no such file)"
+        except ValueError as exc:
+            data, why = None, f" ({str(exc).removeprefix(f'{path}: ').rstrip('.')})"
+        if data is None or not is_sarif(data):
+            raise ValueError(f"--baseline {path} is not a SARIF log guywire can read{why}; give {BASELINE_FORMS}.")
+    else:
+        data = _saved_json(path)
     if data is not None:
         try:
-            return known_from_json(data)
+            known = known_from_sarif(data) if is_sarif(data) else known_from_json(data)
         except ValueError as exc:
             raise ValueError(f"--baseline {path} {exc}") from None
+        legacy = sum(k.legacy for k in known)
+        if legacy:
+            print(f"guywire: --baseline {path} was saved by an older guywire: {legacy} of its findings carry no "
+                  "observed and limit, so their figures are read from the message text, which a reworded message "
+                  f"defeats; {REGENERATE.replace('BASELINE.json', path)}.", file=sys.stderr)
+        return known
     old = _old_judged(path, args, engine, "--baseline", BASELINE_FORMS)
     return [known_from_finding(f) for f in old.evaluate_all().findings]
 
@@ -524,9 +538,10 @@ def parser() -> argparse.ArgumentParser:
                    help="the chart folder behind helm template output on stdin: its '# Source: CHART/...' "
                         "comments are placed there (default: the folder under --source-root whose Chart.yaml "
                         "has that name)")
-    p.add_argument("--baseline", metavar="OLD_PATH|OLD.json",
+    p.add_argument("--baseline", metavar="OLD_PATH|OLD.json|OLD.sarif",
                    help="report only findings that are new or worse than in OLD_PATH (manifests) or in a saved "
-                        "guywire check --format json report; matched by rule, object and location")
+                        "guywire check --format json or sarif report; matched by rule, object and location, "
+                        "worse when the severity rose or the observed figure moved further past its limit")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("simulate", help="what if one workload fails: the cascade through retries and timeouts")

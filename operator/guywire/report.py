@@ -13,7 +13,7 @@ Pure: reads an evaluated :class:`~guywire.engine.Engine` (call ``evaluate_all()`
   longest chain from 3 to 5 hops".
 * :func:`new_or_worse` — the findings that are new or got worse against a baseline, so CI can
   gate on regressions without fixing history. Findings are matched by rule, object and location;
-  see the function for what "worse" means.
+  "worse" is read from their figures (``observed`` against ``limit``), never from message text.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
 from .model.policy import Policy, PolicySpec, Rules, SimplifyRules
 from .model.severity import Severity
+from .model.units import figure_with_unit, render_figure
 from .rules import REGISTRY
 from .simulate import BlastRadius, blast_radius
 
@@ -296,7 +297,9 @@ def describe_changes(changes: list[Change]) -> list[str]:
 
 
 # ----- regressions against a baseline --------------------------------------------------------------
+#: Reports written before findings carried their figures: the figure is read out of the message text.
 _FIGURE = re.compile(r"(?<![\w./:-])(\d+(?:\.\d+)?)(?![\w./-])")
+REGENERATE = "save it again with `guywire check OLD_PATH --format json > BASELINE.json`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +313,10 @@ class Known:
     location: str | None
     severity: Severity
     message: str  # the rendered message
+    observed: float | None = None
+    limit: float | None = None
+    unit: str | None = None
+    legacy: bool = False  # from a saved report without observed/limit: only its message holds the figure
 
     @property
     def key(self) -> tuple:
@@ -327,28 +334,78 @@ class Known:
 
 def known_from_finding(f: Finding) -> Known:
     return Known(rule=f.rule, kind=f.workload.kind, namespace=f.workload.namespace, name=f.workload.name,
-                 location=f.location, severity=f.severity, message=f.render())
+                 location=f.location, severity=f.severity, message=f.render(), observed=f.observed, limit=f.limit,
+                 unit=f.unit)
+
+
+def _figure(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"its {what} is {value!r}, not a number or null")
+    return value
+
+
+def _known(i: int, rule: Any, workload: Any, location: Any, severity: Any, message: Any, figures: dict | None,
+           what: str) -> Known:
+    try:
+        w = workload
+        legacy = figures is None or "observed" not in figures
+        figures = figures or {}
+        return Known(rule=str(rule), kind=str(w["kind"]), namespace=w.get("namespace"), name=str(w["name"]),
+                     location=location, severity=Severity.parse(severity), message=str(message or ""),
+                     observed=_figure(figures.get("observed"), "observed"), limit=_figure(figures.get("limit"), "limit"),
+                     unit=figures.get("unit") if isinstance(figures.get("unit"), str) else None, legacy=legacy)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{what} {i} is not a guywire finding ({type(exc).__name__}: {exc}).") from None
 
 
 def known_from_json(data: Any) -> list[Known]:
-    """The findings of a saved ``guywire check --format json`` report; ValueError when it is not one."""
+    """The findings of a saved ``guywire check --format json`` report; ValueError when it is not one.
+
+    A report saved before findings carried ``observed``/``limit`` still loads: its findings are marked
+    ``legacy`` and compared by the first figure of their message, as guywire did then."""
     if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
         raise ValueError("is not a guywire JSON report: it has no \"findings\" list "
                          "(save one with guywire check --format json).")
     out = []
     for i, f in enumerate(data["findings"]):
-        try:
-            w = f["workload"]
-            out.append(Known(rule=str(f["rule"]), kind=str(w["kind"]), namespace=w.get("namespace"),
-                             name=str(w["name"]), location=f.get("location"),
-                             severity=Severity.parse(f["severity"]), message=str(f.get("message", ""))))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"finding {i} is not a guywire finding ({type(exc).__name__}: {exc}).") from None
+        if not isinstance(f, dict):
+            raise ValueError(f"finding {i} is not a guywire finding (it is {type(f).__name__}).")
+        out.append(_known(i, f.get("rule"), f.get("workload"), f.get("location"), f.get("severity"),
+                          f.get("message", ""), f, "finding"))
+    return out
+
+
+def is_sarif(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("runs"), list) and "version" in data
+
+
+def known_from_sarif(data: Any) -> list[Known]:
+    """The findings of a saved ``guywire check --format sarif`` report (suppressed results, the exempted
+    findings, left out), read from each result's ``properties`` (which name the object, the location and the figures); ValueError when the SARIF
+    was not written by guywire, or by a guywire that did not record them."""
+    out = []
+    for run in data.get("runs") or []:
+        driver = ((run or {}).get("tool") or {}).get("driver") or {}
+        if driver.get("name") != "guywire":
+            raise ValueError(f"is a SARIF log from {driver.get('name') or 'an unnamed tool'}, not from guywire; "
+                             f"{REGENERATE}.")
+        for i, r in enumerate(run.get("results") or []):
+            if (r or {}).get("suppressions"):
+                continue  # an exempted finding: not among a JSON report's findings either
+            props = (r or {}).get("properties") or {}
+            if "workload" not in props:
+                raise ValueError("is a SARIF log from a guywire that did not record each finding's object in "
+                                 f"its properties; {REGENERATE} (or --format sarif).")
+            out.append(_known(i, r.get("ruleId"), props["workload"], props.get("location"), props.get("severity"),
+                              (r.get("message") or {}).get("text", ""), props, "result"))
     return out
 
 
 def first_figure(text: str) -> float | None:
-    """The first number standing on its own in a message (27 in "can send 27 calls"), or None."""
+    """The first number standing on its own in a message (27 in "can send 27 calls"), or None.
+    Only for baselines saved before findings carried their figures."""
     m = _FIGURE.search(text)
     return float(m.group(1)) if m else None
 
@@ -365,6 +422,7 @@ class Comparison:
     baseline: int  # findings in the baseline
     unchanged: int  # current findings that match one in the baseline and are no worse
     fixed: int  # baseline findings with no current match
+    legacy: int = 0  # baseline findings without figures, compared by the figures in their messages
 
     @property
     def findings(self) -> list[Finding]:
@@ -377,18 +435,48 @@ class Comparison:
                                 for r in self.regressions]}
 
 
+def _past(observed: float, limit: float | None) -> float:
+    """How far a figure is past its limit (the figure itself for a rule without a limit)."""
+    return observed - limit if limit is not None else observed
+
+
+def _figures(observed: float, limit: float | None, unit: str) -> str:
+    return figure_with_unit(observed, unit) + (f" (limit {render_figure(limit, unit)})" if limit is not None else "")
+
+
+def worse_than(f: Finding, was: Known) -> str | None:
+    """Why ``f`` is worse than the baseline finding it matched, or None when it is not.
+
+    Worse: a higher severity, or its observed figure further past its limit than before (for a rule
+    without a limit, a larger figure), in the same unit. The message text plays no part, except for a
+    ``legacy`` baseline finding, whose first message figure is compared with the current one's."""
+    if f.severity.rank > was.severity.rank:
+        return f"severity {was.severity.value} -> {f.severity.value}"
+    if f.severity.rank < was.severity.rank:
+        return None
+    if was.legacy:
+        a, b = first_figure(was.body), first_figure(f.message)
+        return f"{a:g} -> {b:g}" if a is not None and b is not None and b > a else None
+    if f.observed is None or was.observed is None or f.unit != was.unit or f.unit is None:
+        return None
+    if _past(f.observed, f.limit) > _past(was.observed, was.limit) + 1e-9:
+        return f"{_figures(was.observed, was.limit, f.unit)} -> {_figures(f.observed, f.limit, f.unit)}"
+    return None
+
+
 def new_or_worse(current: Iterable[Finding], baseline: Iterable[Known]) -> Comparison:
     """The current findings that are new or got worse than the baseline.
 
     Findings are matched by rule + object + location. Within one such key, a finding with the
     same message is matched first; the rest are paired in order (worst first). A paired finding is
-    worse when its severity is higher, or when the first figure of its message grew (27 -> 81 calls,
-    a chain of 5 hops where there were 4). Current findings left unpaired are new."""
+    worse as :func:`worse_than` says: by severity and by its figures (``observed`` against ``limit``),
+    never by the wording of its message. Current findings left unpaired are new."""
     base: dict[tuple, list[Known]] = {}
-    n_base = 0
+    n_base = n_legacy = 0
     for k in baseline:
         base.setdefault(k.key, []).append(k)
         n_base += 1
+        n_legacy += k.legacy
     cur: dict[tuple, list[Finding]] = {}
     for f in current:
         cur.setdefault(known_from_finding(f).key, []).append(f)
@@ -397,37 +485,34 @@ def new_or_worse(current: Iterable[Finding], baseline: Iterable[Known]) -> Compa
     matched_base = 0
     for key, items in cur.items():
         old = sorted(base.get(key, []), key=lambda k: -k.severity.rank)
+        pairs: list[tuple[Finding, Known]] = []
         rest: list[Finding] = []
         for f in sorted(items, key=lambda f: f.sort_key):
             msg = f.render()
             same = next((k for k in old if k.message == msg), None)
             if same is None:
                 rest.append(f)
-                continue
-            old.remove(same)
-            matched_base += 1
-            if f.severity.rank > same.severity.rank:
-                regressions.append(Regression(f, f"severity {same.severity.value} -> {f.severity.value}"))
             else:
-                unchanged += 1
+                old.remove(same)
+                pairs.append((f, same))
         for f in rest:
-            if not old:
-                regressions.append(Regression(f, "new"))
-                continue
-            was = old.pop(0)
-            matched_base += 1
-            if f.severity.rank > was.severity.rank:
-                regressions.append(Regression(f, f"severity {was.severity.value} -> {f.severity.value}"))
-                continue
-            a, b = first_figure(was.body), first_figure(f.message)
-            if a is not None and b is not None and b > a and f.severity.rank == was.severity.rank:
-                regressions.append(Regression(f, f"{a:g} -> {b:g}"))
+            if old:
+                pairs.append((f, old.pop(0)))
             else:
+                regressions.append(Regression(f, "new"))
+        for f, was in pairs:
+            matched_base += 1
+            why = worse_than(f, was)
+            if why is None:
                 unchanged += 1
+            else:
+                regressions.append(Regression(f, why))
     regressions.sort(key=lambda r: r.finding.sort_key)
-    return Comparison(regressions=regressions, baseline=n_base, unchanged=unchanged, fixed=n_base - matched_base)
+    return Comparison(regressions=regressions, baseline=n_base, unchanged=unchanged, fixed=n_base - matched_base,
+                      legacy=n_legacy)
 
 
 __all__ = ["Change", "Comparison", "ComplexityReport", "Figures", "Known", "Regression", "all_findings",
-           "complexity_report", "describe_changes", "diff_reports", "first_figure", "known_from_finding",
-           "known_from_json", "new_or_worse", "simplify_suggestions", "suggestion_policy"]
+           "complexity_report", "describe_changes", "diff_reports", "first_figure", "is_sarif", "known_from_finding",
+           "known_from_json", "known_from_sarif", "new_or_worse", "simplify_suggestions", "suggestion_policy",
+           "worse_than"]

@@ -22,14 +22,22 @@ def test_now_accepts_rfc3339_and_a_date(capsys):
         assert run(capsys, "check", "--now", value, EXAMPLES / "clean")[0] == 0
 
 
-def test_a_sarif_baseline_is_refused_with_the_accepted_forms(tmp_path, capsys):
+def test_a_sarif_baseline_guywire_cannot_read_back_is_refused_with_the_accepted_forms(tmp_path, capsys):
     app = write(tmp_path, "app.yaml", SLOPPY)
     rc, out, _ = run(capsys, "check", "-o", "sarif", app)
+    older = json.loads(out)  # as a guywire before results carried their object wrote it
+    for result in older["runs"][0]["results"]:
+        del result["properties"]["workload"]
     for name in ("guywire.sarif", "guywire-sarif.json"):
-        saved = write(tmp_path, name, out)
+        saved = write(tmp_path, name, out)  # this guywire's SARIF is a baseline (test_baseline.py)
+        rc2, out2, _ = run(capsys, "check", "-o", "json", app, "--baseline", saved)
+        assert rc2 == 0 and json.loads(out2)["findings"] == []
+        saved = write(tmp_path, name, json.dumps(older))
         rc2, out2, err = run(capsys, "check", app, "--baseline", saved)
         assert rc2 == 2 and out2 == ""
-        assert f"--baseline {saved} is a SARIF log" in err and "guywire check --format json" in err
+        assert f"--baseline {saved} is a SARIF log" in err and "--format json" in err
+    rc, _, err = run(capsys, "check", app, "--baseline", write(tmp_path, "broken.sarif", "{"))
+    assert rc == 2 and "is not a SARIF log guywire can read" in err and "--format json" in err
 
 
 def test_a_baseline_without_kubernetes_objects_is_refused(tmp_path, capsys):
