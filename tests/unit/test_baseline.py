@@ -310,3 +310,17 @@ def test_json_and_sarif_carry_each_findings_figures(tmp_path, capsys):
     props = results["GW-RTY-001"]["properties"]
     assert (props["observed"], props["limit"], props["unit"]) == (5, 3, "attempts")
     assert props["workload"] == {"kind": "Deployment", "namespace": "ml", "name": "api"}
+
+
+def test_an_exempted_finding_in_a_sarif_baseline_is_not_a_known_one(tmp_path, capsys):
+    old = retrying(4)
+    old[2]["metadata"]["annotations"].update({"guywire.dev/exempt": "GW-RTY-001",
+                                              "guywire.dev/exempt-reason": "ticket ML-12 until the client is fixed"})
+    for fmt in ("json", "sarif"):
+        base = saved_report(capsys, tmp_path / f"old.{fmt}", old, fmt=fmt)
+        assert fmt == "json" or '"suppressions"' in base.read_text()
+        rc, out, _ = run(capsys, "check", write_all(tmp_path / "new.yaml", retrying(4)), "--baseline", base,
+                         "-o", "json")
+        assert rc == 1
+        assert [(r["rule"], r["reason"]) for r in json.loads(out)["summary"]["baseline"]["regressions"]] == [
+            ("GW-RTY-001", "new")], fmt
