@@ -300,12 +300,14 @@ def _is_sarif(path: str) -> bool:
 def load_baseline(path: str, args, engine: Engine) -> list:
     """What the baseline found: a saved ``guywire check --format json`` (or ``sarif``) report, or manifests
     judged now. A JSON report saved before findings carried their figures loads, with a note on stderr."""
+    import os
+
     from .report import REGENERATE, is_sarif, known_from_finding, known_from_json, known_from_sarif
 
     if _is_sarif(path):
         try:
             data = _saved_json(path, sarif=True)
-            why = "" if data is not None else " (no such file)"
+            why = "" if os.path.isfile(path) else " (no such file)"
         except ValueError as exc:
             data, why = None, f" ({str(exc).removeprefix(f'{path}: ').rstrip('.')})"
         if data is None or not is_sarif(data):
