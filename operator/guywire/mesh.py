@@ -140,6 +140,23 @@ def _min(*values: float | None) -> float | None:
     return min(present) if present else None
 
 
+def tries_per_hop(app: RetryPolicy, mesh: MeshRetry | None) -> int:
+    """The most tries one call reaches the callee with: each of the application's attempts goes through the
+    caller's sidecar, which tries ``mesh.attempts`` times. The one count behind GW-RTY-001/002 (through
+    :func:`effective_retry`) and ``guywire simulate`` (which never sends more on a hop)."""
+    return app.attempts * (mesh.attempts if mesh is not None else 1)
+
+
+def sidecar_retry(app: RetryPolicy, mesh: MeshRetry | None) -> RetryPolicy | None:
+    """The sidecar's own retry loop under one application try (its tries, per-try timeout, the route
+    timeout, cut by the application's per-try timeout), or None when no sidecar route applies."""
+    if mesh is None or (not mesh.retries and mesh.timeout is None and mesh.per_try_timeout is None):
+        return None
+    return RetryPolicy(attempts=mesh.attempts, per_try_timeout=mesh.per_try_timeout,
+                       timeout=_min(mesh.timeout, app.per_try_timeout),
+                       backoff=ENVOY_BACKOFF if mesh.retries else None)
+
+
 def effective_retry(app: RetryPolicy, mesh: MeshRetry | None) -> RetryPolicy:
     """What happens on the wire when the application retries ``app`` through a sidecar doing ``mesh``."""
     if mesh is None or (not mesh.retries and mesh.timeout is None and mesh.per_try_timeout is None):
@@ -150,9 +167,9 @@ def effective_retry(app: RetryPolicy, mesh: MeshRetry | None) -> RetryPolicy:
         backoff = app.backoff
     else:
         backoff = ENVOY_BACKOFF if mesh.retries else app.backoff
-    return RetryPolicy(attempts=app.attempts * mesh.attempts,
+    return RetryPolicy(attempts=tries_per_hop(app, mesh),
                        per_try_timeout=_min(mesh.per_try_timeout, mesh.timeout, app.per_try_timeout),
                        timeout=total, backoff=backoff)
 
 
-__all__ = ["MeshIndex", "classify_host", "effective_retry"]
+__all__ = ["MeshIndex", "classify_host", "effective_retry", "sidecar_retry", "tries_per_hop"]

@@ -16,6 +16,10 @@ overall timeout T, backoff)
     * A try waits for the callee's answer, up to P. A try that gets an error or times out is
       retried until A tries are made or T has passed; T also cuts the try in flight.
     * Tries of one request behave alike (deterministic): if the first succeeds, there is no retry.
+    * Through a sidecar (an Istio VirtualService route on the call), each application try is itself
+      the sidecar's retry loop: its attempts, cut by its per-try timeout, the route timeout and the
+      application's per-try timeout. The tries are the application's times the sidecar's, at most
+      ``mesh.tries_per_hop``, the count ``guywire check`` reports (GW-RTY-001).
     * Backoff before try k (k >= 2), with base ``BACKOFF_BASE`` = 100ms and cap ``BACKOFF_CAP`` = 10s:
       exponential (and the jitter variants, at their largest delay): base x 2^(k-2), capped;
       linear: base x (k-1), capped; fixed (or a duration, which the annotation parser reads as
@@ -62,6 +66,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .annotations import RetryPolicy
 from .graph import Edge, Graph, WKey, strongly_connected, wlabel
+from .mesh import sidecar_retry
 from .model.units import format_duration
 
 if TYPE_CHECKING:
@@ -134,6 +139,7 @@ class Hop:
     distance: int = 0  # hops from the target: 1 for a direct caller
     expected_tries: float | None = None  # error-rate: expected tries per request to the caller
     failure_probability: float | None = None  # error-rate: chance the hop fails for one request
+    sidecar_tries: int | None = None  # with a mesh route: the sidecar's tries under each application try
 
     @property
     def timed_out(self) -> bool:
@@ -237,6 +243,26 @@ def call_hop(policy: RetryPolicy, answer: Answer, *, base: float = BACKOFF_BASE,
             return tries, "timeout", _r(overall), each, True
         t = end
     return tries, ("timeout" if each == "per-try timeout" else ERROR), _r(t), each, cut
+
+
+def call_edge(e: Edge, answer: Answer, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP
+              ) -> tuple[int, str, float | None, str, bool, int | None]:
+    """:func:`call_hop` for an edge, the caller's sidecar included: under each application try the sidecar
+    makes its own tries (cut by its per-try timeout, the route timeout and the application's per-try
+    timeout), and the application retries what the sidecar returns. The tries are the application's times
+    the sidecar's, never more than :func:`~guywire.mesh.tries_per_hop`, the count GW-RTY-001 reports.
+    The last item is the sidecar's tries per application try (None without a mesh route)."""
+    inner = sidecar_retry(e.app_retry, e.mesh)
+    if inner is None:
+        return (*call_hop(e.retry, answer, base=base, cap=cap), None)
+    n_in, out_in, secs_in, each_in, _ = call_hop(inner, answer, base=base, cap=cap)
+    if out_in == OK:
+        return 1, OK, 0.0, "answered", False, None
+    state = SLOW if out_in == SLOW else HANG if secs_in is None else ERROR
+    n_out, outcome, secs, each, cut = call_hop(e.app_retry, Answer(state, secs_in), base=base, cap=cap)
+    if outcome == SLOW:
+        return n_out * n_in, SLOW, secs, each, cut, n_in
+    return n_out * n_in, outcome, secs, (each_in if each == "error" else each), cut, n_in
 
 
 # ----- graph helpers -----------------------------------------------------------------------------
@@ -346,9 +372,9 @@ def simulate(graph: Graph, target: WKey, failure: Failure, entries: Iterable[WKe
                 if not followable(t):
                     cycle_edges.append((key, t))
                     continue
-                tries, outcome, secs, each, cut = call_hop(e.retry, answers[t], base=backoff_base, cap=backoff_cap)
+                tries, outcome, secs, each, cut, inner = call_edge(e, answers[t], base=backoff_base, cap=backoff_cap)
                 h = Hop(source=key, target=t, edge=e, tries=tries, outcome=outcome, seconds=secs, each_try=each,
-                        cut_by_timeout=cut)
+                        cut_by_timeout=cut, sidecar_tries=inner)
                 if p is not None:
                     q = q_of.get(t, 0.0)
                     h.expected_tries = sum(q ** i for i in range(tries))
@@ -547,4 +573,4 @@ def _pct(x: float) -> str:
 
 
 __all__ = ["Answer", "BlastRadius", "EntryResult", "Failure", "Hop", "Simulation", "backoff_delay", "blast_radius",
-           "call_hop", "entry_points", "find_workload", "simulate", "top_blast_radii"]
+           "call_edge", "call_hop", "entry_points", "find_workload", "simulate", "top_blast_radii"]

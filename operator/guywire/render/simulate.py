@@ -75,6 +75,8 @@ def hop_text(sim: Simulation, h: Hop) -> str:
         text += f"; the {format_duration(r.timeout)} timeout ends it at {_d(h.seconds)}"
     elif r.per_try_timeout is not None or r.timeout is not None:
         text += f"; gives up after {_d(h.seconds)}"
+    if h.sidecar_tries:
+        text += f" ({h.tries // h.sidecar_tries} in the application x {h.sidecar_tries} in the sidecar)"
     if h.expected_tries is not None:
         text += f" (expected tries {h.expected_tries:.3g}, fails {_prob(h.failure_probability or 0)})"
     return text
