@@ -172,6 +172,21 @@ def _env_hosts(env_name: str, value: str) -> list[tuple[str, int | None]]:
     return out
 
 
+_LOCAL_HOSTS = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def in_cluster_host(host: str, skey: SKey, namespaces: Callable[[], set[str]]) -> bool:
+    """Whether ``host``, which names no Service among the inputs, is still a call into the cluster: a cluster
+    name (``name.ns.svc[.cluster.local]``), a bare Service name (not localhost), or ``name.ns`` where ``ns``
+    is a namespace the inputs know. Addresses, localhost and outside domains are not."""
+    parts = host.lower().rstrip(".").split(".")
+    if len(parts) == 1:
+        return parts[0] not in _LOCAL_HOSTS and not parts[0].isdigit()
+    if len(parts) == 2:
+        return skey[0] in namespaces()
+    return "svc" in parts[2:4] and not parts[-1].isdigit()
+
+
 def strongly_connected(nodes: Iterable[WKey], succ: Callable[[WKey], list[WKey]]) -> list[list[WKey]]:
     """Strongly connected components by an iterative Tarjan (no recursion limit), in reverse topological
     order: a component comes after every component it calls."""
@@ -357,6 +372,7 @@ class Graph:
             declared_workloads.update(edge.targets)
         seen: set[SKey] = set()
         mentioned: set[SKey] = set()
+        declared_names = {(e.namespace, e.dep.name) for e in edges}
         for t in w.templates:
             for c in t.containers:
                 for env_name, value in c.env:
@@ -364,10 +380,14 @@ class Graph:
                         skey = service_hosts(host, ns)
                         if skey is not None:
                             mentioned.add(skey)  # so the edge is reconsidered when the Service changes
-                        if skey is None or skey in seen or skey not in self.inv.services:
+                        if skey is None or skey in seen:
+                            continue
+                        # a call to a Service that is not among the inputs (another chart's) stays an edge,
+                        # to an unresolved Service, so it is drawn and reported rather than lost
+                        if skey not in self.inv.services and not in_cluster_host(host, skey, self._namespaces):
                             continue
                         seen.add(skey)
-                        if skey in declared_services:
+                        if skey in declared_services or skey in declared_names:
                             continue
                         backends = self.backends.get(skey, ())
                         if backends and all(b == key for b in backends):
@@ -382,6 +402,10 @@ class Graph:
                         self._apply_mesh(edge, ns)
                         edges.append(edge)
         self._set_edges(key, edges, mentioned)
+
+    def _namespaces(self) -> set[str]:
+        """The namespaces the inputs know (declared, or holding a workload or Service)."""
+        return set(self.inv.namespaces) | {k[0] for k in self.inv.workloads} | {k[0] for k in self.inv.services}
 
     def _apply_mesh(self, edge: Edge, caller_ns: str) -> None:
         """Add the retries and timeout of the caller's sidecar route for the host (mesh.py)."""

@@ -70,8 +70,10 @@ def test_env_urls_and_host_ports_become_undeclared_edges():
         deployment("other"), service("reranker", selector={"app": "other"}),
     ))
     edges = edges_of(g, D("caller"))
-    assert set(edges) == {("embedder", "ml"), ("vector-db", "data"), ("reranker", "ml")}, \
-        "a host that names no Service is not inferred"
+    assert set(edges) == {("embedder", "ml"), ("vector-db", "data"), ("reranker", "ml"), ("ghost", "ml")}, \
+        "a host that names no Service among the inputs is an edge to an unresolved Service"
+    ghost = edges.pop(("ghost", "ml"))
+    assert not ghost.resolved and ghost.targets == () and ghost.label == "ml/ghost (unresolved)"
     for e in edges.values():
         assert not e.declared and e.resolved and e.inferred_from.startswith("app/")
     assert edges[("embedder", "ml")].targets == (D("embedder"),)
@@ -432,11 +434,14 @@ def test_incremental_graph_equals_rebuild(seed):
 def test_incremental_service_added_after_the_workload_that_names_it_in_env():
     # The operator sees objects in any order: a workload's env may name a Service that arrives later.
     g = Graph(inventory(deployment("caller", env={"EMBEDDER_URL": "http://embedder:8080"}), deployment("embedder")))
-    assert g.out[D("caller")] == []
+    (before,) = g.out[D("caller")]
+    assert before.service is None and before.targets == (D("embedder"),), "the host names the workload itself"
     g.upsert_service(view(service("embedder")))
-    assert [e.targets for e in g.out[D("caller")]] == [(D("embedder"),)]
+    assert [(e.service, e.targets) for e in g.out[D("caller")]] == [(("ml", "embedder"), (D("embedder"),))]
+    assert edge_facts(g) == edge_facts(Graph(fresh_inventory(g.inv)))
     g.remove_service(("ml", "embedder"))
-    assert g.out[D("caller")] == []
+    assert [(e.service, e.targets) for e in g.out[D("caller")]] == [(None, (D("embedder"),))]
+    assert edge_facts(g) == edge_facts(Graph(fresh_inventory(g.inv)))
 
 
 def test_incremental_self_service_gains_another_backend():

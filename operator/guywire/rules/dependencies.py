@@ -105,10 +105,15 @@ def cross_namespace_dependency(w: Workload, params: DependencyRules, ctx: Contex
 def undeclared_dependency(w: Workload, params: DependencyRules, ctx: Context) -> Iterator[Issue]:
     """An environment variable that holds a URL or host:port of an in-cluster Service is a call the
     workload makes. If it is not declared, the people who read the annotation see a smaller graph
-    than the one that runs. The value itself is never shown, only the variable's name."""
+    than the one that runs. A call to a Service that is not among the inputs (another chart's, say
+    ``QDRANT_URL=http://qdrant-database:6333``) is kept as an edge to an unresolved Service and
+    reported with an "unresolved" note; localhost, addresses and outside domains are no such call.
+    The value itself is never shown, only the variable's name."""
     for e in ctx.graph.out.get(w.key, ()):
         if not e.declared and e.inferred_from:
             container, _, env = e.inferred_from.partition("/")
-            yield Issue(f"calls Service {e.namespace}/{e.dep.name} (env {env}) without declaring it. "
-                        f"Add {e.dep.label(w.namespace)} to guywire.dev/depends-on.",
+            unresolved = "" if e.resolved else ", which is not among the inputs (unresolved),"
+            yield Issue(f"calls Service {e.namespace}/{e.dep.name} (env {env}){unresolved} without declaring it. "
+                        f"Add {e.dep.label(w.namespace)} to guywire.dev/depends-on"
+                        + (" and check that the Service exists (another chart's?)." if unresolved else "."),
                         location=f'container "{container}"')
