@@ -27,6 +27,7 @@ from .annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
 from .gcpause import paused_gc  # noqa: F401 - re-exported
 from .inventory import Inventory
 from .mesh import MeshIndex, effective_retry
+from .overlay import overlaid
 from .workload import MeshRetry, MeshRoute, Service, Workload, selector_matches
 
 WKey = tuple[str, str, str]  # (namespace, kind, name)
@@ -265,6 +266,14 @@ class Graph:
         for key in inventory.workloads:
             self._build_edges(key)
         self.analyze(set(inventory.workloads))
+
+    def preview(self) -> Graph:
+        """A graph that starts as this one and keeps its changes to itself: every map of it, of its
+        inventory and of its mesh index is an overlay of this graph's (overlay.py). ``upsert_*`` and
+        ``remove_*`` run on it as here, the rules read the result (edges, callers, analysis of the
+        cluster as it would be after the change), and this graph, its inventory, indexes and
+        analysis are never written. Only the part a change touches is copied."""
+        return overlaid(self, inv=overlaid(self.inv), mesh=overlaid(self.mesh))
 
     # ----- indexes -------------------------------------------------------------------------
     def _index_workload(self, w: Workload) -> None:
