@@ -1,9 +1,9 @@
 """Admission decisions: one AdmissionReview in, one AdmissionReview out, judged by the engine.
 
-Pure apart from the engine it is given: no kopf, no HTTP. The engine's graph is
-changed for the time of the decision (so graph rules see the cluster as it would be
-after the request) and restored before returning, whatever the outcome; nothing
-else is written.
+Pure apart from the engine it is given: no kopf, no HTTP. A request is judged on a
+preview of the engine's graph (Graph.preview: copy-on-write overlays of its maps) with
+the requested object in it, so graph rules see the cluster as it would be after the
+request; the engine's inventory, graph, indexes and stored results are only read.
 """
 from __future__ import annotations
 
@@ -149,30 +149,23 @@ class Admission:
 
     def judge_hypothetically(self, view: Workload, errors: dict[str, list[EvaluationError]]
                              ) -> dict[str, list[Finding]]:
-        """Findings per policy for ``view`` as if it were stored; the engine is left as it was. Rules that
+        """Findings per policy for ``view`` as if it were stored, judged on a preview of the graph: the
+        object's edges, the Services its controller makes, the analysis of it and its callers exist in
+        the preview only, and only the request is judged. The engine is read, never written. Rules that
         raise go to ``errors`` (policy ref -> errors), never to the findings."""
         engine = self.engine
-        graph = engine.graph
-        previous = engine.inventory.workloads.get(view.key)
         if engine.skipped(view):
             return {}
-        # Only the graph is changed (the object's edges, and the analysis of it and its callers): the
-        # request's own findings are judged on it; nobody else's stored results are touched.
-        try:
-            graph.upsert_workload(view)
-            out: dict[str, list[Finding]] = {}
-            for p in engine.policies:
-                if policy_matches(p, view, engine.inventory):
-                    sink: list[EvaluationError] = []
-                    out[p.ref] = engine.judge(view, p, engine.context(p), errors=sink)
-                    if sink:
-                        errors[p.ref] = sink
-            return out
-        finally:
-            if previous is not None:
-                graph.upsert_workload(previous)
-            else:
-                graph.remove_workload(view.key)
+        preview = engine.graph.preview()
+        preview.upsert_workload(view)
+        out: dict[str, list[Finding]] = {}
+        for p in engine.policies:
+            if policy_matches(p, view, preview.inv):
+                sink: list[EvaluationError] = []
+                out[p.ref] = engine.judge(view, p, engine.context(p, preview), errors=sink)
+                if sink:
+                    errors[p.ref] = sink
+        return out
 
     def _verdict(self, view: Workload, per: dict[str, list[Finding]], d: Decision,
                  errors: dict[str, list[EvaluationError]] | None = None) -> None:

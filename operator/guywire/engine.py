@@ -172,8 +172,10 @@ class Engine:
         self.service_errors: dict[tuple[str, str], dict[str, list[EvaluationError]]] = {}
 
     # ----- judging -----------------------------------------------------------------------------
-    def context(self, policy: Policy) -> Context:
-        return Context(inventory=self.inventory, graph=self.graph, policy=policy, now=self.now,
+    def context(self, policy: Policy, graph: Graph | None = None) -> Context:
+        """What the rules read; on ``graph`` (and its inventory) when given, e.g. a Graph.preview."""
+        graph = graph or self.graph
+        return Context(inventory=graph.inv, graph=graph, policy=policy, now=self.now,
                        node_health=self.node_health, gpu_pods=self.gpu_pods)
 
     def skipped(self, w: Workload) -> bool:
@@ -317,6 +319,8 @@ class Engine:
                 self.node_errors[node.name] = errs
 
     def evaluate_all(self) -> Result:
+        for p in self.policies:  # every plan now, also of a policy nothing matches yet: judging a request only reads
+            self._plan(p)
         self.results = {}
         self.errors = {}
         self.exempted_results = {}
