@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .graph import Graph, WKey, paused_gc
+from .graph import Graph, WKey, istio_meshed, paused_gc
 from .inventory import Inventory
 from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
@@ -92,6 +92,12 @@ def service_matches(policy: Policy, svc: Service, inventory: Inventory) -> bool:
     return _in_scope(policy, "Service", svc.namespace, svc.name, svc.labels, False, inventory)
 
 
+def mesh_defaults(policies: Iterable[Policy]) -> bool:
+    """Whether the graph counts Istio's default retries: unless every policy turns rules.retries.meshDefaults off."""
+    policies = list(policies)
+    return not policies or any(p.spec.rules.retries.mesh_defaults for p in policies)
+
+
 def exempted(w: Workload, rule_id: str) -> bool:
     d = w.decl
     return bool(d.exempt and d.exempt_reason and any(fnmatch.fnmatchcase(rule_id, p) for p in d.exempt))
@@ -154,7 +160,7 @@ class Engine:
         self.keep_exempted = keep_exempted
         self.exempted_results: dict[WKey, dict[str, list[Finding]]] = {}
         self.inventory = inventory or Inventory()
-        self.graph = Graph(self.inventory)
+        self.graph = Graph(self.inventory, mesh_defaults=mesh_defaults(self.policies))
         self.now = now
         self.skip_namespaces = ALWAYS_SKIPPED | set(skip_namespaces)
         self.rules = list(rules) if rules is not None else all_rules()
@@ -411,8 +417,11 @@ class Engine:
         elif isinstance(view, MeshRoute):
             affected = self.graph.upsert_mesh(view)
         elif isinstance(view, Namespace):
+            old = self.inventory.namespaces.get(view.name)
             self.inventory.namespaces[view.name] = view
             affected = {k for k in self.inventory.workloads if k[0] == view.name}
+            if istio_meshed(old.labels if old else None) != istio_meshed(view.labels):
+                affected |= self.graph.rebuild(affected)  # its calls gain or lose Istio's default retries
         elif isinstance(view, Monitor):
             self.inventory.add(view)
             affected = {k for k in self.inventory.workloads if view.covers_namespace(k[0])}
@@ -439,8 +448,10 @@ class Engine:
         if kind == "Service":
             affected = self.graph.remove_service((namespace or "default", name))
         elif kind == "Namespace":
-            self.inventory.namespaces.pop(name, None)
+            old = self.inventory.namespaces.pop(name, None)
             affected = {k for k in self.inventory.workloads if k[0] == name}
+            if istio_meshed(old.labels if old else None):
+                affected |= self.graph.rebuild(affected)
         elif kind in MESH_KINDS:
             affected = self.graph.remove_mesh((namespace or "default", kind, name))
         elif kind == "Node":
@@ -466,6 +477,8 @@ class Engine:
     def set_policies(self, policies: Iterable[Policy]) -> None:
         self.policies = list(policies)
         self._plans = {}
+        if mesh_defaults(self.policies) != self.graph.mesh_defaults:
+            self.graph = Graph(self.inventory, mesh_defaults=mesh_defaults(self.policies))
         self.evaluate_all()
 
 

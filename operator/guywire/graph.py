@@ -59,7 +59,16 @@ class Edge:
     resolved: bool = False
     external: bool = False
     app_retry: RetryPolicy = NO_RETRY  # what the caller's annotation says; ``retry`` adds the mesh's (mesh.py)
-    mesh: MeshRetry | None = None  # the caller's sidecar route for this host (Istio VirtualService)
+    mesh: MeshRetry | None = None  # the mesh's declared retries for this host (VirtualService, HTTPRoute, Linkerd)
+    implicit: MeshRetry | None = None  # Istio's default retry policy, when the caller is in the mesh and none is set
+    wire: RetryPolicy | None = None  # ``retry`` with the implicit retries too: what inversion judges
+    budget: float | None = None  # a retry budget on the callee (ratio of extra requests), capping the mesh's retries
+    budget_source: str | None = None
+    amp: float = 1  # how many calls one call on this hop can become: the factor amplification multiplies
+
+    @property
+    def on_wire(self) -> RetryPolicy:
+        return self.wire if self.wire is not None else self.retry
 
     @property
     def label(self) -> str:
@@ -235,9 +244,32 @@ def strongly_connected(nodes: Iterable[WKey], succ: Callable[[WKey], list[WKey]]
     return result
 
 
+ISTIO_INJECT = "sidecar.istio.io/inject"
+#: What Istio's sidecar does on a call no VirtualService gives retries: 2 retries (3 tries) on
+#: connect-failure, refused-stream, unavailable, cancelled, retriable-status-codes (docs/rules.md cites it).
+ISTIO_DEFAULT_RETRY = MeshRetry(source="Istio's default retry policy", attempts=3, implicit=True)
+
+
+def istio_meshed(namespace_labels: dict[str, str] | None) -> bool:
+    """Whether a namespace's pods get Istio's sidecar: ``istio-injection=enabled`` or a revision label."""
+    labels = namespace_labels or {}
+    if labels.get("istio-injection") == "disabled":
+        return False
+    return labels.get("istio-injection") == "enabled" or "istio.io/rev" in labels
+
+
+def _num(x: float) -> float:
+    """A call count, without float noise (1.2 x 3 = 3.6, not 3.5999999999999996); whole numbers as ints."""
+    r = round(x, 6)
+    return int(r) if r == int(r) else r
+
+
 class Graph:
-    def __init__(self, inventory: Inventory):
+    def __init__(self, inventory: Inventory, *, mesh_defaults: bool = True):
         self.inv = inventory
+        # count Istio's default retries (2 retries) on the calls of workloads in the mesh (policy meshDefaults)
+        self.mesh_defaults = mesh_defaults
+        self._meshed = False  # the workload whose edges are being built is in Istio's mesh
         self.out: dict[WKey, list[Edge]] = {}
         self.callers: dict[WKey, set[WKey]] = {}  # reverse edges: workload -> workloads that call it
         self.refs: dict[SKey, set[WKey]] = {}  # (ns, name) a workload's edges name -> those workloads
@@ -359,9 +391,20 @@ class Graph:
             edge.targets = (min(named, key=lambda k: KIND_ORDER.index(k[1]) if k[1] in KIND_ORDER else 99),)
             edge.resolved = True
 
+    def in_istio_mesh(self, w: Workload) -> bool:
+        """Whether the workload's pods run Istio's sidecar: the pod annotation sidecar.istio.io/inject, else the
+        namespace's injection labels."""
+        for t in w.templates:
+            flag = str(t.annotations.get(ISTIO_INJECT, "")).lower()
+            if flag in ("true", "false"):
+                return flag == "true"
+        ns = self.inv.namespaces.get(w.namespace)
+        return istio_meshed(ns.labels if ns is not None else None)
+
     def _build_edges(self, key: WKey) -> None:
         w = self.inv.workloads[key]
         ns = w.namespace
+        self._meshed = self.mesh_defaults and self.in_istio_mesh(w)
         edges: list[Edge] = []
         declared_services: set[SKey] = set()
         declared_workloads: set[WKey] = set()
@@ -417,13 +460,45 @@ class Graph:
         return set(self.inv.namespaces) | {k[0] for k in self.inv.workloads} | {k[0] for k in self.inv.services}
 
     def _apply_mesh(self, edge: Edge, caller_ns: str) -> None:
-        """Add the retries and timeout of the caller's sidecar route for the host (mesh.py)."""
-        if not self.mesh.routes:
-            return
-        route = self.mesh.route_for(edge.namespace, edge.dep.name, edge.dep.external, caller_ns)
-        if route is not None and route.retry is not None:
-            edge.mesh = route.retry
-            edge.retry = effective_retry(edge.app_retry, route.retry)
+        """Add the retries and timeout the mesh applies to the call (mesh.py): the caller's VirtualService route
+        for the host, else a Gateway API HTTPRoute on the Service, else Linkerd's annotations on the Service;
+        Istio's default retries when the caller is in the mesh and none of these declares retries; and a retry
+        budget on the callee (a DestinationRule's retryBudget) that caps the mesh's retries."""
+        found: MeshRetry | None = None
+        routes = self.mesh.routes
+        if routes:
+            route = self.mesh.route_for(edge.namespace, edge.dep.name, edge.dep.external, caller_ns)
+            if route is None and not edge.dep.external:
+                route = self.mesh.route_for(edge.namespace, edge.dep.name, False, caller_ns, kind="HTTPRoute")
+            if route is not None:
+                found = route.retry
+        if found is None and not edge.dep.external:
+            svc = self.inv.services.get((edge.namespace, edge.dep.name))
+            if svc is not None:
+                found = svc.mesh_retry
+        if found is not None:
+            edge.mesh = found
+            edge.retry = effective_retry(edge.app_retry, found)
+        if self._meshed and (found is None or not found.declared):
+            edge.implicit = ISTIO_DEFAULT_RETRY
+            edge.wire = effective_retry(edge.retry, ISTIO_DEFAULT_RETRY)
+        if routes:
+            rule = self.mesh.route_for(edge.namespace, edge.dep.name, edge.dep.external, caller_ns,
+                                       kind="DestinationRule")
+            if rule is not None and rule.retry_budget is not None:
+                edge.budget = rule.retry_budget
+                edge.budget_source = (f"retryBudget {_num(rule.retry_budget * 100)}% in DestinationRule "
+                                      f"{rule.namespace}/{rule.name}")
+        mesh_tries = edge.mesh.attempts if edge.mesh is not None and edge.mesh.retries else (
+            edge.implicit.attempts if edge.implicit is not None else 1)
+        if edge.budget is not None and mesh_tries > 1:
+            mesh_tries = min(mesh_tries, 1 + edge.budget)
+        edge.amp = _num(edge.app_retry.attempts * mesh_tries)
+
+    def rebuild(self, keys: set[WKey]) -> set[WKey]:
+        """Rebuild the edges of ``keys`` after a change the indexes do not see (a namespace's mesh labels);
+        return what the change can affect."""
+        return self._rebuild(set(keys))
 
     def _set_edges(self, key: WKey, edges: list[Edge], mentioned: set[SKey] | None = None) -> None:
         for skey in self.mentions.pop(key, ()):
@@ -605,7 +680,7 @@ class Graph:
                     if e.targets and t_d is None:
                         continue  # only edges inside the cycle
                     d = 1 + best_d
-                    amp = e.retry.attempts * best_a
+                    amp = _num(e.amp * best_a)
                     if d > a.depth:
                         a.depth, a.depth_edge, a.depth_target = d, e, t_d
                     if amp > a.amplification:
@@ -651,9 +726,13 @@ class Graph:
             frontier = nxt_frontier
         return None
 
-    def amplification_path(self, key: WKey) -> list[tuple[str, int]]:
-        """The path that gives the worst amplification, with the attempts on each hop."""
-        out: list[tuple[str, int]] = [(wlabel(key), 1)]
+    def amplification_path(self, key: WKey) -> list[tuple[str, float]]:
+        """The path that gives the worst amplification, with the calls each hop makes of one (``Edge.amp``)."""
+        return [(label, e.amp if e is not None else 1) for label, e in self.amplification_hops(key)]
+
+    def amplification_hops(self, key: WKey) -> list[tuple[str, Edge | None]]:
+        """The worst amplification path as (label, the edge that reaches it); the first has no edge."""
+        out: list[tuple[str, Edge | None]] = [(wlabel(key), None)]
         cur: WKey | None = key
         guard = 0
         while cur is not None and guard < 10_000:
@@ -661,7 +740,7 @@ class Graph:
             if a is None or a.amp_edge is None:
                 break
             nxt = a.amp_target
-            out.append((wlabel(nxt) if nxt else a.amp_edge.label, a.amp_edge.retry.attempts))
+            out.append((wlabel(nxt) if nxt else a.amp_edge.label, a.amp_edge))
             cur = nxt
             guard += 1
         return out
@@ -685,7 +764,7 @@ class Graph:
         """The longest a workload can spend on one of its own outbound hops, and that hop."""
         worst: tuple[float, Edge] | None = None
         for e in self.out.get(key, ()):
-            wc = e.retry.worst_case()
+            wc = e.on_wire.worst_case()
             if wc is not None and (worst is None or wc > worst[0]):
                 worst = (wc, e)
         return worst

@@ -9,8 +9,8 @@ from .aikinds import ai_kind_of, parse_ai_workload
 from .annotations import OWN_ANNOTATIONS
 from .model.finding import SourceRef
 from .workload import (
-    DEFAULT_NAMESPACE, ISTIO_GROUP, MESH_KINDS, MONITOR_KINDS, WORKLOAD_KINDS, MeshRoute, Monitor, Namespace, Node,
-    ParseError, Service, Workload, parse_mesh, parse_monitor, parse_namespace, parse_node, parse_service,
+    DEFAULT_NAMESPACE, MESH_GROUPS, MESH_KINDS, MONITOR_KINDS, WORKLOAD_KINDS, MeshRoute, Monitor, Namespace, Node,
+    ParseError, Service, Workload, parse_http_route, parse_mesh, parse_monitor, parse_namespace, parse_node, parse_service,
     parse_workload,
 )
 
@@ -93,7 +93,9 @@ def view_of(obj: dict, source: SourceRef | None = None, default_namespace: str =
         return parse_namespace(obj)
     if kind == "Node":
         return parse_node(obj, source)
-    if kind in MESH_KINDS and str(obj.get("apiVersion") or "").split("/")[0] == ISTIO_GROUP:
+    if kind in MESH_KINDS and str(obj.get("apiVersion") or "").split("/")[0] == MESH_GROUPS[kind]:
+        if kind == "HTTPRoute":
+            return parse_http_route(obj, source, default_namespace)
         return parse_mesh(obj, source, default_namespace)
     return None
 

@@ -187,6 +187,7 @@ class Service:
     source: SourceRef | None = None
     backend: tuple[str, str, str] | None = None  # set for a Service a workload's controller creates
     owner: tuple[str, str] | None = None  # the controller that made it (ownerReferences), e.g. an operator's CR
+    mesh_retry: "MeshRetry | None" = None  # Linkerd's retry.linkerd.io/* annotations on the Service
     _key: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -431,11 +432,15 @@ def parse_service(obj: dict, source: SourceRef | None = None, default_namespace:
     if not name:
         raise ParseError("Service ?: metadata.name is missing.")
     spec = _dict(obj.get("spec"))
-    return Service(namespace=ns or default_namespace, name=name, selector=_str_dict(spec.get("selector")),
+    ns = ns or default_namespace
+    annotations = meta.get("annotations")
+    mesh_retry = linkerd_retry(_str_dict(annotations), f"Service {ns}/{name}") if isinstance(annotations, dict) \
+        and any(str(k).startswith(LINKERD_RETRY) for k in annotations) else None
+    return Service(namespace=ns, name=name, selector=_str_dict(spec.get("selector")),
                    ports=_ports(spec.get("ports")), labels=_str_dict(meta.get("labels")),
                    type=str(spec.get("type") or "ClusterIP"),
                    external_name=str(spec["externalName"]) if spec.get("externalName") else None, source=source,
-                   owner=controller_of(meta))
+                   owner=controller_of(meta), mesh_retry=mesh_retry)
 
 
 MONITOR_KINDS = frozenset({"ServiceMonitor", "PodMonitor", "PodMonitoring", "ClusterPodMonitoring"})
@@ -482,8 +487,11 @@ def parse_node(obj: dict, source: SourceRef | None = None) -> Node:
 
 
 # ----- service mesh (Istio) ------------------------------------------------------------------------
-MESH_KINDS = frozenset({"VirtualService", "DestinationRule"})
+MESH_KINDS = frozenset({"VirtualService", "DestinationRule", "HTTPRoute"})
 ISTIO_GROUP = "networking.istio.io"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+MESH_GROUPS = {"VirtualService": ISTIO_GROUP, "DestinationRule": ISTIO_GROUP, "HTTPRoute": GATEWAY_GROUP}
+LINKERD_RETRY = "retry.linkerd.io/"
 #: Envoy's retry back-off when a route sets none: 25ms base interval, exponential with full jitter.
 ENVOY_BACKOFF = "exponential-jitter"
 
@@ -493,14 +501,17 @@ class MeshRetry:
     """What the caller's sidecar does on one call, read from a VirtualService http route.
 
     ``attempts`` counts every try, the first included: Istio's ``retries.attempts`` counts only the
-    retries, so ``attempts: 2`` is 3 tries here. A route without ``retries`` is read as no retry
-    (Istio's built-in default retries only connection failures before a response, and is not counted).
+    retries, so ``attempts: 2`` is 3 tries here. ``declared`` is False for a VirtualService route
+    without ``retries``: Istio then applies its default retry policy (graph.py counts it in the
+    caller's mesh namespaces), and ``implicit`` marks that default itself.
     """
 
     source: str  # 'VirtualService ml/llm http route "primary"', for messages
     attempts: int = 1
     per_try_timeout: float | None = None
     timeout: float | None = None
+    declared: bool = True
+    implicit: bool = False
 
     @property
     def retries(self) -> bool:
@@ -534,6 +545,7 @@ class MeshRoute:
     retry: MeshRetry | None = None
     outlier_detection: bool = False  # DestinationRule: trafficPolicy.outlierDetection is set
     max_retries: int | None = None  # DestinationRule: connectionPool.http.maxRetries, cluster-wide
+    retry_budget: float | None = None  # DestinationRule: connectionPool.http.retryBudget.percent, as a ratio
     source: SourceRef | None = None
 
     @property
@@ -565,14 +577,88 @@ def _unbounded(r: MeshRetry) -> float:
     return float("inf") if wc is None else wc
 
 
+def _retry_count(n: Any, where: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ParseError(f"{where} is {str(n)[:20]!r}, not a whole number of retries.")
+    return min(n, 1000)
+
+
 def _route_retry(source: str, route: dict, where: str) -> MeshRetry:
     retries = _dict(route.get("retries"))
-    n = retries.get("attempts", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ParseError(f"{where}.retries.attempts is {str(n)[:20]!r}, not a whole number of retries.")
-    return MeshRetry(source=source, attempts=min(n, 1000) + 1,
+    n = _retry_count(retries.get("attempts", 0), f"{where}.retries.attempts")
+    return MeshRetry(source=source, attempts=n + 1,
                      per_try_timeout=_mesh_duration(f"{where}.retries.perTryTimeout", retries.get("perTryTimeout")),
-                     timeout=_mesh_duration(f"{where}.timeout", route.get("timeout")))
+                     timeout=_mesh_duration(f"{where}.timeout", route.get("timeout")),
+                     declared="retries" in route)
+
+
+def linkerd_retry(annotations: dict[str, str], where: str) -> MeshRetry | None:
+    """Linkerd's retries on calls to a Service or HTTPRoute (Linkerd 2.16+): ``retry.linkerd.io/http`` or
+    ``/grpc`` turns them on, ``/limit`` is the most retries per request (default 1), ``/timeout`` each try's."""
+    if not any(k in annotations for k in (LINKERD_RETRY + "http", LINKERD_RETRY + "grpc")):
+        return None
+    raw = annotations.get(LINKERD_RETRY + "limit", "1")
+    try:
+        limit = int(str(raw).strip())
+    except ValueError:
+        raise ParseError(f"{where}: annotation {LINKERD_RETRY}limit is {str(raw)[:20]!r}, not a whole number "
+                         "of retries.") from None
+    limit = _retry_count(limit, f"{where}: annotation {LINKERD_RETRY}limit")
+    return MeshRetry(source=f"{where} ({LINKERD_RETRY}* annotations)", attempts=limit + 1,
+                     per_try_timeout=_mesh_duration(f"{where}: annotation {LINKERD_RETRY}timeout",
+                                                    annotations.get(LINKERD_RETRY + "timeout")))
+
+
+def _budget_ratio(budget: dict, where: str) -> float | None:
+    """Istio's ``retryBudget.percent`` (a number, or ``{value: N}``), 0-100, as a ratio."""
+    pct = budget.get("percent")
+    if isinstance(pct, dict):
+        pct = pct.get("value")
+    if pct is None:
+        return 0.2 if budget else None  # Envoy's default budget_percent: 20%
+    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct <= 100:
+        raise ParseError(f"{where}.retryBudget.percent is {str(pct)[:20]!r}, not a percentage from 0 to 100.")
+    return float(pct) / 100
+
+
+def parse_http_route(obj: dict, source: SourceRef | None = None,
+                     default_namespace: str = DEFAULT_NAMESPACE) -> MeshRoute:
+    """A Gateway API HTTPRoute (GEP-1731 ``retry``, ``timeouts``; Linkerd's retry annotations override it).
+    Only a route whose ``parentRefs`` name a Service shapes calls between workloads (the mesh, GAMMA); one
+    attached to a Gateway shapes ingress traffic and is kept with ``sidecars`` False."""
+    name, ns, meta = object_meta(obj)
+    if not name:
+        raise ParseError("HTTPRoute ?: metadata.name is missing.")
+    ns = ns or default_namespace
+    spec = _dict(obj.get("spec"))
+    where = f"HTTPRoute {ns}/{name}"
+    hosts = []
+    for ref in _list(spec.get("parentRefs")):
+        ref = _dict(ref)
+        if ref.get("kind") == "Service" and ref.get("group", "") in ("", "core") and ref.get("name"):
+            hosts.append(f"{ref['name']}.{ref.get('namespace') or ns}.svc.cluster.local")
+    route = MeshRoute(kind="HTTPRoute", namespace=ns, name=name, hosts=hosts, sidecars=bool(hosts), source=source)
+    annotations = _str_dict(meta.get("annotations"))
+    linkerd = linkerd_retry(annotations, where)
+    if linkerd is not None:
+        route.retry = linkerd
+        return route
+    best: MeshRetry | None = None
+    for i, rule in enumerate(_list(spec.get("rules"))):
+        rule = _dict(rule)
+        at = f"{where}: spec.rules[{i}]"
+        retry = _dict(rule.get("retry"))
+        timeouts = _dict(rule.get("timeouts"))
+        n = _retry_count(retry.get("attempts", 1), f"{at}.retry.attempts") if "retry" in rule else 0
+        candidate = MeshRetry(source=f"{where} rule {i + 1}", attempts=n + 1,
+                              per_try_timeout=_mesh_duration(f"{at}.timeouts.backendRequest",
+                                                             timeouts.get("backendRequest")),
+                              timeout=_mesh_duration(f"{at}.timeouts.request", timeouts.get("request")),
+                              declared="retry" in rule)
+        if best is None or (candidate.attempts, _unbounded(candidate)) > (best.attempts, _unbounded(best)):
+            best = candidate
+    route.retry = best
+    return route
 
 
 def parse_mesh(obj: dict, source: SourceRef | None = None, default_namespace: str = DEFAULT_NAMESPACE) -> MeshRoute:
@@ -591,8 +677,11 @@ def parse_mesh(obj: dict, source: SourceRef | None = None, default_namespace: st
     if kind == "DestinationRule":
         policy = _dict(spec.get("trafficPolicy"))
         route.outlier_detection = bool(policy.get("outlierDetection"))
-        mr = _dict(_dict(policy.get("connectionPool")).get("http")).get("maxRetries")
+        http = _dict(_dict(policy.get("connectionPool")).get("http"))
+        mr = http.get("maxRetries")
         route.max_retries = mr if isinstance(mr, int) and not isinstance(mr, bool) else None
+        route.retry_budget = _budget_ratio(_dict(http.get("retryBudget")),
+                                           f"{where}: spec.trafficPolicy.connectionPool.http")
         return route
     gateways = [str(g) for g in _list(spec.get("gateways"))]
     route.sidecars = not gateways or "mesh" in gateways

@@ -211,3 +211,87 @@ def test_graph_json_shows_the_mesh_part_of_an_edge():
     assert edge["attempts"] == 6
     assert edge["mesh"] == {"source": "VirtualService ml/llm http route 1", "attempts": 3, "perTryTimeout": 5.0,
                             "timeout": 20.0, "applicationAttempts": 2}
+
+
+# ----- implicit mesh retries, retry budgets, Gateway API and Linkerd (issue 15 part 4) -------------------------
+
+def _ns(name: str = "ml", **labels: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def _chain() -> list[dict]:
+    return [deployment("a", depends_on="b"), service("b", selector={"app": "b"}),
+            deployment("b", depends_on="c"), service("c", selector={"app": "c"}), deployment("c")]
+
+
+def test_a_namespace_that_joins_the_mesh_gets_implicit_retries_incrementally_as_a_full_build_does():
+    engine = Engine([baseline_policy()], inventory(_ns(), *_chain()))
+    engine.evaluate_all()
+    assert engine.graph.analysis[("ml", "Deployment", "a")].amplification == 1
+    engine.upsert(view(_ns(**{"istio-injection": "enabled"})))
+    assert engine.graph.analysis[("ml", "Deployment", "a")].amplification == 9
+    full = Engine([baseline_policy()], inventory(_ns(**{"istio-injection": "enabled"}), *_chain()))
+    assert full.graph.analysis[("ml", "Deployment", "a")].amplification == 9
+    engine.upsert(view(_ns(**{"istio-injection": "disabled"})))
+    assert engine.graph.analysis[("ml", "Deployment", "a")].amplification == 1
+    engine.upsert(view(_ns(**{"istio.io/rev": "canary"})))
+    assert edge_to(engine.graph, "a", "b").implicit is not None
+    engine.remove("Namespace", None, "ml")
+    assert edge_to(engine.graph, "a", "b").implicit is None
+
+
+def test_a_policy_set_without_mesh_defaults_rebuilds_the_graph_without_them():
+    from guywire.model.policy import parse_policy
+
+    engine = Engine([baseline_policy()], inventory(_ns(**{"istio-injection": "enabled"}), *_chain()))
+    engine.evaluate_all()
+    off = parse_policy({"apiVersion": "guywire.dev/v1alpha1", "kind": "ClusterComplexityPolicy",
+                        "metadata": {"name": "off"}, "spec": {"rules": {"retries": {"meshDefaults": False}}}})
+    engine.set_policies([off])
+    assert engine.graph.analysis[("ml", "Deployment", "a")].amplification == 1
+
+
+@pytest.mark.parametrize("annotations, fragment", [
+    ({"retry.linkerd.io/http": "5xx", "retry.linkerd.io/limit": "lots"}, "retry.linkerd.io/limit is 'lots'"),
+    ({"retry.linkerd.io/http": "5xx", "retry.linkerd.io/limit": "-1"}, "retry.linkerd.io/limit is '-1'"),
+    ({"retry.linkerd.io/grpc": "unavailable", "retry.linkerd.io/timeout": "soon"}, "retry.linkerd.io/timeout is"),
+])
+def test_bad_linkerd_annotations_are_parse_errors_that_name_them(annotations, fragment):
+    obj = service("b", selector={"app": "b"})
+    obj["metadata"]["annotations"] = annotations
+    with pytest.raises(ParseError, match=fragment.replace(".", r"\.").replace("*", r"\*")):
+        view_of(obj)
+
+
+def test_linkerd_annotations_set_tries_and_their_timeout():
+    obj = service("b", selector={"app": "b"})
+    obj["metadata"]["annotations"] = {"retry.linkerd.io/http": "5xx", "retry.linkerd.io/timeout": "300ms"}
+    retry = view_of(obj).mesh_retry
+    assert (retry.attempts, retry.per_try_timeout) == (2, 0.3)
+    obj["metadata"]["annotations"] = {"retry.linkerd.io/limit": "3"}  # a limit alone turns nothing on
+    assert view_of(obj).mesh_retry is None
+
+
+@pytest.mark.parametrize("budget, ratio", [({"percent": 25}, 0.25), ({"percent": {"value": 10}}, 0.1),
+                                           ({"minRetryConcurrency": 5}, 0.2)])
+def test_destination_rule_retry_budget_is_a_ratio(budget, ratio):
+    dr = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "b", "namespace": "ml"},
+          "spec": {"host": "b", "trafficPolicy": {"connectionPool": {"http": {"retryBudget": budget}}}}}
+    assert view_of(dr).retry_budget == ratio
+    dr["spec"]["trafficPolicy"]["connectionPool"]["http"]["retryBudget"] = {"percent": 150}
+    with pytest.raises(ParseError, match=r"retryBudget\.percent is '150', not a percentage"):
+        view_of(dr)
+
+
+def test_http_route_reads_gep_1731_retry_and_timeouts_and_a_bad_count_names_the_field():
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "b", "namespace": "ml"},
+             "spec": {"parentRefs": [{"kind": "Service", "name": "b"}],
+                      "rules": [{"retry": {"attempts": 2, "backoff": "100ms"},
+                                 "timeouts": {"request": "10s", "backendRequest": "2s"}}]}}
+    r = view_of(route)
+    assert r.hosts == ["b.ml.svc.cluster.local"] and r.sidecars
+    assert (r.retry.attempts, r.retry.per_try_timeout, r.retry.timeout) == (3, 2.0, 10.0)
+    route["spec"]["rules"][0]["retry"]["attempts"] = "many"
+    with pytest.raises(ParseError, match=r"spec\.rules\[0\]\.retry\.attempts is 'many'"):
+        view_of(route)

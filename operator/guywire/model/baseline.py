@@ -47,7 +47,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
         "dependencies": {"max_fan_out": 6, "max_depth": 4, "forbid_cycles": True, "require_resolvable": True,
                          "require_declared": True, "allow_cross_namespace": ["*"]},
         "retries": {"max_attempts": 3, "max_amplification": 10, "require_timeout": True, "require_backoff": True,
-                    "forbid_timeout_inversion": True},
+                    "forbid_timeout_inversion": True, "mesh_defaults": True},
         "observability": {"readiness_probe": True, "liveness_probe": True, "metrics": True, "resources": True,
                           "gpu_resources": True, "required_labels": ["app.kubernetes.io/name"],
                           "mutable_image_tags": False, "floating_tags": list(FLOATING_TAGS)},

@@ -117,6 +117,10 @@ class RetryRules(Strict):
     require_timeout: bool = True
     require_backoff: bool = True
     forbid_timeout_inversion: bool = True
+    mesh_defaults: bool = Field(
+        default=True, description="Count Istio's default retries (2 retries) on calls from workloads in the mesh "
+                                  "that no VirtualService or HTTPRoute gives retries (amplification, inversion). "
+                                  "The graph counts them unless every policy turns this off.")
 
 
 class ObservabilityRules(Strict):

@@ -42,6 +42,7 @@ WATCHED = [
 ] + [(k.group, k.version, k.plural) for k in AI_KINDS.values()] + [  # served only where their CRDs exist
     ("networking.istio.io", None, "virtualservices"),  # the preferred version the cluster serves
     ("networking.istio.io", None, "destinationrules"),
+    ("gateway.networking.k8s.io", None, "httproutes"),  # GEP-1731 retries and Linkerd's retry annotations
 ]
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from ..graph import wlabel
 from ..model.severity import Severity
-from ..model.units import format_duration
+from ..model.units import format_duration, render_figure
 from ..workload import Workload
 from .base import Context, Issue, measured, rule
 
@@ -68,15 +68,54 @@ def retry_attempts(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Is
 def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
     """When every layer retries, the attempts multiply: three layers of 3 attempts send 27 calls to
     the last service for one request, exactly when it is least able to take them. The worst path
-    downstream of the workload is named with the attempts on each hop."""
+    downstream of the workload is named with the calls each hop makes of one.
+
+    A hop's calls are the application's attempts (guywire.dev/retry) times the mesh's tries:
+
+    - an Istio VirtualService route's `retries.attempts` (+1 for the first try);
+    - else a Gateway API HTTPRoute whose `parentRefs` name the Service (the mesh, GAMMA): its rules'
+      `retry.attempts` and `timeouts` (GEP-1731, https://gateway-api.sigs.k8s.io/geps/gep-1731/);
+    - else Linkerd's annotations on the Service (or its HTTPRoute, which overrides them):
+      `retry.linkerd.io/http` or `/grpc` turn retries on, `retry.linkerd.io/limit` is the most
+      retries per request, default 1, `retry.linkerd.io/timeout` each try's timeout
+      (https://linkerd.io/2/reference/retries/). Linkerd's older ServiceProfile `retryBudget` is not read;
+    - else, when the caller's pods run Istio's sidecar (namespace label `istio-injection=enabled` or
+      `istio.io/rev`, or the pod annotation `sidecar.istio.io/inject: "true"`; `"false"` opts out)
+      and no route declares `retries`: Istio's default retry policy, 2 retries (3 tries) on
+      `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+      (https://istio.io/latest/docs/concepts/traffic-management/#retries). The message says
+      "implicit mesh retry"; `retries: {attempts: 0}` on the route turns it off, and the policy
+      switch `rules.retries.meshDefaults: false` stops guywire counting it (the graph counts it
+      unless every policy turns it off).
+
+    A retry budget caps the mesh's retries to a ratio of the requests: Istio's DestinationRule
+    `trafficPolicy.connectionPool.http.retryBudget.percent` (Envoy's `retry_budget.budget_percent`,
+    default 20% with `minRetryConcurrency` 3,
+    https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/circuit_breaker.proto).
+    Under a ratio r the mesh adds at most r more calls per call, so the hop counts as
+    `application attempts x min(mesh tries, 1 + r)`, and the message names the budget. A budget
+    does not cap the application's own retries: to the sidecar they are new requests."""
     a = ctx.graph.analysis.get(w.key)
     if a and a.amplification > params.max_amplification:
-        path = ctx.graph.amplification_path(w.key)
-        text = path[0][0] + "".join(f" -({n}x)-> {name}" for name, n in path[1:])
+        hops = ctx.graph.amplification_hops(w.key)
+        text = hops[0][0] + "".join(f" -({_hop_calls(e)})-> {name}" for name, e in hops[1:] if e is not None)
+        implicit = any(e is not None and e.implicit is not None for _, e in hops)
         yield measured("can send {observed} calls to the end of one path for one request, above the limit "
-                       "of {limit}: {text}. Retry at one layer only.",
+                       "of {limit}: {text}. Retry at one layer only{hint}.",
                        observed=a.amplification, limit=params.max_amplification, unit="calls",
-                       path=[name for name, _ in path], text=text)
+                       path=[name for name, _ in hops], text=text,
+                       hint=" (set retries.attempts: 0 on a VirtualService route to turn Istio's default off)"
+                       if implicit else "")
+
+
+def _hop_calls(e) -> str:
+    """One hop of an amplification path: the calls it makes of one, and why when the mesh adds or caps them."""
+    notes = []
+    if e.implicit is not None:
+        notes.append("implicit mesh retry: Istio's default of 2 retries")
+    if e.budget is not None and (e.implicit is not None or (e.mesh is not None and e.mesh.retries)):
+        notes.append(f"capped by {e.budget_source}")
+    return f"{render_figure(e.amp, 'calls')}x" + (f", {'; '.join(notes)}" if notes else "")
 
 
 @rule(id="GW-RTY-003", name="retry-without-timeout", severity=Severity.HIGH,
@@ -127,10 +166,11 @@ def timeout_inversion(w: Workload, params: RetryRules, ctx: Context) -> Iterator
                 continue
             wc, inner = worst
             path = [wlabel(w.key), wlabel(t), inner.label]
+            implicit = ", with the implicit mesh retry of Istio's default policy" if inner.implicit else ""
             yield measured("waits {limit} per try on {callee}, but {callee} may spend {observed} on {inner} "
-                           "({parts}). Raise the per-try timeout above {observed} or cut the inner retries.",
+                           "({parts}{implicit}). Raise the per-try timeout above {observed} or cut the inner retries.",
                            observed=wc, limit=budget, unit="seconds", path=path, callee=wlabel(t),
-                           inner=inner.label, parts=_worst_case_parts(inner.retry))
+                           inner=inner.label, parts=_worst_case_parts(inner.on_wire), implicit=implicit)
             break
 
 
