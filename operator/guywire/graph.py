@@ -318,6 +318,8 @@ class Graph:
         names = self.by_name.get((w.namespace, w.name), [])
         if w.key in names:
             names.remove(w.key)
+            if not names:  # or every name ever deleted (Jobs, bare Pods) keeps an empty list for the operator's life
+                del self.by_name[(w.namespace, w.name)]
         for t in w.templates:
             for k, v in t.labels.items():
                 index_discard(self.label_index, (w.namespace, k, v), w.key)

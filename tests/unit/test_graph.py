@@ -460,6 +460,14 @@ def test_removing_a_self_loop_removes_its_cycle():
     assert g.sccs == {} and g.stats()["cycles"] == 0
 
 
+def test_a_removed_workload_leaves_no_name_behind():
+    g = Graph(inventory(deployment("a")))
+    for i in range(3):
+        g.upsert_workload(view(deployment(f"run-{i}", kind="Job")))
+        g.remove_workload(("ml", "Job", f"run-{i}"))
+    assert g.by_name == {("ml", "a"): [D("a")]}
+
+
 # ----- the engine, incrementally -----------------------------------------------------------------------------
 
 POLICIES = [
