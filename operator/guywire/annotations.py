@@ -6,7 +6,7 @@ quotes it, and everything that could be read is kept.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .model.units import parse_duration
 
@@ -31,6 +31,7 @@ HOSTNAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?$")
 RULE_ID = re.compile(r"^GW-[A-Z]{3}-(\d{3}|\*)$")
 BACKOFFS = {"none", "fixed", "linear", "exponential", "jitter", "exponential-jitter", "decorrelated-jitter"}
 MAX_DEPENDENCIES = 1000
+STARTUP = "startup"
 MAX_ATTEMPTS = 1000
 
 
@@ -63,6 +64,7 @@ class DependencyRef:
     namespace: str | None = None
     port: int | None = None
     external: bool = False
+    startup: bool = False  # ``name;startup``: needed only while the workload starts (a model download)
 
     def key_in(self, default_ns: str) -> tuple[str, str]:
         return (self.namespace or default_ns, self.name)
@@ -154,10 +156,18 @@ def parse_depends_on(value: str) -> tuple[list[DependencyRef], list[AnnotationEr
                                       f"{MAX_DEPENDENCIES} are read."))
         items = items[:MAX_DEPENDENCIES]
     for item in items:
-        dep, err = parse_host(item, DEPENDS_ON, value)
+        host, sep, flag = item.partition(";")
+        if sep and flag.strip().lower() != STARTUP:
+            errors.append(AnnotationError(DEPENDS_ON, value, f"{quote(item)}: {_r(flag)} is not a dependency flag; "
+                                          f"the one flag is ;{STARTUP}, for a dependency needed only while the "
+                                          "workload starts (hf-mirror;startup)."))
+            continue
+        dep, err = parse_host(host, DEPENDS_ON, value)
         if err:
             errors.append(AnnotationError(DEPENDS_ON, value, err))
             continue
+        if sep:
+            dep = replace(dep, startup=True)
         ident = (dep.external, dep.name, dep.namespace)
         if ident not in seen:
             seen.add(ident)

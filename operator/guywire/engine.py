@@ -199,7 +199,7 @@ class Engine:
             (r, r.params(policy), r.severity_in(policy)) for r in rules
             if r.target == "workload" and r.enabled_in(policy)]
         has_exemptions = bool(w.decl.exempt)
-        has_edges = bool(ctx.graph.out.get(w.key))
+        has_edges = bool(ctx.graph.out.get(w.key) or ctx.graph.startup.get(w.key))
         ref, source, name = w.ref, w.source, policy.name
         for r, params, severity in plan:  # run_rule, inlined: this loop runs rules x workloads times
             if r.needs_edges and not has_edges:

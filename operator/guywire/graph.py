@@ -65,6 +65,7 @@ class Edge:
     budget: float | None = None  # a retry budget on the callee (ratio of extra requests), capping the mesh's retries
     budget_source: str | None = None
     amp: float = 1  # how many calls one call on this hop can become: the factor amplification multiplies
+    startup: bool = False  # needed only while the caller starts (``name;startup``): in ``Graph.startup``, not ``out``
 
     @property
     def on_wire(self) -> RetryPolicy:
@@ -270,7 +271,10 @@ class Graph:
         # count Istio's default retries (2 retries) on the calls of workloads in the mesh (policy meshDefaults)
         self.mesh_defaults = mesh_defaults
         self._meshed = False  # the workload whose edges are being built is in Istio's mesh
-        self.out: dict[WKey, list[Edge]] = {}
+        self.out: dict[WKey, list[Edge]] = {}  # the request path: what every graph figure and simulate walk
+        # dependencies needed only at start-up (``guywire.dev/depends-on: hf-mirror;startup``): resolved and
+        # drawn, never part of depth, cycles, amplification, timeouts or a simulated request
+        self.startup: dict[WKey, list[Edge]] = {}
         self.callers: dict[WKey, set[WKey]] = {}  # reverse edges: workload -> workloads that call it
         self.refs: dict[SKey, set[WKey]] = {}  # (ns, name) a workload's edges name -> those workloads
         self.mentions: dict[WKey, set[SKey]] = {}  # Services a workload's env names, edge or not (in refs too)
@@ -408,6 +412,7 @@ class Graph:
         ns = w.namespace
         self._meshed = self.mesh_defaults and self.in_istio_mesh(w)
         edges: list[Edge] = []
+        startup: list[Edge] = []
         declared_services: set[SKey] = set()
         declared_workloads: set[WKey] = set()
         declared: set[tuple[bool, str, str]] = set()
@@ -417,16 +422,17 @@ class Graph:
                 continue  # one dependency written two ways (retriever, retriever.ml.svc) is one edge
             declared.add(ident)
             pol = w.decl.retry_policy(dep, ns)
-            edge = Edge(source=key, dep=dep, namespace=dep.namespace or ns, retry=pol, app_retry=pol, declared=True)
+            edge = Edge(source=key, dep=dep, namespace=dep.namespace or ns, retry=pol, app_retry=pol, declared=True,
+                        startup=dep.startup)
             self._resolve(edge)
             self._apply_mesh(edge, ns)
-            edges.append(edge)
+            (startup if dep.startup else edges).append(edge)
             if edge.service:
                 declared_services.add(edge.service)
             declared_workloads.update(edge.targets)
         seen: set[SKey] = set()
         mentioned: set[SKey] = set()
-        declared_names = {(e.namespace, e.dep.name) for e in edges}
+        declared_names = {(e.namespace, e.dep.name) for e in (*edges, *startup)}
         for t in w.templates:
             for c in t.containers:
                 for env_name, value in c.env:
@@ -455,7 +461,7 @@ class Graph:
                         self._resolve(edge)
                         self._apply_mesh(edge, ns)
                         edges.append(edge)
-        self._set_edges(key, edges, mentioned)
+        self._set_edges(key, edges, mentioned, startup)
 
     def _namespaces(self) -> set[str]:
         """The namespaces the inputs know (declared, or holding a workload or Service)."""
@@ -502,7 +508,8 @@ class Graph:
         return what the change can affect."""
         return self._rebuild(set(keys))
 
-    def _set_edges(self, key: WKey, edges: list[Edge], mentioned: set[SKey] | None = None) -> None:
+    def _set_edges(self, key: WKey, edges: list[Edge], mentioned: set[SKey] | None = None,
+                   startup: list[Edge] | None = None) -> None:
         for skey in self.mentions.pop(key, ()):
             ref = self.refs.get(skey)
             if ref:
@@ -515,7 +522,16 @@ class Graph:
             ref = self.refs.get((old.namespace, old.dep.name))
             if ref:
                 ref.discard(key)
+        for old in self.startup.pop(key, ()):
+            ref = self.refs.get((old.namespace, old.dep.name))
+            if ref:
+                ref.discard(key)
         self.out[key] = edges
+        if startup:
+            self.startup[key] = startup
+            for e in startup:
+                if not e.dep.external:
+                    self.refs.setdefault((e.namespace, e.dep.name), set()).add(key)
         for e in edges:
             for t in e.targets:
                 self.callers.setdefault(t, set()).add(key)

@@ -36,6 +36,9 @@ def edge_flags(engine: Engine, e: Edge, target: WKey | None, hot: set[tuple[str,
         flags.append("unresolved")
     if not e.declared:
         flags.append("undeclared")
+    if e.startup:
+        flags.append("startup")
+        return flags
     if target is not None:
         a, b = g.analysis.get(e.source), g.analysis.get(target)
         if a and b and a.scc == b.scc and a.scc in g.sccs:
@@ -48,8 +51,9 @@ def edge_flags(engine: Engine, e: Edge, target: WKey | None, hot: set[tuple[str,
 def graph_edges(engine: Engine):
     """(source, target label, target key or None, edge, flags) for every edge, targets expanded."""
     hot = _amplified_pairs(engine)
-    for src in sorted(engine.graph.out):
-        for e in engine.graph.out[src]:
+    g = engine.graph
+    for src in sorted(g.out):
+        for e in (*g.out[src], *g.startup.get(src, ())):
             targets = e.targets or (None,)
             for t in targets:
                 yield src, (wlabel(t) if t else e.label), t, e, edge_flags(engine, e, t, hot)

@@ -22,9 +22,9 @@ def unresolved_dependency(w: Workload, params: DependencyRules, ctx: Context) ->
     """A dependency nobody can find is either a typo, a Service that was deleted, or a call that
     goes somewhere the graph cannot see. Every rule that walks the graph (depth, amplification,
     timeouts) is blind past it."""
-    for e in ctx.graph.out.get(w.key, ()):
+    for e in (*ctx.graph.out.get(w.key, ()), *ctx.graph.startup.get(w.key, ())):
         if e.declared and not e.resolved:
-            yield Issue(f'depends on "{e.dep.raw}", but no Service or workload {e.dep.name} exists in namespace '
+            yield Issue(f'depends on "{e.dep.raw}"{" (at start-up)" if e.startup else ""}, but no Service or workload {e.dep.name} exists in namespace '
                         f"{e.namespace}. Fix the name, create the Service, or mark it external:{e.dep.name}.")
 
 
@@ -87,7 +87,7 @@ def cross_namespace_dependency(w: Workload, params: DependencyRules, ctx: Contex
     """Calls across namespaces cross team and blast-radius boundaries; policies list the
     namespaces (globs) that are shared on purpose."""
     allowed = params.allow_cross_namespace
-    for e in ctx.graph.out.get(w.key, ()):
+    for e in (*ctx.graph.out.get(w.key, ()), *ctx.graph.startup.get(w.key, ())):
         if e.external or e.namespace == w.namespace:
             continue
         if not any(fnmatch.fnmatchcase(e.namespace, pat) for pat in allowed):

@@ -94,7 +94,11 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
     https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/circuit_breaker.proto).
     Under a ratio r the mesh adds at most r more calls per call, so the hop counts as
     `application attempts x min(mesh tries, 1 + r)`, and the message names the budget. A budget
-    does not cap the application's own retries: to the sidecar they are new requests."""
+    does not cap the application's own retries: to the sidecar they are new requests.
+
+    A dependency needed only at start-up (``guywire.dev/depends-on: hf-mirror;startup``, a model
+    download) is on no request's path and counts neither here nor in depth, cycles, timeout inversion
+    or ``guywire simulate``."""
     a = ctx.graph.analysis.get(w.key)
     if a and a.amplification > params.max_amplification:
         hops = ctx.graph.amplification_hops(w.key)
