@@ -88,6 +88,34 @@ def pinned_nodes(t: PodTemplate, ctx: Context) -> tuple[str, list[Node]] | None:
     return (how, gpu or found) if found else None
 
 
+def node_agents(ctx: Context) -> list[Workload]:
+    """The guywire node-agent DaemonSets among the inputs (a container that runs ``node-agent``)."""
+    return [w for w in ctx.inventory.workloads.values() if w.kind == "DaemonSet"
+            and any("node-agent" in c.args for t in w.templates for c in t.containers)]
+
+
+def why_no_agent_runs(node: Node, agents: list[Workload]) -> str | None:
+    """Why none of ``agents`` can be scheduled on ``node`` (its nodeSelector or required node affinity
+    leaves the node out), or None when one can, or when there is no agent to judge by."""
+    reasons = []
+    for a in agents:
+        for t in a.templates:
+            missing = [f"{k}={v}" for k, v in t.node_selector.items() if node.labels.get(k) != v]
+            if missing:
+                reasons.append(f"DaemonSet {a.namespace}/{a.name} selects nodes labelled {', '.join(missing)}, "
+                               "which this node is not")
+            elif t.node_affinity and not _affinity_matches(t.node_affinity, node.labels):
+                reasons.append(f"DaemonSet {a.namespace}/{a.name}'s required node affinity leaves this node out")
+            else:
+                return None
+    return "; ".join(reasons) or None
+
+
+AGENT_PLACEMENT_HINT = ("Point the chart's nodeAgent.nodeSelector or nodeAgent.affinity at a label this node has "
+                        "(GKE: cloud.google.com/gke-accelerator, EKS: k8s.amazonaws.com/accelerator; README, "
+                        "'GPU node agent on GKE and EKS').")
+
+
 def _state(ctx: Context, node: Node) -> HealthState | None:
     report, _ = node_report(ctx, node)
     return report.state if report else None
@@ -197,8 +225,11 @@ def stale_gpu_health_report(node: Node, params: GpuRules, ctx: Context) -> Itera
     GPUs. Its report (annotation guywire.dev/gpu-health) is stale when its reportedAt is older than
     `rules.gpu.reportMaxAge` at the time of evaluation (the CLI's `--now`); its age is then the
     finding's observed figure, rounded up to whole seconds, minutes (from 2 minutes) or hours (from 2
-    hours) as the message shows it. A missing or unreadable report has no age, and no figures. The
-    finding is on the Node."""
+    hours) as the message shows it. A missing or unreadable report has no age, and no figures. When
+    the node agent's DaemonSet is among the inputs and its nodeSelector or required node affinity
+    leaves the node out (the chart's default label nvidia.com/gpu.present on GKE or EKS without
+    NVIDIA's GPU Operator), the message says that no agent can run there, and why. The finding is on
+    the Node."""
     if not is_gpu_node(node):
         return
     report, error = node_report(ctx, node)
@@ -206,6 +237,11 @@ def stale_gpu_health_report(node: Node, params: GpuRules, ctx: Context) -> Itera
         yield Issue(f"has a GPU health report that cannot be read: {error} Check the node agent's version and logs.")
         return
     if report is None:
+        blocked = why_no_agent_runs(node, node_agents(ctx))
+        if blocked:
+            yield Issue(f"has no GPU health report (annotation {GPU_HEALTH_ANNOTATION}), and no node agent can run "
+                        f"on it: {blocked}. {AGENT_PLACEMENT_HINT}")
+            return
         yield Issue(f"has no GPU health report (annotation {GPU_HEALTH_ANNOTATION}), so no node agent watches its "
                     "GPUs. Run the guywire node-agent DaemonSet on GPU nodes.")
         return
