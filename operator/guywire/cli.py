@@ -612,6 +612,9 @@ def main(argv: list[str] | None = None, clock: Clock = SYSTEM) -> int:
     except ValueError as exc:  # bad flag values such as --now
         print(f"guywire: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except MemoryError:
+        print("guywire: out of memory reading the inputs; check fewer or smaller files.", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,8 @@ class FastLoader(YamlLoader):  # type: ignore[misc, valid-type]
         raise _Fallback
 
 SUFFIXES = (".yaml", ".yml", ".json")
-MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024  # one input, stdin included
+MAX_TOTAL_BYTES = 256 * 1024 * 1024  # every input of one run together
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +176,8 @@ def chart_templates(folder: str) -> Diagnostic:
 
 def iter_files(path: str, exclude: Iterable[str] = ()) -> Iterator[str | Diagnostic]:
     """The files under ``path`` to read, in order, and a Diagnostic for each folder or file left out: dot-folders
-    and ``exclude`` matches (quiet: shown with --verbose), a Helm chart's ``templates/`` (a warning)."""
+    and ``exclude`` matches (quiet: shown with --verbose), a Helm chart's ``templates/`` (a warning), a folder
+    that cannot be listed (an error)."""
     if path == "-":
         yield "-"
         return
@@ -187,7 +190,9 @@ def iter_files(path: str, exclude: Iterable[str] = ()) -> Iterator[str | Diagnos
         if chart_of(path):
             yield chart_templates(path)
             return
-        for root, dirs, files in os.walk(p):
+        unlisted: list[OSError] = []
+        for root, dirs, files in os.walk(p, onerror=unlisted.append):
+            yield from _unlisted(unlisted)
             keep = []
             for d in sorted(dirs):
                 full = os.path.join(root, d)
@@ -210,6 +215,7 @@ def iter_files(path: str, exclude: Iterable[str] = ()) -> Iterator[str | Diagnos
                                          quiet=True)
                     else:
                         yield full
+        yield from _unlisted(unlisted)
     else:
         folder = os.path.dirname(path)
         while folder and os.path.basename(folder) != "templates" and os.path.dirname(folder) != folder:
@@ -220,17 +226,68 @@ def iter_files(path: str, exclude: Iterable[str] = ()) -> Iterator[str | Diagnos
         yield path
 
 
-def _read(name: str) -> tuple[str | None, Diagnostic | None]:
+def _unlisted(errors: list[OSError]) -> Iterator[Diagnostic]:
+    while errors:
+        exc = errors.pop(0)
+        yield Diagnostic(SourceRef(str(exc.filename or "?")), f"cannot be listed: {exc.strerror or exc}.")
+
+
+def _kind_of(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, words in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def _read_capped(fd: int, limit: int) -> bytes | None:
+    """At most ``limit`` bytes from ``fd``; None when there are more."""
+    chunks: list[bytes] = []
+    got = 0
+    while True:
+        chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        got += len(chunk)
+        if got > limit:
+            return None
+
+
+def _too_large(limit: int, size: int | None = None) -> str:
+    what = f"is {size} bytes" if size is not None else f"holds more than {limit} bytes"
+    if limit >= MAX_FILE_BYTES:
+        return f"{what}, above the {MAX_FILE_BYTES} byte limit for one input; not read."
+    return (f"{what}, above the {limit} bytes left of the {MAX_TOTAL_BYTES} byte limit on all inputs together; "
+            "not read. Check fewer files at a time.")
+
+
+def _read(name: str, limit: int = MAX_FILE_BYTES) -> tuple[str | None, Diagnostic | None]:
+    """The text of one input, read only when it is a regular file (or stdin) of at most ``limit`` bytes.
+    A FIFO or device is never opened for a blocking read: it is skipped with an error."""
     src = SourceRef(name if name != "-" else "<stdin>")
     try:
         if name == "-":
-            data = sys.stdin.buffer.read()
+            data = sys.stdin.buffer.read(limit + 1)  # reads until EOF or limit + 1 bytes, never beyond
+            data = None if len(data) > limit else data
         else:
-            size = os.path.getsize(name)
-            if size > MAX_FILE_BYTES:
-                return None, Diagnostic(src, f"is {size} bytes, above the {MAX_FILE_BYTES} byte limit; not read.")
-            with open(name, "rb") as fh:
-                data = fh.read()
+            # O_NONBLOCK: opening a FIFO with no writer must not hang; regular files ignore it
+            fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+            try:
+                info = os.fstat(fd)
+                what = _kind_of(info.st_mode)
+                if what is not None:
+                    return None, Diagnostic(src, f"is {what}, not a regular file; skipped.")
+                if info.st_size > limit:
+                    return None, Diagnostic(src, _too_large(limit, info.st_size))
+                data = _read_capped(fd, limit)
+            finally:
+                os.close(fd)
+        if data is None:
+            return None, Diagnostic(src, _too_large(limit))
     except FileNotFoundError:
         return None, Diagnostic(src, "no such file or directory.")
     except IsADirectoryError:
@@ -343,10 +400,11 @@ def _expand(obj: Any, source: SourceRef, diags: list[Diagnostic]) -> list[Docume
     return [Document(obj, source)]
 
 
-def load_file(name: str) -> tuple[list[Document], list[Diagnostic]]:
-    """The objects in one file (``-``: stdin) and its diagnostics. Never raises for bad input."""
+def load_file(name: str, limit: int = MAX_FILE_BYTES) -> tuple[list[Document], list[Diagnostic]]:
+    """The objects in one file (``-``: stdin) of at most ``limit`` bytes and its diagnostics. Never raises
+    for bad input."""
     shown = name if name != "-" else "<stdin>"
-    text, diag = _read(name)
+    text, diag = _read(name, limit)
     if diag:
         return [], [diag]
     d, g = parse_text(text or "", shown)
@@ -376,7 +434,7 @@ def _can_fork(names: list[str]) -> bool:
     return threading.active_count() == 1
 
 
-def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
+def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None, limits: list[int]
                    ) -> dict[int, tuple[list[Document], list[Diagnostic]]] | None:
     """Parse the files in two processes. Parsing is most of ``guywire check``'s work, and libyaml holds
     the GIL, so threads cannot share it; a forked child can.
@@ -420,7 +478,7 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
             k = 0
             while k <= slot.unpack_from(shared, BACK)[0]:
                 slot.pack_into(shared, FRONT, k + 1)
-                done[order[k]] = load_file(names[order[k]])
+                done[order[k]] = load_file(names[order[k]], limits[order[k]])
                 k += 1
             data = pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write_fd, "wb") as out:
@@ -435,7 +493,7 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
     k = len(order) - 1
     while k >= slot.unpack_from(shared, FRONT)[0]:
         slot.pack_into(shared, BACK, k - 1)
-        results[order[k]] = load_file(names[order[k]])
+        results[order[k]] = load_file(names[order[k]], limits[order[k]])
         k -= 1
     with os.fdopen(read_fd, "rb") as inp:
         data = inp.read()
@@ -449,8 +507,31 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None
             received = {}
     for i in range(len(names)):
         if i not in results:
-            results[i] = received[i] if isinstance(received, dict) and i in received else load_file(names[i])
+            results[i] = received[i] if isinstance(received, dict) and i in received else \
+                load_file(names[i], limits[i])
     return results
+
+
+def read_limits(names: list[str], total: int | None = None) -> list[int]:
+    """How many bytes each input may hold, so that all of them together stay within ``total``: regular
+    files take their size (by ``stat``, which neither opens nor blocks) in order while it fits; stdin, whose
+    size is unknown, gets what the files leave (at most ``MAX_FILE_BYTES``). A file is read only up to its
+    limit, so one that grows meanwhile is refused rather than read without bound."""
+    left = MAX_TOTAL_BYTES if total is None else total
+    limits: list[int] = []
+    for name in names:
+        size = 0
+        if name != "-":
+            try:
+                info = os.stat(name)
+                size = info.st_size if stat.S_ISREG(info.st_mode) else 0
+            except OSError:
+                pass
+        limits.append(min(MAX_FILE_BYTES, left))
+        if size <= limits[-1]:
+            left -= size
+    stdin_limit = min(MAX_FILE_BYTES, left)
+    return [stdin_limit if name == "-" else limit for name, limit in zip(names, limits)]
 
 
 def load(paths: list[str], meanwhile: Callable[[], object] | None = None, exclude: Iterable[str] = ()
@@ -465,11 +546,12 @@ def load(paths: list[str], meanwhile: Callable[[], object] | None = None, exclud
             continue
         entries.extend(iter_files(path, exclude))
     names = [e for e in entries if isinstance(e, str)]
-    by_index = _load_parallel(names, meanwhile) if _can_fork(names) else None
+    limits = read_limits(names)
+    by_index = _load_parallel(names, meanwhile, limits) if _can_fork(names) else None
     if by_index is not None:
         parsed = iter(by_index[i] for i in range(len(names)))
     else:
-        parsed = (load_file(n) for n in names)
+        parsed = (load_file(n, limit) for n, limit in zip(names, limits))
     docs: list[Document] = []
     diags: list[Diagnostic] = []
     for entry in entries:

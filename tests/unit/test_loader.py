@@ -137,10 +137,10 @@ def test_a_child_that_dies_only_means_the_parent_parses_its_files(tmp_path, para
     parent = os.getpid()
     real = loader.load_file
 
-    def dying(name):
+    def dying(name, *rest):
         if os.getpid() != parent:
             os._exit(3)
-        return real(name)
+        return real(name, *rest)
 
     monkeypatch.setattr(loader, "load_file", dying)
     broken = _flat(load(paths))
