@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from guywire.cli import main
 from guywire.clock import ManualClock
 from guywire.gpu.agent import (
-    NodeAgent, condition_message, desired_condition, expected_gpus_of, fingerprint, needs_write,
+    NodeAgent, condition_message, desired_condition, expected_gpus_of, fingerprint, is_gpu_node, needs_write,
 )
 from guywire.gpu.classify import HealthTracker
 from guywire.gpu.fake import FakeNvml
@@ -65,6 +65,42 @@ class MemoryClient:
 ])
 def test_expected_gpus_come_from_the_node(node, expected):
     assert expected_gpus_of(node) == expected
+
+
+@pytest.mark.parametrize("node, gpu_node", [
+    ({"metadata": {"labels": {"nvidia.com/gpu.present": "true"}}}, True),
+    ({"metadata": {"labels": {"nvidia.com/gpu.count": "2"}}}, True),
+    ({"status": {"capacity": {"nvidia.com/gpu": "0"}}}, True),
+    ({"metadata": {"labels": {"nvidia.com/gpu.present": "false"}}}, False),
+    ({"status": {"capacity": {"cpu": "8"}}}, False),
+    (None, False),
+])
+def test_a_node_is_a_gpu_node_when_labels_or_capacity_say_so(node, gpu_node):
+    assert is_gpu_node(node) is gpu_node
+
+
+@pytest.mark.parametrize("node", [
+    {"metadata": {"name": "g1", "labels": {"nvidia.com/gpu.present": "true"}}},
+    {"metadata": {"name": "g1"}, "status": {"capacity": {"nvidia.com/gpu": "0"}}},
+])
+def test_a_gpu_node_with_no_visible_gpu_is_unhealthy_without_an_expected_count(node):
+    fake = FakeNvml({"gpus": []})
+    client = MemoryClient(node)
+    with NvmlReader(fake, clock=fake.clock) as reader:
+        agent = NodeAgent(reader, node_name="g1", client=client, now=lambda: T0, err=io.StringIO())
+        agent.cycle()
+    assert agent.last_report is not None and agent.last_report.state is HealthState.UNHEALTHY
+    assert "NVML sees no GPU" in agent.last_report.reasons[0]
+    assert client.node["metadata"]["labels"]["guywire.dev/gpu-health"] == "Unhealthy"
+
+
+def test_a_node_that_claims_no_gpu_with_none_visible_stays_healthy():
+    fake = FakeNvml({"gpus": []})
+    with NvmlReader(fake, clock=fake.clock) as reader:
+        agent = NodeAgent(reader, node_name="c1", client=MemoryClient({"metadata": {"name": "c1"}}),
+                          now=lambda: T0, err=io.StringIO())
+        agent.cycle()
+    assert agent.last_report is not None and agent.last_report.state is HealthState.HEALTHY
 
 
 def test_the_condition_is_a_fault_only_when_unhealthy():

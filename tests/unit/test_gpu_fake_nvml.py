@@ -98,6 +98,19 @@ def test_units_are_pynvml_units():
     ({"gpus": [], "steps": [{"gpu": []}]}, "steps[0]: unknown key 'gpu'"),
     ({"gpus": [], "nvmlInitError": "Oops"}, "nvmlInitError"),
     ([1, 2], "a scenario must be a mapping"),
+    ({"gpus": [{"temperature": "hot"}]}, "gpus[0].temperature: 'hot' is not a number"),
+    ({"gpus": [{"powerUsage": [1, 2]}]}, "gpus[0].powerUsage: [1, 2] is not a number"),
+    ({"gpus": [{"powerLimit": True}]}, "gpus[0].powerLimit: True is not a number"),
+    ({"gpus": [{"index": -1}]}, "gpus[0].index: -1 is not a GPU index"),
+    ({"gpus": [{"index": 10**12}]}, "gpus[0].index: 1000000000000 is not a GPU index"),
+    ({"gpus": [{"index": "0"}]}, "gpus[0].index: '0' is not a GPU index"),
+    ({"gpus": [{"lost": "yes"}]}, "gpus[0].lost: 'yes' is not true or false"),
+    ({"gpus": [{"notSupported": [["ecc"]]}]}, "gpus[0].notSupported: must be a list of names"),
+    ({"gpus": [{"remappedRows": {"pending": 3}}]}, "gpus[0].remappedRows.pending: 3 is not true or false"),
+    ({"gpus": [{"lostAfterCalls": -4}]}, "gpus[0].lostAfterCalls: -4 is not a whole number from 0"),
+    ({"gpus": [], "steps": [{"gpus": [{"index": 99999999}]}]}, "steps[0].gpus[0].index"),
+    ({"gpus": [], "expectedGpus": 10**9}, "expectedGpus: 1000000000 is not a GPU count"),
+    ({"gpus": [], "steps": [{"reads": "many"}]}, "steps[0].reads: 'many' is not a number of reads"),
 ])
 def test_a_bad_scenario_is_refused_with_the_key_named(scenario, fragment):
     with pytest.raises(FakeScenarioError) as err:

@@ -24,8 +24,8 @@ from typing import Any, Callable, TextIO
 from .. import __version__
 from ..clock import SYSTEM, Clock, rfc3339
 from ..model.gpu import (
-    GPU_CONDITION_TYPE, GPU_COUNT_LABEL, GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, NVIDIA_GPU_RESOURCE, HealthState,
-    NodeGpuHealth, parse_gpu_health,
+    GPU_CONDITION_TYPE, GPU_COUNT_LABEL, GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, GPU_PRESENT_LABEL,
+    NVIDIA_GPU_RESOURCE, HealthState, NodeGpuHealth, parse_gpu_health,
 )
 from .classify import DEFAULT_TABLE, HealthConfigError, HealthTable, HealthTracker, load_health_config
 from .nvml import NvmlReader, NvmlUnavailable, load_pynvml
@@ -57,6 +57,18 @@ def expected_gpus_of(node: dict | None) -> int | None:
         if found is not None:
             return found
     return None
+
+
+def is_gpu_node(node: dict | None) -> bool:
+    """Whether the Node says it has GPUs: the GPU feature discovery labels (``nvidia.com/gpu.present=true``, a
+    count above zero), or ``nvidia.com/gpu`` in its capacity or allocatable, whatever the number."""
+    if not node:
+        return False
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    if str(labels.get(GPU_PRESENT_LABEL, "")).lower() == "true" or (_int(labels.get(GPU_COUNT_LABEL)) or 0) > 0:
+        return True
+    status = node.get("status") or {}
+    return any(NVIDIA_GPU_RESOURCE in (status.get(key) or {}) for key in ("capacity", "allocatable"))
 
 
 def condition_message(report: NodeGpuHealth) -> str:
@@ -208,7 +220,7 @@ class NodeAgent:
         readings = self.reader.read(drain_events=not self.threaded)
         now = self.clock.now()
         report = self.tracker.assess(readings, now, boot_id=self.boot_id(), expected_gpus=self.expected_gpus(node),
-                                     agent_version=__version__)
+                                     gpu_node=is_gpu_node(node), agent_version=__version__)
         self.last_report = report
         for g in readings.gpus:
             for seen in g.xids:
@@ -351,4 +363,5 @@ def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = No
 
 
 __all__ = ["NodeAgent", "NodeClient", "condition_message", "desired_condition", "expected_gpus_of", "fingerprint",
+           "is_gpu_node",
            "needs_write", "run_node_agent"]

@@ -465,7 +465,10 @@ class HealthTracker:
         return self.uuid_at.get(g.index, f"index-{g.index}")
 
     def assess(self, readings: NodeReadings, now: datetime, *, boot_id: str | None = None,
-               expected_gpus: int | None = None, agent_version: str | None = None) -> NodeGpuHealth:
+               expected_gpus: int | None = None, gpu_node: bool = False,
+               agent_version: str | None = None) -> NodeGpuHealth:
+        """``gpu_node``: the Node says it has GPUs (labels or capacity), so seeing none is a fault even when
+        no expected count is known."""
         rebooted = bool(boot_id and self.boot_id and boot_id != self.boot_id)
         if boot_id:
             self.boot_id = boot_id
@@ -485,6 +488,10 @@ class HealthTracker:
             node_checks.append(Check(U, f"NVML sees {count} GPU(s) but the node advertises {expected_gpus}: "
                                         f"{expected_gpus - count} GPU(s) fell off the bus or failed to initialise.",
                                      ROW["missing-gpus"].action, "missing-gpus"))
+        elif count == 0 and (gpu_node or expected_gpus):
+            node_checks.append(Check(U, "NVML sees no GPU but the Node is a GPU node (label nvidia.com/gpu.present, "
+                                        "nvidia.com/gpu.count or nvidia.com/gpu capacity): every GPU fell off the "
+                                        "bus or failed to initialise.", ROW["missing-gpus"].action, "missing-gpus"))
         node_latches = self.latched.setdefault("node", [])
         for seen in readings.unattributed_xids:
             ev = xid_event(seen, self.table)

@@ -230,6 +230,38 @@ NOT_SUPPORTED_NAMES = {
 }
 
 
+MAX_FAKE_GPUS = 64  # a node holds at most 16 today; an index beyond this would only allocate
+MAX_FAKE_READS = 1_000_000
+_NUMBER_KEYS = ("temperature", "slowdownTemperature", "shutdownTemperature", "powerUsage", "powerLimit",
+                "memoryUsed", "memoryTotal", "utilization", "memoryUtilization", "eccUncorrectedVolatile",
+                "eccUncorrectedAggregate", "pcieReplaysPerMinute")
+_GPU_TYPES: dict[str, str] = {
+    **{k: "number" for k in _NUMBER_KEYS},
+    **{k: "count" for k in ("recoveryAction", "nvlinkLinks", "lostAfterCalls")},
+    **{k: "bool" for k in ("retiredPagesPending", "lost", "resetRequired", "missing", "reset")},
+    **{k: "text" for k in ("uuid", "name")},
+}
+_TYPE_WORDS = {"number": "a number", "count": "a whole number from 0", "int": "a whole number",
+               "bool": "true or false", "text": "a string"}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return kind == "bool"
+    if kind == "number":
+        return isinstance(value, (int, float)) and value == value and abs(value) < 1e15
+    if kind == "count":
+        return isinstance(value, int) and 0 <= value < 2**31
+    if kind == "int":
+        return isinstance(value, int)
+    return isinstance(value, {"bool": bool, "text": str}[kind])
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check_gpu(entry: Any, where: str) -> dict:
     if entry is None:
         return {}
@@ -238,6 +270,10 @@ def _check_gpu(entry: Any, where: str) -> dict:
     unknown = sorted(set(entry) - set(GPU_DEFAULTS) - {"index"})
     if unknown:
         raise FakeScenarioError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(GPU_DEFAULTS)}.")
+    for key in ("notSupported", "clocksEventReasons"):
+        names = entry.get(key)
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise FakeScenarioError(f"{where}.{key}: must be a list of names.")
     for name in entry.get("notSupported") or []:
         if name not in NOT_SUPPORTED_NAMES:
             raise FakeScenarioError(f"{where}.notSupported: {name!r} is not a reading; use one of "
@@ -246,6 +282,13 @@ def _check_gpu(entry: Any, where: str) -> dict:
         if reason not in CLOCK_REASON_BITS:
             raise FakeScenarioError(f"{where}.clocksEventReasons: {reason!r} is not a reason; use one of "
                                     f"{', '.join(CLOCK_REASON_BITS)}.")
+    for key, value in entry.items():
+        kind = _GPU_TYPES.get(key)
+        if kind is not None and value is not None and not _is(value, kind):
+            raise FakeScenarioError(f"{where}.{key}: {_shown(value)} is not {_TYPE_WORDS[kind]}.")
+    index = entry.get("index")
+    if index is not None and (not _is(index, "int") or not 0 <= index < MAX_FAKE_GPUS):
+        raise FakeScenarioError(f"{where}.index: {_shown(index)} is not a GPU index from 0 to {MAX_FAKE_GPUS - 1}.")
     for key in ("xids", "nvlinkDown"):
         value = entry.get(key)
         if value is not None and (not isinstance(value, list) or not all(isinstance(x, int) for x in value)):
@@ -253,6 +296,13 @@ def _check_gpu(entry: Any, where: str) -> dict:
     rows = entry.get("remappedRows")
     if rows is not None and not isinstance(rows, dict):
         raise FakeScenarioError(f"{where}.remappedRows: must be a mapping (correctable, uncorrectable, pending, failure).")
+    for key, value in (rows or {}).items():
+        kind = {"correctable": "count", "uncorrectable": "count", "pending": "bool", "failure": "bool"}.get(key)
+        if kind is None:
+            raise FakeScenarioError(f"{where}.remappedRows: unknown key {key!r}; known keys: correctable, "
+                                    "uncorrectable, pending, failure.")
+        if not _is(value, kind):
+            raise FakeScenarioError(f"{where}.remappedRows.{key}: {_shown(value)} is not {_TYPE_WORDS[kind]}.")
     return entry
 
 
@@ -291,6 +341,14 @@ def load_scenario(source: str | Path | dict) -> dict:
             raise FakeScenarioError(f"steps[{s}]: unknown key {bad[0]!r}.")
         for i, g in enumerate(step.get("gpus") or []):
             _check_gpu(g, f"steps[{s}].gpus[{i}]")
+    for where, spec in [("", data)] + [(f"steps[{s}].", step) for s, step in enumerate(steps)]:
+        if spec.get("expectedGpus") is not None and not (_is(spec["expectedGpus"], "count")
+                                                          and spec["expectedGpus"] <= MAX_FAKE_GPUS):
+            raise FakeScenarioError(f"{where}expectedGpus: {_shown(spec['expectedGpus'])} is not a GPU count from 0 "
+                                    f"to {MAX_FAKE_GPUS}.")
+        if spec.get("reads") is not None and not (_is(spec["reads"], "count") and 1 <= spec["reads"] <= MAX_FAKE_READS):
+            raise FakeScenarioError(f"{where}reads: {_shown(spec['reads'])} is not a number of reads from 1 to "
+                                    f"{MAX_FAKE_READS}.")
     err = data.get("nvmlInitError")
     if err is not None and f"NVMLError_{err}" not in ERROR_CLASSES:
         raise FakeScenarioError(f"nvmlInitError: {err!r} is not an NVML error name such as LibraryNotFound.")
