@@ -87,7 +87,7 @@ def test_a_gpu_node_with_no_visible_gpu_is_unhealthy_without_an_expected_count(n
     fake = FakeNvml({"gpus": []})
     client = MemoryClient(node)
     with NvmlReader(fake, clock=fake.clock) as reader:
-        agent = NodeAgent(reader, node_name="g1", client=client, now=lambda: T0, err=io.StringIO())
+        agent = NodeAgent(reader, node_name="g1", client=client, clock=ManualClock(T0), err=io.StringIO())
         agent.cycle()
     assert agent.last_report is not None and agent.last_report.state is HealthState.UNHEALTHY
     assert "NVML sees no GPU" in agent.last_report.reasons[0]
@@ -98,7 +98,7 @@ def test_a_node_that_claims_no_gpu_with_none_visible_stays_healthy():
     fake = FakeNvml({"gpus": []})
     with NvmlReader(fake, clock=fake.clock) as reader:
         agent = NodeAgent(reader, node_name="c1", client=MemoryClient({"metadata": {"name": "c1"}}),
-                          now=lambda: T0, err=io.StringIO())
+                          clock=ManualClock(T0), err=io.StringIO())
         agent.cycle()
     assert agent.last_report is not None and agent.last_report.state is HealthState.HEALTHY
 
