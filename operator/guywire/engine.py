@@ -49,10 +49,6 @@ class Result:
     exempted: list[Finding] = field(default_factory=list)
 
 
-def _globs(name: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
 def _in_scope(policy: Policy, kind: str, namespace: str, name: str, labels: dict[str, str], gpu: bool,
               inventory: Inventory) -> bool:
     """Whether ``policy`` looks at one object: its namespace (namespaced policies), match and exclude."""
@@ -61,7 +57,7 @@ def _in_scope(policy: Policy, kind: str, namespace: str, name: str, labels: dict
     m, x = policy.spec.match, policy.spec.exclude
     if m.kinds and kind not in m.kinds:
         return False
-    if m.namespaces and not _globs(namespace, m.namespaces):
+    if m.namespaces and not m.namespace_matches(namespace):
         return False
     if m.namespace_selector is not None and not m.namespace_selector.matches(inventory.namespace_labels(namespace)):
         return False
@@ -71,9 +67,9 @@ def _in_scope(policy: Policy, kind: str, namespace: str, name: str, labels: dict
         return False
     if x.kinds and kind in x.kinds:
         return False
-    if x.namespaces and _globs(namespace, x.namespaces):
+    if x.namespaces and x.namespace_matches(namespace):
         return False
-    if x.names and _globs(name, x.names):
+    if x.names and x.name_matches(name):
         return False
     if x.selector is not None and (x.selector.match_labels or x.selector.match_expressions) \
             and x.selector.matches(labels):

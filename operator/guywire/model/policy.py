@@ -5,8 +5,11 @@ default and limit here is what the API server enforces too.
 """
 from __future__ import annotations
 
+import fnmatch
+import re
 from datetime import datetime
 from enum import Enum
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,6 +18,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .baseline import BASELINE_NAME, FLOATING_TAGS, Enforcement, baseline_policy, override_for  # noqa: F401
+from .kinds import JUDGED_KINDS
 from .severity import Severity
 from .units import DURATION_PATTERN, format_duration, parse_duration
 
@@ -22,10 +26,48 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": 32}),
 ]
 
 RULE_ID_PATTERN = r"^GW-[A-Z]{3}-(\d{3}|\*)$"
+
+# Bounds on every list and string of a policy: the API server refuses a policy beyond them (maxItems,
+# maxLength in the CRD) and so does the model, so matching costs O(workloads) per policy, not
+# O(workloads x a list of any length). docs/limits.md lists them.
+MAX_GLOBS = 256  # namespaces / names (or globs) in one match, exclude or allowCrossNamespace list
+MAX_NAME = 253  # a DNS subdomain: the longest object or namespace name
+MAX_KINDS = len(JUDGED_KINDS)
+MAX_LABELS = 64  # labels in requiredLabels, matchLabels, matchExpressions
+MAX_VALUES = 256  # values of one matchExpression
+MAX_LABEL_KEY = 317  # prefix (253) + "/" + name (63)
+MAX_LABEL_VALUE = 63
+
+Glob = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_KEY)]
+LabelValue = Annotated[str, Field(max_length=MAX_LABEL_VALUE)]
+
+
+def _known_kind(value: Any) -> Any:
+    if isinstance(value, str) and value not in JUDGED_KINDS:
+        raise ValueError(f"{value!r} is not a kind guywire judges; use one of {', '.join(JUDGED_KINDS)}")
+    return value
+
+
+KindName = Annotated[str, BeforeValidator(_known_kind),
+                     WithJsonSchema({"type": "string", "enum": list(JUDGED_KINDS)})]
+Count = Annotated[int, Field(strict=True)]  # `maxFanOut: true` is refused, not read as 1
+
+
+def compile_globs(patterns: list[str]):
+    """One test for a list of names and globs: exact names in a set, the globs in one compiled regex.
+    ``fnmatch`` per pattern recompiles once its cache (32768 patterns) overflows."""
+    exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+    globs = [p for p in patterns if p not in exact]
+    regex = re.compile("|".join(fnmatch.translate(p) for p in globs)) if globs else None
+
+    def matches(name: str) -> bool:
+        return name in exact or (regex is not None and regex.match(name) is not None)
+    return matches
 API_GROUP = "guywire.dev"
 API_VERSION = "v1alpha1"
 
@@ -44,9 +86,9 @@ class SelectorOperator(str, Enum):
 
 
 class LabelSelectorRequirement(Strict):
-    key: str = Field(min_length=1)
+    key: LabelKey
     operator: SelectorOperator
-    values: list[str] = Field(default_factory=list)
+    values: list[LabelValue] = Field(default_factory=list, max_length=MAX_VALUES)
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> "LabelSelectorRequirement":
@@ -60,8 +102,8 @@ class LabelSelectorRequirement(Strict):
 class LabelSelector(Strict):
     """A Kubernetes label selector; an empty one matches everything."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    match_labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=MAX_LABELS)
 
     def matches(self, labels: dict[str, str]) -> bool:
         for key, value in self.match_labels.items():
@@ -83,37 +125,52 @@ class LabelSelector(Strict):
 class Match(Strict):
     """Which workloads a policy looks at. Empty lists mean all."""
 
-    kinds: list[str] = Field(default_factory=list, description="Workload kinds, e.g. Deployment. Empty: all kinds.")
-    namespaces: list[str] = Field(default_factory=list, description="Namespace names or globs. Empty: all.")
+    kinds: list[KindName] = Field(default_factory=list, max_length=MAX_KINDS,
+                                  description="Workload kinds, e.g. Deployment. Empty: all kinds.")
+    namespaces: list[Glob] = Field(default_factory=list, max_length=MAX_GLOBS,
+                                   description="Namespace names or globs. Empty: all.")
     namespace_selector: LabelSelector | None = None
     selector: LabelSelector | None = Field(default=None, description="Selects on the workload's labels.")
     gpu_only: bool = Field(default=False, description="Only workloads that request GPUs.")
+
+    @cached_property
+    def namespace_matches(self):
+        return compile_globs(self.namespaces)
 
 
 class Exclude(Strict):
     """Workloads a policy never looks at."""
 
-    kinds: list[str] = Field(default_factory=list)
-    namespaces: list[str] = Field(default_factory=list, description="Namespace names or globs.")
-    names: list[str] = Field(default_factory=list, description="Workload names or globs.")
+    kinds: list[KindName] = Field(default_factory=list, max_length=MAX_KINDS)
+    namespaces: list[Glob] = Field(default_factory=list, max_length=MAX_GLOBS,
+                                   description="Namespace names or globs.")
+    names: list[Glob] = Field(default_factory=list, max_length=MAX_GLOBS, description="Workload names or globs.")
     selector: LabelSelector | None = None
+
+    @cached_property
+    def namespace_matches(self):
+        return compile_globs(self.namespaces)
+
+    @cached_property
+    def name_matches(self):
+        return compile_globs(self.names)
 
 
 class DependencyRules(Strict):
-    max_fan_out: int = Field(default=6, ge=0, le=10_000, description="Most direct dependencies one workload may have.")
-    max_depth: int = Field(default=4, ge=0, le=10_000, description="Longest downstream call chain, in hops.")
+    max_fan_out: Count = Field(default=6, ge=0, le=10_000, description="Most direct dependencies one workload may have.")
+    max_depth: Count = Field(default=4, ge=0, le=10_000, description="Longest downstream call chain, in hops.")
     forbid_cycles: bool = True
     require_resolvable: bool = True
     require_declared: bool = Field(default=True, description="Calls found in env must also be in depends-on.")
-    allow_cross_namespace: list[str] = Field(
-        default_factory=lambda: ["*"],
+    allow_cross_namespace: list[Glob] = Field(
+        default_factory=lambda: ["*"], max_length=MAX_GLOBS,
         description="Namespaces (globs) a workload may depend on besides its own. [] forbids all.",
     )
 
 
 class RetryRules(Strict):
-    max_attempts: int = Field(default=3, ge=1, le=1000, description="Most attempts on one hop, the first included.")
-    max_amplification: int = Field(default=10, ge=1, le=1_000_000, description="Most calls one request may cause at the end of any path.")
+    max_attempts: Count = Field(default=3, ge=1, le=1000, description="Most attempts on one hop, the first included.")
+    max_amplification: Count = Field(default=10, ge=1, le=1_000_000, description="Most calls one request may cause at the end of any path.")
     require_timeout: bool = True
     require_backoff: bool = True
     forbid_timeout_inversion: bool = True
@@ -129,9 +186,10 @@ class ObservabilityRules(Strict):
     metrics: bool = True
     resources: bool = True
     gpu_resources: bool = True
-    required_labels: list[str] = Field(default_factory=lambda: ["app.kubernetes.io/name"])
+    required_labels: list[LabelKey] = Field(default_factory=lambda: ["app.kubernetes.io/name"],
+                                            max_length=MAX_LABELS)
     mutable_image_tags: bool = Field(default=False, description="Allow :latest, floating or untagged images.")
-    floating_tags: list[str] = Field(
+    floating_tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         default_factory=lambda: list(FLOATING_TAGS), max_length=100,
         description="Tags that move to a new build under the same name (globs, e.g. latest-*); an image with one of "
                     "them is mutable (GW-OBS-007). A digest always pins.")
@@ -144,7 +202,7 @@ class GpuRules(Strict):
 
 
 class ComplexityRules(Strict):
-    max_score: int = Field(default=40, ge=0, le=1_000_000)
+    max_score: Count = Field(default=40, ge=0, le=1_000_000)
 
 
 class SimplifyRules(Strict):
@@ -163,7 +221,7 @@ class Rules(Strict):
 
 
 class Override(Strict):
-    rule: str = Field(pattern=RULE_ID_PATTERN, description="A rule id, or a category such as GW-OBS-*.")
+    rule: str = Field(pattern=RULE_ID_PATTERN, max_length=10, description="A rule id, or a category such as GW-OBS-*.")
     severity: Severity | None = None
     disabled: bool = False
 
