@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -76,12 +77,44 @@ EVENT = Kind("Event", "", "v1", "events")
 RETRYABLE = {409, 429, 500, 502, 503, 504}
 
 
+class ConfigError(ValueError):
+    """No usable cluster configuration: one line that names the file and what to do."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".")
+
+
 def load_config(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
-    """KUBECONFIG (or the given file), else the in-cluster service account."""
+    """The given kubeconfig file; else KUBECONFIG (or ~/.kube/config) when it exists; else the in-cluster
+    service account. Raises ConfigError, one line naming the file and what to do, when none works."""
+    if kubeconfig:
+        path = os.path.expanduser(kubeconfig)
+        if not os.path.isfile(path):
+            raise ConfigError(f"kubeconfig {kubeconfig}: no such file; pass --kubeconfig an existing file, or leave "
+                              "it out to use KUBECONFIG or the pod's service account.")
+        return _from_file(path, context, "pass --kubeconfig another file")
+    default = os.path.expanduser(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
+    if os.path.isfile(default):
+        return _from_file(None, context, "fix KUBECONFIG or pass --kubeconfig FILE")
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException as exc:
+            raise ConfigError(f"in-cluster configuration: {_first_line(exc)}; run guywire with a service account "
+                              "token mounted, or pass --kubeconfig FILE.") from None
+        return kubernetes.client.Configuration.get_default_copy()
+    raise ConfigError(f"no cluster to talk to: kubeconfig {default} does not exist and this is not a pod "
+                      "(KUBERNETES_SERVICE_HOST is unset); set KUBECONFIG or pass --kubeconfig FILE.")
+
+
+def _from_file(path: str | None, context: str | None, fix: str) -> kubernetes.client.Configuration:
+    shown = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context)
-    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_kube_config(config_file=path, context=context)
+    except Exception as exc:  # noqa: BLE001 - YAML, missing context, unreadable: all the file's fault
+        raise ConfigError(f"kubeconfig {shown}: cannot be used ({_first_line(exc)}); {fix}.") from None
     return kubernetes.client.Configuration.get_default_copy()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from ..clock import SYSTEM, Clock
-from ..kube import KubeClient, load_config
+from ..kube import ConfigError, KubeClient, load_config
 from ..model.units import parse_duration
 from .handlers import build_registry
 from .options import add_run_arguments  # noqa: F401  (re-exported for the CLI)
@@ -99,10 +99,12 @@ def make_memo(state: OperatorState, **extra: Any) -> kopf.Memo:
 
 
 async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
-                  settings: kopf.OperatorSettings | None = None, clock: Clock = SYSTEM) -> None:
+                  settings: kopf.OperatorSettings | None = None, clock: Clock = SYSTEM,
+                  configuration: Any = None) -> None:
     """Run the operator until ``stop_flag`` is set (or a signal arrives). ``clock`` is the one clock the
     state and the client read; handlers reach it through the memo's state."""
-    configuration = load_config(args.kubeconfig, args.context)
+    if configuration is None:
+        configuration = load_config(args.kubeconfig, args.context)
     client = KubeClient(configuration, clock=clock)
     state = OperatorState(client, settings_from(args), clock=clock)
     registry = build_registry()
@@ -131,11 +133,16 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
 
 
 def cmd_run(args: Any, clock: Clock = SYSTEM) -> int:
+    try:
+        configuration = load_config(args.kubeconfig, args.context)
+    except ConfigError as exc:  # one line, before any logging: what is missing and what to do
+        print(f"guywire: {exc}", file=sys.stderr)
+        return 2
     setup_logging(args.log_format, args.verbose)
     log.info("guywire operator starting (%s).", "all namespaces" if (args.all_namespaces or not args.namespace)
              else ", ".join(args.namespace))
     try:
-        asyncio.run(operate(args, clock=clock))
+        asyncio.run(operate(args, clock=clock, configuration=configuration))
     except KeyboardInterrupt:
         pass
     return 0

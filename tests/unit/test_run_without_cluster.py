@@ -1,0 +1,38 @@
+"""`guywire run` without a usable cluster configuration says so in one line, naming the file and what to do."""
+from __future__ import annotations
+
+import pytest
+
+from guywire.cli import main
+
+
+@pytest.fixture
+def no_cluster(monkeypatch, tmp_path):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    return tmp_path
+
+
+def one_line(capsys) -> str:
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_a_missing_kubeconfig_file_is_named(no_cluster, capsys):
+    assert main(["run", "--kubeconfig", str(no_cluster / "kc.yaml")]) == 2
+    assert one_line(capsys).startswith(f"guywire: kubeconfig {no_cluster / 'kc.yaml'}: no such file; pass --kubeconfig")
+
+
+def test_a_broken_kubeconfig_file_is_named(no_cluster, capsys):
+    broken = no_cluster / "kc.yaml"
+    broken.write_text("clusters: [\n")
+    assert main(["run", "--kubeconfig", str(broken)]) == 2
+    assert one_line(capsys).startswith(f"guywire: kubeconfig {broken}: cannot be used (")
+
+
+def test_no_kubeconfig_and_no_pod_says_what_to_set(no_cluster, capsys):
+    assert main(["run"]) == 2
+    line = one_line(capsys)
+    assert f"kubeconfig {no_cluster / 'absent'} does not exist" in line
+    assert line.rstrip().endswith("set KUBECONFIG or pass --kubeconfig FILE.")
