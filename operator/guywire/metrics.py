@@ -14,7 +14,7 @@ WORKLOADS_INDEXED = Gauge("guywire_workloads_indexed", "Workloads held in the op
 SERVICES_INDEXED = Gauge("guywire_services_indexed", "Services held in the operator's index.", registry=REGISTRY)
 POLICIES = Gauge("guywire_policies", "Policies known, by readiness.", ["ready"], registry=REGISTRY)
 EVENTS = Counter("guywire_events_total", "Kubernetes Events posted, by type.", ["type"], registry=REGISTRY)
-EVENTS_DROPPED = Counter("guywire_events_dropped_total", "Events not posted because the queue was full.",
+EVENTS_DROPPED = Counter("guywire_events_dropped_total", "Events not posted: the queue or the retries were full, or the API refused the Event as invalid.",
                          registry=REGISTRY)
 PATCHES = Counter("guywire_patches_total", "Writes to the API, by target and outcome.", ["target", "outcome"],
                   registry=REGISTRY)

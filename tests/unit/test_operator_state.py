@@ -62,8 +62,8 @@ def started(client=None) -> OperatorState:
 async def drain(state: OperatorState) -> None:
     await state.flush()
     while state.events:
-        _, ev = state.events.popitem(last=False)
-        await state.client.post_event(**ev)
+        ident, ev = state.events.popitem(last=False)
+        await state._post_event(ident, ev)
 
 
 def annotation_patches(client) -> dict[str, dict]:

@@ -77,8 +77,8 @@ def build_registry() -> kopf.OperatorRegistry:
                 state.observe(dict(body))
             except Exception:  # a bad object must not stop the others
                 log.exception("Cannot read %s %s.", body.get("kind"), meta.get("name"))
-            if type is None:  # from kopf's initial listing
-                state.listed(body.get("kind"))
+            if type is None:  # from kopf's listing: the initial one, or again after a broken watch
+                state.listed(body.get("kind"), body.get("apiVersion"), plural)
 
         ident = f"{plural}.{group}" if group else plural
         object_event.__name__ = f"{plural}_event"
@@ -96,6 +96,7 @@ def build_registry() -> kopf.OperatorRegistry:
         settings.watching.server_timeout = memo.get("watch_timeout", 300)
         settings.watching.client_timeout = memo.get("watch_timeout", 300) + 30
         state = _state(memo)
+        state.watch_namespaces = list(memo.get("namespaces") or []) or None
         if memo.get("clusterwide", True):
             await state.count_cluster(WATCHED)  # before kopf lists anything: see gate.py
         state.start()

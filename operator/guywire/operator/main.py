@@ -123,7 +123,8 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     try:
         await kopf.operator(registry=registry, settings=settings, memo=make_memo(state, webhook=webhook_settings(args),
-                                                                             clusterwide=clusterwide),
+                                                                             clusterwide=clusterwide,
+                                                                             namespaces=[] if clusterwide else namespaces),
                             standalone=args.standalone, priority=None if args.standalone else peering_priority(args),
                             peering_name=None if args.standalone else args.peering, clusterwide=clusterwide,
                             namespaces=[] if clusterwide else namespaces, liveness_endpoint=liveness,

@@ -12,6 +12,7 @@ import logging
 import socket
 import time  # perf_counter only: durations for metrics, never the time of day
 from collections import OrderedDict
+from urllib.parse import quote
 from dataclasses import dataclass, field
 
 from ..admission import Admission
@@ -36,6 +37,10 @@ from .gate import ListingGate
 
 log = logging.getLogger("guywire.operator")
 WKey = tuple[str, str, str]
+EVENT_RETRY_BASE_S = 5.0
+EVENT_RETRY_MAX_S = 300.0
+RELIST_QUIET_S = 5.0  # a re-listing that has sent nothing for this long is over: sweep the kind
+RELIST_PAGE = 500
 ERRORS_SHOWN = 3  # evaluation errors named in a policy's EvaluationErrors condition
 
 
@@ -130,6 +135,10 @@ class OperatorState:
         self.status_dirty = True
         self.status_written: dict[str, dict] = {}
         self.events: OrderedDict[tuple, dict] = OrderedDict()
+        self.event_retries: dict[tuple, tuple[float, dict, int]] = {}  # ident -> (due, event, attempts)
+        self.event_attempts: dict[tuple, int] = {}
+        self.relists: dict[str, tuple[str, str, float]] = {}  # kind -> (apiVersion, plural, last listed)
+        self.watch_namespaces: list[str] | None = None  # None: the whole cluster
         self.bucket = TokenBucket(self.settings.events_per_second, self.settings.events_burst, clock)
         self.tasks: list[asyncio.Task] = []
         self.last_status_flush = -float("inf")  # never
@@ -181,10 +190,68 @@ class OperatorState:
         self.gate.counted(counts)
         log.info("Listing %d objects of %d kinds.", sum(counts.values()), len(counts))
 
-    def listed(self, kind: str | None) -> None:
-        """kopf listed an object (its initial listing, before it watches)."""
-        if not self.warm and kind:
+    def listed(self, kind: str | None, api_version: str | None = None, plural: str | None = None) -> None:
+        """kopf listed an object: its initial listing, before it watches; or, once warm, a re-listing after a
+        broken watch (API server restarted, 410 Gone), which a sweep (``sweep_relisted``) follows."""
+        if not kind:
+            return
+        if not self.warm:
             self.gate.listed(kind, self.clock.monotonic())
+        elif api_version and plural:
+            self.relists[kind] = (api_version, plural, self.clock.monotonic())
+
+    def _known(self, kind: str) -> set[tuple[str | None, str]]:
+        """(namespace, name) of every object of ``kind`` the state holds (each has a fingerprint)."""
+        return {(ns, name) for (k, ns, name) in self.fingerprints if k == kind}
+
+    async def _list_names(self, api_version: str, plural: str, namespaces: list[str] | None
+                          ) -> set[tuple[str | None, str]]:
+        group, _, version = api_version.rpartition("/")
+        kind = Kind("", group, version, plural, namespaced=bool(namespaces))
+        names: set[tuple[str | None, str]] = set()
+        for ns in namespaces or [None]:
+            token = ""
+            while True:
+                page = await self.client.get(kind.path(ns) + f"?limit={RELIST_PAGE}"
+                                             + (f"&continue={quote(token)}" if token else "")) or {}
+                for item in page.get("items") or []:
+                    meta = item.get("metadata") or {}
+                    names.add((meta.get("namespace"), meta.get("name")))
+                token = (page.get("metadata") or {}).get("continue") or ""
+                if not token:
+                    break
+        return names
+
+    async def sweep(self, kind: str, api_version: str, plural: str) -> int:
+        """Forget the objects of ``kind`` that the API server no longer has: deleted while the watch was
+        broken, their DELETED event never comes. Returns how many were forgotten."""
+        known = self._known(kind)
+        namespaced = any(ns is not None for ns, _ in known)
+        namespaces = self.watch_namespaces if namespaced else None
+        if namespaces:
+            known = {k for k in known if k[0] in namespaces}
+        if not known or self.client is None:
+            return 0
+        listed = await self._list_names(api_version, plural, namespaces)
+        gone = [k for k in known - listed if k in self._known(kind)]  # forgotten meanwhile by a watch event
+        for namespace, name in gone:
+            log.info("%s %s/%s is gone from the re-listing; forgetting it.", kind, namespace, name)
+            self.forget(kind, namespace, name)
+        return len(gone)
+
+    async def sweep_relisted(self) -> None:
+        """Sweep each kind whose re-listing has gone quiet for ``RELIST_QUIET_S``."""
+        now = self.clock.monotonic()
+        for kind, (api_version, plural, last) in list(self.relists.items()):
+            if now - last < RELIST_QUIET_S:
+                continue
+            del self.relists[kind]
+            try:
+                await self.sweep(kind, api_version, plural)
+            except ApiFailure as exc:
+                metrics.API_ERRORS.labels("list").inc()
+                log.warning("Cannot list %s to forget deleted ones: %s; will retry.", plural, exc)
+                self.relists.setdefault(kind, (api_version, plural, now))
 
     async def gate_loop(self, poll: float = 0.2) -> None:
         while not self.warm:
@@ -482,15 +549,15 @@ class OperatorState:
         if w.uid:
             involved["uid"] = w.uid
         for type_, rule, ev in events:
-            if type_ == "Warning":
-                announced.add(rule)
-            else:
+            if type_ != "Warning":  # a Warning counts as announced once the API has accepted it (_post_event)
                 announced.discard(rule)
             self._queue_event((key, rule, type_), dict(involved=involved, reason=rule, type_=type_, **ev))
         if not announced:
             del self.announced[key]
 
     def _queue_event(self, ident: tuple, event: dict) -> None:
+        self.event_retries.pop(ident, None)  # a newer event for the same workload x rule supersedes a retry
+        self.event_attempts.pop(ident, None)
         if ident in self.events:
             self.events[ident] = event
             return
@@ -502,6 +569,7 @@ class OperatorState:
     async def post_events(self) -> None:
         """Drain the Event queue at the global rate; runs for the operator's lifetime."""
         while True:
+            self.requeue_due_events()
             if not self.events or self.client is None:
                 await asyncio.sleep(0.1)
                 continue
@@ -509,15 +577,53 @@ class OperatorState:
             if wait:
                 await asyncio.sleep(wait)
                 continue
-            _, event = self.events.popitem(last=False)
-            try:
-                outcome = await self.client.post_event(instance=self.settings.instance, **event)
-                metrics.EVENTS.labels(event["type_"]).inc()
-                log.info("Event %s %s on %s/%s (%s).", event["type_"], event["reason"],
-                         event["involved"]["namespace"], event["involved"]["name"], outcome)
-            except ApiFailure as exc:
-                metrics.API_ERRORS.labels("event").inc()
-                log.warning("Cannot post event %s on %s: %s.", event["reason"], event["involved"]["name"], exc)
+            ident, event = self.events.popitem(last=False)
+            await self._post_event(ident, event)
+
+    def requeue_due_events(self) -> None:
+        """Put the Events whose retry time has come back into the queue."""
+        if not self.event_retries:
+            return
+        now = self.clock.monotonic()
+        for ident in [i for i, (due, _, _) in self.event_retries.items() if due <= now]:
+            _, event, _ = self.event_retries.pop(ident)
+            if ident not in self.events:
+                self.events[ident] = event
+
+    async def _post_event(self, ident: tuple, event: dict) -> None:
+        """Post one Event. A Warning counts as announced only once the API accepted it; one the API refused
+        for a reason that may pass (unreachable, 5xx, 429, 403 while RBAC settles) is retried with backoff
+        (``EVENT_RETRY_BASE_S`` doubling up to ``EVENT_RETRY_MAX_S``), never lost; one it found invalid is
+        dropped and counted."""
+        try:
+            outcome = await self.client.post_event(instance=self.settings.instance, **event)
+        except ApiFailure as exc:
+            metrics.API_ERRORS.labels("event").inc()
+            if exc.status in (400, 422):
+                metrics.EVENTS_DROPPED.inc()
+                log.warning("Event %s on %s refused as invalid: %s; dropped.", event["reason"],
+                            event["involved"]["name"], exc)
+                return
+            tries = self.event_attempts.get(ident, 0) + 1
+            self.event_attempts[ident] = tries
+            delay = min(EVENT_RETRY_MAX_S, EVENT_RETRY_BASE_S * 2 ** (tries - 1))
+            if len(self.event_retries) >= self.settings.event_queue_max:
+                dropped = next(iter(self.event_retries))
+                self.event_retries.pop(dropped)
+                self.event_attempts.pop(dropped, None)
+                metrics.EVENTS_DROPPED.inc()
+            self.event_retries[ident] = (self.clock.monotonic() + delay, event, tries)
+            log.warning("Cannot post event %s on %s: %s; retrying in %gs.", event["reason"],
+                        event["involved"]["name"], exc, delay)
+            return
+        self.event_attempts.pop(ident, None)
+        metrics.EVENTS.labels(event["type_"]).inc()
+        log.info("Event %s %s on %s/%s (%s).", event["type_"], event["reason"],
+                 event["involved"]["namespace"], event["involved"]["name"], outcome)
+        key, rule, type_ = ident
+        if type_ == "Warning" and key in self.engine.inventory.workloads:
+            self.announced.setdefault(key, set()).add(rule)
+            self.dirty.add(key)  # resolved while it waited? the next flush posts the Normal event
 
     def taint_plan(self):
         """What to taint and untaint now, from the nodes' reports (see guywire.gpu.taint)."""
@@ -732,6 +838,8 @@ class OperatorState:
                 if self.clock.monotonic() - last_node_check >= self.settings.node_recheck_interval:
                     last_node_check = self.clock.monotonic()
                     self.recheck_nodes()
+                if self.relists:
+                    await self.sweep_relisted()
                 await self.flush()
             except Exception:  # never let one bad write stop the loop
                 log.exception("Writing results failed; will retry.")
