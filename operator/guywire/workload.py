@@ -18,6 +18,9 @@ GPU_RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-", "amd.com/gpu", "gp
 LONG_RUNNING = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"})
 BATCH = frozenset({"Job", "CronJob"})
 WORKLOAD_KINDS = LONG_RUNNING | BATCH
+#: The API group each workload kind is served from; a Deployment from any other group is not one.
+WORKLOAD_GROUPS = {"Deployment": "apps", "StatefulSet": "apps", "DaemonSet": "apps", "ReplicaSet": "apps",
+                   "Pod": "", "Job": "batch", "CronJob": "batch"}
 
 
 class ParseError(ValueError):
