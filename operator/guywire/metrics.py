@@ -27,6 +27,10 @@ ADMISSION_SECONDS = Histogram("guywire_admission_duration_seconds", "Server-side
                               buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1))
 ADMISSION_ERRORS = Counter("guywire_admission_errors_total", "Requests the engine could not evaluate (allowed).",
                            registry=REGISTRY)
+WEBHOOK_CONNECTIONS = Gauge("guywire_webhook_connections", "Open connections to the admission webhook.",
+                            registry=REGISTRY)
+WEBHOOK_CONNECTIONS_CLOSED = Counter("guywire_webhook_connections_closed_total", "Webhook connections closed by "
+                                     "guywire, by reason: cap, headers, body, idle.", ["reason"], registry=REGISTRY)
 ADMISSION_RULE_ERRORS = Counter("guywire_admission_rule_errors_total", "Admission requests on which a rule "
                                 "raised, by rule: the request was allowed for that rule (never denied by it).",
                                 ["rule"], registry=REGISTRY)

@@ -8,9 +8,11 @@ failurePolicy Ignore means a crash or a timeout here never blocks a deployment.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import ssl
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from ..admission import Admission, BadReview, parse_review
 
 log = logging.getLogger("guywire.webhook")
 MAX_BODY = 3 * 1024 * 1024
+MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or key file read for the webhook
 
 
 @dataclass
@@ -32,31 +35,183 @@ class WebhookSettings:
     key: str | None = None
     insecure: bool = False
     reload_interval: float = 10.0
+    # Bounds on what one client may hold (docs/limits.md). The API server sends a review within
+    # milliseconds of connecting and keeps few connections per replica; anything slower is not it.
+    handshake_timeout: float = 5.0  # TLS handshake
+    header_timeout: float = 5.0  # from the connection (or the first byte after idling) to a request's full headers
+    body_timeout: float = 10.0  # a request's body, once its headers are in
+    idle_timeout: float = 30.0  # a kept-alive connection with no request
+    max_connections: int = 256  # open at once; beyond, a new connection is closed at once
+
+
+class ConnectionGuard(asyncio.Protocol):
+    """aiohttp's protocol for one connection, wrapped: counted against the cap, and closed when its
+    request's headers do not arrive in time or it idles (aiohttp itself times neither out before the
+    first request). The handler tells it when a request starts and ends."""
+
+    def __init__(self, guards: "Guards", inner: Any):
+        self.guards, self.inner = guards, inner
+        self.transport: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.phase = "headers"  # headers (a request is arriving) | busy (being answered) | idle (kept alive)
+        self.held = False
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._expire, reason)
+
+    def _expire(self, reason: str) -> None:
+        self.timer = None
+        metrics.WEBHOOK_CONNECTIONS_CLOSED.labels(reason).inc()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if not self.guards.admit(self):
+            metrics.WEBHOOK_CONNECTIONS_CLOSED.labels("cap").inc()
+            transport.abort()
+            return
+        self.held = True
+        self.inner.connection_made(transport)
+        self._arm(self.guards.settings.header_timeout, "headers")  # nothing sent yet counts too
+
+    def data_received(self, data: bytes) -> None:
+        if not self.held:
+            return
+        if self.phase == "idle":  # a new request begins: its headers must all arrive in time
+            self.phase = "headers"
+            self._arm(self.guards.settings.header_timeout, "headers")
+        self.inner.data_received(data)
+
+    def request_started(self) -> None:
+        self.phase = "busy"
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def request_done(self) -> None:
+        self.phase = "idle"
+        if self.held and self.transport is not None and not self.transport.is_closing():
+            self._arm(self.guards.settings.idle_timeout, "idle")
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.held else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.held:
+            self.held = False
+            self.guards.release(self)
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.held:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.held:
+            self.inner.resume_writing()
+
+
+class Guards:
+    """The open connections: at most ``max_connections``, each found again from its transport."""
+
+    def __init__(self, settings: WebhookSettings, factory: Any):
+        self.settings, self.factory = settings, factory
+        self.open: dict[Any, ConnectionGuard] = {}
+
+    def __call__(self) -> ConnectionGuard:
+        return ConnectionGuard(self, self.factory())
+
+    def admit(self, guard: ConnectionGuard) -> bool:
+        if len(self.open) >= self.settings.max_connections:
+            return False
+        self.open[guard.transport] = guard
+        metrics.WEBHOOK_CONNECTIONS.set(len(self.open))
+        return True
+
+    def release(self, guard: ConnectionGuard) -> None:
+        self.open.pop(guard.transport, None)
+        metrics.WEBHOOK_CONNECTIONS.set(len(self.open))
+
+    def of(self, transport: Any) -> ConnectionGuard | None:
+        return self.open.get(transport)
+
+    def close_all(self) -> None:
+        for guard in list(self.open.values()):
+            guard.transport.abort()
 
 
 class CertReloader:
-    """Keeps one SSLContext and loads the certificate chain again when either file changes."""
+    """Serves the certificate and key as a pair, and rotates them without a window of failed handshakes.
+
+    Every check reads both files; when their content (not only their modification time) changed, the
+    bytes read are loaded together into a new SSLContext, which refuses a key that does not match the
+    certificate. Only a pair that loads replaces the current one; a half-written rotation (a new
+    certificate beside the old key) leaves the current pair serving, and is tried again next check.
+    The listener's context hands every handshake the current pair (its SNI callback, which OpenSSL
+    calls for every ClientHello, with or without a server name)."""
 
     def __init__(self, cert: str, key: str):
         self.cert, self.key = cert, key
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.stamp = self._stamp()
-        self.context.load_cert_chain(cert, key)
+        cert_pem, key_pem = self._read()
+        self.current = self._load(cert_pem, key_pem)
+        self.digest = self._digest(cert_pem, key_pem)
+        self.refused: bytes | None = None  # the digest of the last pair refused, so it is logged once
+        self.context = self.current  # the listener's; the callback moves each handshake to the current pair
+        self.context.sni_callback = self._pick
 
-    def _stamp(self) -> tuple:
-        return tuple(os.stat(p).st_mtime_ns for p in (self.cert, self.key))
+    def _pick(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        if ssl_object.context is not self.current:
+            ssl_object.context = self.current
+
+    def _read(self) -> tuple[bytes, bytes]:
+        with open(self.cert, "rb") as c, open(self.key, "rb") as k:
+            return c.read(MAX_PEM_BYTES + 1), k.read(MAX_PEM_BYTES + 1)
+
+    @staticmethod
+    def _digest(cert_pem: bytes, key_pem: bytes) -> bytes:
+        return hashlib.sha256(len(cert_pem).to_bytes(8, "big") + cert_pem + key_pem).digest()
+
+    @staticmethod
+    def _load(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+        """A new context holding exactly these bytes (written to a private folder, as OpenSSL reads files)."""
+        if len(cert_pem) > MAX_PEM_BYTES or len(key_pem) > MAX_PEM_BYTES:
+            raise ssl.SSLError(f"a certificate or key file is above {MAX_PEM_BYTES} bytes")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        with tempfile.TemporaryDirectory(prefix="guywire-tls-") as folder:
+            cert_path, key_path = os.path.join(folder, "tls.crt"), os.path.join(folder, "tls.key")
+            for path, data in ((cert_path, cert_pem), (key_path, key_pem)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            context.load_cert_chain(cert_path, key_path)  # raises when the key does not match the certificate
+        return context
 
     def check(self) -> bool:
+        """Load the files again if their content changed; True when a new pair now serves."""
         try:
-            stamp = self._stamp()
-            if stamp == self.stamp:
-                return False
-            self.context.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            log.warning("Cannot reload the webhook certificate (%s); keeping the current one.", exc)
+            cert_pem, key_pem = self._read()
+        except OSError as exc:
+            log.warning("Cannot read the webhook certificate (%s); keeping the current one.", exc)
             return False
-        self.stamp = stamp
+        digest = self._digest(cert_pem, key_pem)
+        if digest == self.digest:
+            return False
+        try:
+            fresh = self._load(cert_pem, key_pem)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            if digest != self.refused:
+                self.refused = digest
+                log.warning("The webhook certificate and key in %s and %s do not load as a pair (%s); keeping "
+                            "the current pair until they do.", self.cert, self.key, exc)
+            return False
+        self.current, self.digest, self.refused = fresh, digest, None
         log.info("Reloaded the webhook certificate from %s.", self.cert)
         return True
 
@@ -69,16 +224,34 @@ class WebhookServer:
         self.reloader: CertReloader | None = None
         self.task: asyncio.Task | None = None
         self.port: int | None = None
+        self.guards: Guards | None = None
+        self.server: asyncio.AbstractServer | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
+        guard = self.guards.of(request.transport) if self.guards is not None else None
+        if guard is not None:
+            guard.request_started()
+        try:
+            return await self._handle(request)
+        finally:
+            if guard is not None:
+                guard.request_done()
+
+    async def _handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.json_response({"error": f"body of {request.content_length} bytes is above {MAX_BODY}."},
                                      status=413)
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self.settings.body_timeout)
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"error": f"body above {MAX_BODY} bytes."}, status=413)
+        except asyncio.TimeoutError:
+            metrics.WEBHOOK_CONNECTIONS_CLOSED.labels("body").inc()
+            resp = web.json_response({"error": f"the body did not arrive within {self.settings.body_timeout:g} s."},
+                                     status=408)
+            resp.force_close()
+            return resp
         try:
             review_request = parse_review(raw)
         except BadReview as exc:
@@ -109,7 +282,7 @@ class WebhookServer:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_post("/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.settings.idle_timeout)
         await self.runner.setup()
         context = None
         if self.settings.insecure:
@@ -121,10 +294,13 @@ class WebhookServer:
             self.reloader = CertReloader(self.settings.cert, self.settings.key)
             context = self.reloader.context
             self.task = asyncio.get_running_loop().create_task(self._reload_loop())
-        site = web.TCPSite(self.runner, self.settings.host, self.settings.port, ssl_context=context,
-                           reuse_address=True)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        # Served through our own listener (not aiohttp's TCPSite) so that every connection passes the guard.
+        self.guards = Guards(self.settings, self.runner.server)
+        self.server = await asyncio.get_running_loop().create_server(
+            self.guards, self.settings.host, self.settings.port, ssl=context, reuse_address=True,
+            backlog=self.settings.max_connections,
+            ssl_handshake_timeout=self.settings.handshake_timeout if context is not None else None)
+        sockets = self.server.sockets or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         log.info("Webhook serving on %s://%s:%s.", "http" if context is None else "https", self.settings.host,
                  self.port)
@@ -138,5 +314,9 @@ class WebhookServer:
     async def stop(self) -> None:
         if self.task:
             self.task.cancel()
+        if self.server is not None:
+            self.server.close()
+        if self.guards is not None:
+            self.guards.close_all()
         if self.runner:
             await self.runner.cleanup()

@@ -1,0 +1,127 @@
+"""The webhook bounds what one client may hold: connections that send nothing, headers that trickle in, a body
+that never comes, kept-alive idlers, and more connections than the cap are all closed; well-formed reviews are
+still answered. Also: request.kind as a string is a 400, and a kind from an unknown group is not judged."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from guywire.admission import Admission
+from guywire.operator.webhook import WebhookServer, WebhookSettings
+from tests.integration.test_webhook_server import _insecure, post, review, tls  # noqa: F401 - tls is a fixture
+from tests.unit.test_admission import example_engine, example_object, request
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+CAP = 6
+GUARD_S = 30  # only ends a test that would otherwise wait forever; no assertion is about time
+
+
+@pytest.fixture(scope="module")
+async def server(tls):
+    _, cert, key = tls
+    engine = example_engine()
+    srv = WebhookServer(lambda: Admission(engine), WebhookSettings(
+        host="127.0.0.1", port=0, cert=str(cert), key=str(key), handshake_timeout=1, header_timeout=0.5,
+        body_timeout=0.5, idle_timeout=0.5, max_connections=CAP))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def connect(server):
+    return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", server.port, ssl=_insecure(),
+                                                          server_hostname="x"), GUARD_S)
+
+
+async def closed_by_server(reader) -> bool:
+    """True once the server closes the connection (EOF or reset)."""
+    try:
+        while await asyncio.wait_for(reader.read(65536), GUARD_S):
+            pass
+    except (ConnectionError, OSError):
+        pass
+    return True
+
+
+async def until_no_connections(server) -> None:
+    for _ in range(GUARD_S * 20):
+        if not server.guards.open:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_a_connection_that_sends_nothing_is_closed(server):
+    reader, writer = await connect(server)
+    assert await closed_by_server(reader)
+    writer.close()
+
+
+async def test_headers_that_trickle_in_are_cut_off(server):
+    reader, writer = await connect(server)
+    writer.write(b"POST /validate HTTP/1.1\r\nHost: x\r\n")
+    closed = asyncio.ensure_future(closed_by_server(reader))
+    for _ in range(GUARD_S * 10):  # one byte every 0.1 s, never a blank line
+        if closed.done():
+            break
+        try:
+            writer.write(b"X")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            break
+        await asyncio.sleep(0.1)
+    assert await closed
+    writer.close()
+
+
+async def test_a_body_that_never_comes_is_answered_408(server):
+    reader, writer = await connect(server)
+    writer.write(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+    answer = await asyncio.wait_for(reader.read(), GUARD_S)
+    assert answer.startswith(b"HTTP/1.1 408")
+    writer.close()
+
+
+async def test_a_kept_alive_connection_is_closed_once_idle(server):
+    reader, writer = await connect(server)
+    body = review(request(example_object("Deployment", "gateway"), "UPDATE", old=example_object("Deployment", "gateway")))
+    writer.write(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD_S)
+    assert first.startswith(b"HTTP/1.1 200")
+    assert await closed_by_server(reader)
+    writer.close()
+
+
+async def test_connections_beyond_the_cap_are_closed_and_reviews_still_answered(server, tls):
+    await until_no_connections(server)
+    held = [await connect(server) for _ in range(CAP)]
+    extra_reader, extra_writer = await connect(server)
+    assert await closed_by_server(extra_reader)
+    assert len(server.guards.open) <= CAP
+    for _, w in held:
+        w.close()
+    extra_writer.close()
+    await until_no_connections(server)
+    obj = example_object("Deployment", "gateway")
+    status, _ = await post(server, tls, review(request(obj, "UPDATE", old=obj)))
+    assert status == 200
+
+
+async def test_request_kind_as_a_string_is_a_400(server, tls):
+    req = request(example_object("Deployment", "gateway"))
+    req["kind"] = "Deployment"
+    status, answer = await post(server, tls, review(req))
+    assert status == 400 and "request.kind must be an object" in answer["error"]
+
+
+async def test_a_deployment_from_an_unknown_group_is_not_judged(server, tls):
+    obj = example_object("Deployment", "llm-server")
+    obj["metadata"]["name"] = "llm-server-evil"
+    status, denied = await post(server, tls, review(request(obj)))
+    assert status == 200 and denied["response"]["allowed"] is False  # apps/Deployment: judged and denied
+    req = request({**obj, "apiVersion": "evil.io/v1"})
+    req["kind"] = {"group": "evil.io", "version": "v1", "kind": "Deployment"}
+    status, answer = await post(server, tls, review(req))
+    assert status == 200 and answer["response"] == {"uid": req["uid"], "allowed": True}
+
