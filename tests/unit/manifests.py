@@ -37,7 +37,7 @@ def deployment(name: str, namespace: str = "ml", *, kind: str = "Deployment", de
         pod_meta["annotations"] = pod_annotations
     pod_spec = {"containers": containers or [container(env=env)]}
     obj: dict[str, Any] = {
-        "apiVersion": "apps/v1", "kind": kind,
+        "apiVersion": {"Pod": "v1", "Job": "batch/v1", "CronJob": "batch/v1"}.get(kind, "apps/v1"), "kind": kind,
         "metadata": {"name": name, "namespace": namespace, "labels": meta_labels, "annotations": ann},
     }
     if kind == "Pod":
