@@ -89,9 +89,14 @@ def pinned_nodes(t: PodTemplate, ctx: Context) -> tuple[str, list[Node]] | None:
 
 
 def node_agents(ctx: Context) -> list[Workload]:
-    """The guywire node-agent DaemonSets among the inputs (a container that runs ``node-agent``)."""
-    return [w for w in ctx.inventory.workloads.values() if w.kind == "DaemonSet"
+    """The guywire node-agent DaemonSets among the inputs (a container that runs ``node-agent``), looked up
+    once per evaluation pass."""
+    found = ctx.memo.get("node-agents")
+    if found is None:
+        found = ctx.memo["node-agents"] = [
+            w for w in ctx.inventory.workloads.values() if w.kind == "DaemonSet"
             and any("node-agent" in c.args for t in w.templates for c in t.containers)]
+    return found
 
 
 def why_no_agent_runs(node: Node, agents: list[Workload]) -> str | None:
@@ -249,6 +254,12 @@ def stale_gpu_health_report(node: Node, params: GpuRules, ctx: Context) -> Itera
         return
     age = report.age(ctx.now)
     if age > params.report_max_age:
+        blocked = why_no_agent_runs(node, node_agents(ctx))
+        if blocked:
+            yield measured("has a GPU health report {observed} old (limit {limit}), and no node agent can run on it "
+                           "now: {blocked}. {hint}", observed=report_age(age), limit=params.report_max_age,
+                           unit="seconds", blocked=blocked, hint=AGENT_PLACEMENT_HINT)
+            return
         yield measured("has a GPU health report {observed} old (limit {limit}), so the node agent stopped "
                        "reporting. Check the node-agent pod on this node.",
                        observed=report_age(age), limit=params.report_max_age, unit="seconds")
