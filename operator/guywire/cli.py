@@ -215,9 +215,9 @@ def cmd_check(args) -> int:
         out = render_sarif(report, SourceRoot(args.source_root, args.chart_dir))
     elif fmt == "junit":
         out = render_junit(report)
-    elif fmt == "policyreport":
+    elif fmt in ("policyreport", "openreports"):
         from .render.machine import render_policyreports
-        out = render_policyreports(report, args.clock)
+        out = render_policyreports(report, args.clock, "openreports" if fmt == "openreports" else "wgpolicyk8s")
     else:
         colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
         out = render_text(report, colour=colour)
@@ -526,8 +526,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="evaluate manifests offline against policies")
     _add_inputs(p)
-    p.add_argument("--format", "-o", choices=["text", "json", "sarif", "junit", "policyreport"], default="text",
-                   help="policyreport: wgpolicyk8s.io/v1alpha2 PolicyReports per namespace (multi-document YAML)")
+    p.add_argument("--format", "-o", choices=["text", "json", "sarif", "junit", "policyreport", "openreports"],
+                   default="text",
+                   help="policyreport: wgpolicyk8s.io/v1alpha2 PolicyReports per namespace (multi-document YAML); "
+                        "openreports: the same as openreports.io/v1alpha1 Reports (Kyverno 1.15, Policy Reporter 3)")
     p.add_argument("--fail-on", choices=["low", "medium", "high", "critical"], default="low",
                    help="exit 1 when a finding at or above this severity exists (default: low)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")

@@ -71,6 +71,8 @@ REPORT_KINDS = {
     "PolicyReport": Kind("PolicyReport", "wgpolicyk8s.io", "v1alpha2", "policyreports"),
     "ClusterPolicyReport": Kind("ClusterPolicyReport", "wgpolicyk8s.io", "v1alpha2", "clusterpolicyreports",
                                 namespaced=False),
+    "Report": Kind("Report", "openreports.io", "v1alpha1", "reports"),
+    "ClusterReport": Kind("ClusterReport", "openreports.io", "v1alpha1", "clusterreports", namespaced=False),
 }
 EVENT = Kind("Event", "", "v1", "events")
 

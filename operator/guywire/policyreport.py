@@ -1,4 +1,10 @@
-"""Findings as ``wgpolicyk8s.io/v1alpha2`` PolicyReports, the format Policy Reporter and Kyverno users read.
+"""Findings as ``wgpolicyk8s.io/v1alpha2`` PolicyReports, or as ``openreports.io/v1alpha1`` Reports (the
+same API moved to the OpenReports project: Kyverno 1.15 writes it, Policy Reporter 3 reads it), the
+formats Policy Reporter and Kyverno users read.
+
+``api`` picks one: ``wgpolicyk8s`` (PolicyReport, ClusterPolicyReport) or ``openreports`` (Report,
+ClusterReport, with ``source: guywire`` on the report as well as on each result). The results are the
+same in both: OpenReports kept the result schema (``resources``, ``result``, ``severity``...).
 
 ``policy_reports(engine, now)`` is pure: it turns the engine's current results into one
 PolicyReport per namespace that holds evaluated workloads (results for namespaced objects) and
@@ -38,6 +44,11 @@ from .model.severity import Severity
 from .rules import REGISTRY
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
+#: api -> (apiVersion, namespaced kind, cluster kind)
+REPORT_APIS = {
+    "wgpolicyk8s": (API_VERSION, "PolicyReport", "ClusterPolicyReport"),
+    "openreports": ("openreports.io/v1alpha1", "Report", "ClusterReport"),
+}
 SOURCE = "guywire"
 NAME_PREFIX = "guywire"
 CLUSTER_NAME = "guywire-cluster"
@@ -206,7 +217,8 @@ def results_digest(report: dict) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
-def _reports(kind: str, base: str, namespace: str | None, results: list[dict], max_results: int) -> list[dict]:
+def _reports(kind: str, base: str, namespace: str | None, results: list[dict], max_results: int,
+             api: str = "wgpolicyk8s") -> list[dict]:
     chunks = [results[i:i + max_results] for i in range(0, len(results), max_results)] or [[]]
     out = []
     for i, chunk in enumerate(chunks):
@@ -215,14 +227,16 @@ def _reports(kind: str, base: str, namespace: str | None, results: list[dict], m
         if namespace is not None:
             meta["namespace"] = namespace
         meta["labels"] = dict(MANAGED_BY)
-        report = {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "results": chunk, "summary": summary}
+        report = {"apiVersion": REPORT_APIS[api][0], "kind": kind, "metadata": meta,
+                  **({"source": SOURCE} if api == "openreports" else {}), "results": chunk, "summary": summary}
         meta["annotations"] = {DIGEST_ANNOTATION: results_digest(report)}
         out.append(report)
     return out
 
 
 def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESULTS, include_pass: bool = False,
-                   namespaces: Iterable[str] | None = None, also: Iterable[Engine] = ()) -> list[dict]:
+                   namespaces: Iterable[str] | None = None, also: Iterable[Engine] = (),
+                   api: str = "wgpolicyk8s") -> list[dict]:
     """PolicyReports (one per namespace with evaluated workloads, chunked past ``max_results``) then
     ClusterPolicyReports (Node findings), for the results ``engine`` holds now.
 
@@ -234,6 +248,9 @@ def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESU
     """
     if max_results < 1:
         raise ValueError(f"max_results must be at least 1, got {max_results}.")
+    if api not in REPORT_APIS:
+        raise ValueError(f"report api {api!r} is not one of {', '.join(REPORT_APIS)}.")
+    _, kind, cluster_kind = REPORT_APIS[api]
     ts = _timestamp(now)
     wanted = set(namespaces) if namespaces is not None else None
     by_ns: dict[str, list[dict]] = {}
@@ -254,12 +271,12 @@ def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESU
     out: list[dict] = []
     for ns in sorted(by_ns):
         results = sorted(by_ns[ns], key=_sort_key)
-        out += _reports("PolicyReport", f"{NAME_PREFIX}-{ns}", ns, results, max_results)
+        out += _reports(kind, f"{NAME_PREFIX}-{ns}", ns, results, max_results, api)
     if wanted is None:
         cluster = sorted(_node_results(engine, ts), key=_sort_key)
         if cluster or engine.inventory.nodes:
-            out += _reports("ClusterPolicyReport", CLUSTER_NAME, None, cluster, max_results)
+            out += _reports(cluster_kind, CLUSTER_NAME, None, cluster, max_results, api)
     return out
 
 
-__all__ = ["API_VERSION", "DIGEST_ANNOTATION", "MAX_RESULTS", "policy_reports", "results_digest"]
+__all__ = ["API_VERSION", "REPORT_APIS", "DIGEST_ANNOTATION", "MAX_RESULTS", "policy_reports", "results_digest"]

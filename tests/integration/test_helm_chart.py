@@ -59,7 +59,8 @@ CASES: dict[str, tuple[str, str, dict]] = {
                                                                            "labels": {"release": "prom"}}}}),
     "cert-manager-issuer": ("guywire", "guywire", {"webhook": {"certManager": {
         "enabled": True, "issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}}}),
-    "agent-off": ("guywire", "guywire", {"nodeAgent": {"enabled": False}}),
+    "agent-off": ("guywire", "guywire", {"nodeAgent": {"enabled": False}, "reports": {"api": "openreports"}}),
+    "reports-wgpolicyk8s": ("guywire", "guywire", {"reports": {"api": "wgpolicyk8s"}}),
     "reports-off-dashboard": ("guywire", "guywire", {"operator": {"policyReports": False},
                                                      "grafanaDashboard": {"enabled": True}}),
     "custom-namespace": ("gw", "ai-platform", {"serviceAccount": {"name": "gw-operator"},
@@ -364,8 +365,12 @@ def test_notes_render_and_their_first_policy_is_valid(helm):
 
 # -- the operator ---------------------------------------------------------------------------------------------------
 
-REPORT_RULES = {("wgpolicyk8s.io", res, verb) for res in ("policyreports", "clusterpolicyreports")
-                for verb in ("get", "create", "patch", "delete")}
+REPORT_VERBS = ("get", "list", "create", "patch", "delete")
+REPORT_RULES = {
+    "wgpolicyk8s": {("wgpolicyk8s.io", res, verb) for res in ("policyreports", "clusterpolicyreports")
+                    for verb in REPORT_VERBS},
+    "openreports": {("openreports.io", res, verb) for res in ("reports", "clusterreports") for verb in REPORT_VERBS},
+}
 
 
 def test_operator_rbac_is_exactly_what_it_uses(rendered):
@@ -380,7 +385,10 @@ def test_operator_rbac_is_exactly_what_it_uses(rendered):
         if case.values.get("operator", {}).get("taintUnhealthyGpuNodes"):
             want.add(("", "nodes", "patch"))
         if case.values.get("operator", {}).get("policyReports", True):
-            want |= REPORT_RULES
+            api = case.values.get("reports", {}).get("api", "auto")
+            for name, rules in REPORT_RULES.items():
+                if api in ("auto", name):
+                    want |= rules
         assert rules_of(role) == want, f"{case.name}: {sorted(rules_of(role) ^ want)}"
         binding = case.one("ClusterRoleBinding", case.fullname)
         sa = case.operator["spec"]["template"]["spec"]["serviceAccountName"]
@@ -396,7 +404,7 @@ def test_no_wildcards_and_no_secrets_in_any_role(rendered):
                     assert "*" not in rule.get(field, []), f"{case.name}: wildcard in {role['metadata']['name']}"
                 assert not {"secrets", "configmaps"} & set(rule.get("resources", [])), case.name
                 forbidden = {"escalate", "bind", "impersonate", "deletecollection"}
-                if rule.get("apiGroups") != ["wgpolicyk8s.io"]:  # it deletes only its own stale reports
+                if rule.get("apiGroups") not in (["wgpolicyk8s.io"], ["openreports.io"]):  # its own stale reports
                     forbidden.add("delete")
                 assert not forbidden & set(rule["verbs"]), (case.name, rule)
                 assert "nonResourceURLs" not in rule
@@ -988,3 +996,13 @@ def test_policy_reports_can_be_turned_off_and_the_dashboard_on(rendered):
     for metric in ("guywire_complexity", "guywire_findings_by_category", "guywire_admission_duration_seconds_bucket"):
         assert metric in exprs
     assert not rendered["defaults"].of("ConfigMap"), "the dashboard is off by default"
+
+
+def test_the_reports_api_value_reaches_the_operator_and_no_third_party_crd_is_installed(rendered, helm):
+    for name, api in (("defaults", "auto"), ("agent-off", "openreports"), ("reports-wgpolicyk8s", "wgpolicyk8s")):
+        args = rendered[name].operator["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--reports-api={api}" in args, (name, args)
+    args = rendered["reports-off-dashboard"].operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-policy-reports" in args and not any(a.startswith("--reports-api") for a in args)
+    crds = sorted(p.name for p in (ROOT / "helm" / "guywire" / "crds").iterdir())
+    assert not [c for c in crds if "wgpolicyk8s" in c or "openreports" in c], crds

@@ -25,6 +25,17 @@ class RecordingClient:
         self.events: list[dict] = []
         self.fail_next: int = 0
         self.event_names: set[str] = set()
+        self.served: dict[str, dict] = {}  # GET path -> answer (discovery, lists); anything else is a 404
+        self.requests: list[tuple[str, str]] = []  # (method, path) of request() calls: POST, DELETE
+
+    async def get(self, path):
+        if path not in self.served:
+            raise ApiFailure(404, "Not Found")
+        return copy.deepcopy(self.served[path])
+
+    async def request(self, method, path, body=None, *_, **__):
+        self.requests.append((method, path))
+        return {}
 
     async def merge_patch(self, path, body):
         if self.fail_next:
@@ -264,3 +275,56 @@ def test_every_time_the_operator_writes_comes_from_its_clock():
     assert resolved["key"].endswith("|GW-OBS-004|resolved|2031-03-04T06:06:07Z")
     assert annotation_patches(client)["/apis/apps/v1/namespaces/ml/deployments/embedder"][
         "guywire.dev/evaluated-at"] == "2031-03-04T06:06:07Z"
+
+
+# ----- which report API, and chunks an earlier run left (issue 15 part 5) ---------------------------------------
+
+OPENREPORTS = "/apis/openreports.io/v1alpha1"
+
+
+def _report_patches(client, group):
+    return {path: body for path, body in client.patches if f"/apis/{group}/" in path}
+
+
+def test_reports_are_openreports_when_the_cluster_serves_them_and_policy_reports_otherwise():
+    client = RecordingClient()
+    client.served[OPENREPORTS] = {"resources": [{"name": "reports"}, {"name": "clusterreports"}]}
+    state = started(client)
+    asyncio.run(drain(state))
+    written = _report_patches(client, "openreports.io")
+    assert f"{OPENREPORTS}/namespaces/ml/reports/guywire-ml" in written
+    assert written[f"{OPENREPORTS}/namespaces/ml/reports/guywire-ml"]["source"] == "guywire"
+    assert written[f"{OPENREPORTS}/namespaces/ml/reports/guywire-ml"]["kind"] == "Report"
+    assert not _report_patches(client, "wgpolicyk8s.io")
+
+    plain = RecordingClient()  # no openreports.io group served
+    state = started(plain)
+    asyncio.run(drain(state))
+    assert _report_patches(plain, "wgpolicyk8s.io") and not _report_patches(plain, "openreports.io")
+
+
+def test_the_setting_overrides_discovery():
+    client = RecordingClient()
+    client.served[OPENREPORTS] = {"resources": [{"name": "reports"}]}
+    state = OperatorState(client, Settings(status_interval=0, events_per_second=1000, events_burst=1000,
+                                           reports_api="wgpolicyk8s"))
+    for body in example_bodies():
+        state.observe(body)
+    state.warm_up()
+    asyncio.run(drain(state))
+    assert _report_patches(client, "wgpolicyk8s.io") and not _report_patches(client, "openreports.io")
+
+
+def test_chunks_an_earlier_run_left_are_deleted_when_fewer_are_needed():
+    client = RecordingClient()
+    listed = "/apis/wgpolicyk8s.io/v1alpha2/policyreports?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dguywire"
+    client.served[listed] = {"items": [
+        {"metadata": {"name": name, "namespace": "ml", "annotations": {"guywire.dev/results-digest": "old"}}}
+        for name in ("guywire-ml", "guywire-ml-2", "guywire-ml-3")]}
+    state = started(client)
+    asyncio.run(drain(state))
+    deleted = sorted(path for method, path in client.requests if method == "DELETE")
+    assert deleted == ["/apis/wgpolicyk8s.io/v1alpha2/namespaces/ml/policyreports/guywire-ml-2",
+                       "/apis/wgpolicyk8s.io/v1alpha2/namespaces/ml/policyreports/guywire-ml-3"]
+    assert "/apis/wgpolicyk8s.io/v1alpha2/namespaces/ml/policyreports/guywire-ml" in _report_patches(
+        client, "wgpolicyk8s.io")  # its digest differed: rewritten, not deleted

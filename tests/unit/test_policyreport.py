@@ -234,3 +234,22 @@ def test_check_stamps_reports_with_its_clock_unless_now_is_given(tmp_path, capsy
     main(["check", str(path), "--format", "policyreport", "--now", "2026-11-22T10:00:00Z"], clock=clock)
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert {d["results"][0]["timestamp"]["seconds"] for d in docs} == {1795341600}
+
+
+def test_check_prints_openreports_with_the_same_results(tmp_path, capsys):
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump_all(list(STACK)))
+    main(["check", str(path), "--format", "policyreport", "--now", "2026-11-22T10:00:00Z"])
+    wg = list(yaml.safe_load_all(capsys.readouterr().out))
+    rc = main(["check", str(path), "--format", "openreports", "--now", "2026-11-22T10:00:00Z"])
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert rc == 1
+    assert {(d["apiVersion"], d["kind"], d["source"]) for d in docs} == {("openreports.io/v1alpha1", "Report",
+                                                                         "guywire")}
+    assert [d["results"] for d in docs] == [d["results"] for d in wg]
+    assert [d["metadata"] for d in docs] == [d["metadata"] for d in wg]  # same names, labels and digests
+
+
+def test_an_unknown_report_api_is_refused():
+    with pytest.raises(ValueError, match="report api 'v3' is not one of wgpolicyk8s, openreports"):
+        policy_reports(judged(), NOW, api="v3")

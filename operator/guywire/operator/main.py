@@ -54,6 +54,7 @@ def settings_from(args: Any) -> Settings:
                     instance=os.environ.get("POD_NAME") or Settings().instance, own_users=users,
                     taint_unhealthy_gpu_nodes=args.taint_unhealthy_gpu_nodes,
                     taint_max_fraction=args.taint_max_fraction, policy_reports=args.policy_reports,
+                    reports_api=getattr(args, "reports_api", "auto"),
                     insights_interval=parse_duration(args.insights_interval))
 
 

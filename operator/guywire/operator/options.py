@@ -29,8 +29,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-account", default=os.environ.get("SERVICE_ACCOUNT_NAME", "guywire"),
                    help="the operator's own ServiceAccount; its requests are never judged by the webhook")
     p.add_argument("--policy-reports", action=argparse.BooleanOptionalAction, default=True,
-                   help="write wgpolicyk8s.io PolicyReports per namespace for Policy Reporter (default on; "
-                        "skipped when the CRDs are absent)")
+                   help="write policy reports per namespace for Policy Reporter (default on; skipped when the CRDs "
+                        "are absent)")
+    p.add_argument("--reports-api", choices=["auto", "wgpolicyk8s", "openreports"], default="auto",
+                   help="which reports to write: openreports.io/v1alpha1 Reports, wgpolicyk8s.io/v1alpha2 "
+                        "PolicyReports, or auto (default): openreports when the cluster serves it, else wgpolicyk8s")
     p.add_argument("--insights-interval", default="30s",
                    help="how often blast radius annotations and complexity gauges are recomputed (default 30s)")
     g = p.add_argument_group("GPU nodes")

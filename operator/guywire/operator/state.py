@@ -25,7 +25,9 @@ from ..inventory import Inventory, fingerprint, view_of
 from ..annotations import GPU_HEALTH
 from ..gpu.taint import NodeTaintState, has_taint, plan_taints, taint_spec
 from ..kube import NODE, POLICY_KINDS, REPORT_KINDS, WORKLOAD_KINDS, ApiFailure, Kind, KubeClient
-from ..policyreport import DIGEST_ANNOTATION, policy_reports
+from ..policyreport import DIGEST_ANNOTATION, REPORT_APIS, policy_reports
+
+MANAGED_BY_SELECTOR = "app.kubernetes.io%2Fmanaged-by%3Dguywire"
 from ..report import complexity_report
 from ..model.gpu import GPU_TAINT_KEY, parse_gpu_health
 from ..rules.gpu import is_gpu_node
@@ -59,7 +61,8 @@ class Settings:
     own_users: frozenset[str] = frozenset()
     node_recheck_interval: float = 30.0
     insights_interval: float = 30.0  # blast radius annotations and complexity gauges, at most this often
-    policy_reports: bool = True  # write wgpolicyk8s.io PolicyReports (Policy Reporter reads them)
+    policy_reports: bool = True  # write PolicyReports / OpenReports Reports (Policy Reporter reads them)
+    reports_api: str = "auto"  # wgpolicyk8s | openreports | auto: openreports.io when the cluster serves it
     policy_report_max_results: int = 500
     taint_unhealthy_gpu_nodes: bool = False
     taint_max_fraction: float = 0.5
@@ -129,6 +132,7 @@ class OperatorState:
         self.reports_written: dict[tuple, str] = {}  # (kind, namespace, name) -> results digest
         self.report_names: dict[str | None, set[str]] = {}  # namespace -> report names written there
         self.reports_unavailable = False
+        self.report_api: str | None = None  # the report API chosen (settings.reports_api, or discovered)
         self.written: dict[WKey, tuple[str, str]] = {}  # what our annotations hold: (violations, score)
         self.announced: dict[WKey, set[str]] = {}  # rules whose Warning event was posted
         self.dirty: set[WKey] = set()
@@ -435,6 +439,7 @@ class OperatorState:
         self.status_dirty = True
         self.reports_ns_dirty = None
         self.reports_unavailable = False
+        self.report_api = None  # discover again: the OpenReports CRDs may have been installed since
 
     def warm_up(self) -> None:
         """All watched kinds are listed: build the graph once and judge everything."""
@@ -685,13 +690,55 @@ class OperatorState:
                  report.cluster.workloads, report.cluster.longest_chain, report.cluster.worst_amplification,
                  1000 * (time.perf_counter() - started))
 
+    async def choose_report_api(self) -> str:
+        """The report API to write: ``settings.reports_api``, or with ``auto`` openreports.io/v1alpha1 when the
+        cluster serves its Report kind (discovery), else wgpolicyk8s.io. Then the reports an earlier run
+        wrote with it are adopted, so chunks it no longer needs are deleted and unchanged ones not rewritten."""
+        choice = self.settings.reports_api
+        if choice == "auto":
+            choice = "openreports" if await self._serves("/apis/openreports.io/v1alpha1", "reports") \
+                else "wgpolicyk8s"
+            log.info("Writing %s reports (reports API %s).", REPORT_APIS[choice][1],
+                     "discovered" if self.settings.reports_api == "auto" else "set")
+        self.report_api = choice
+        await self._adopt_reports(choice)
+        return choice
+
+    async def _serves(self, group_version: str, plural: str) -> bool:
+        try:
+            found = await self.client.get(group_version)
+        except ApiFailure:
+            return False
+        return any(r.get("name") == plural for r in (found or {}).get("resources", ()) if isinstance(r, dict))
+
+    async def _adopt_reports(self, api: str) -> None:
+        """Names and digests of the reports guywire wrote before (label app.kubernetes.io/managed-by=guywire)."""
+        for kind_name in REPORT_APIS[api][1:]:
+            kind = REPORT_KINDS[kind_name]
+            try:
+                listed = await self.client.get(kind.path(None) + "?labelSelector=" + MANAGED_BY_SELECTOR)
+            except ApiFailure as exc:
+                if exc.status != 404:
+                    log.warning("Cannot list earlier %s objects: %s; stale ones are left.", kind_name, exc)
+                continue
+            for item in (listed or {}).get("items", ()):
+                meta = item.get("metadata") or {}
+                ns = meta.get("namespace") if kind.namespaced else None
+                self.report_names.setdefault(ns, set()).add(meta.get("name"))
+                digest = (meta.get("annotations") or {}).get(DIGEST_ANNOTATION)
+                if digest:
+                    self.reports_written[(kind_name, ns, meta.get("name"))] = digest
+
     async def write_policy_reports(self) -> None:
-        """PolicyReports of the namespaces whose results changed, written only when their digest did."""
+        """Reports of the namespaces whose results changed, written only when their digest did; chunks no longer
+        needed (fewer results than before, here or in an earlier run) deleted."""
         if self.reports_unavailable:
             return
+        api = self.report_api or await self.choose_report_api()
+        _, ns_kind, cluster_kind = REPORT_APIS[api]
         dirty, self.reports_ns_dirty = self.reports_ns_dirty, set()
         reports = policy_reports(self.engine, self.clock.now(), namespaces=dirty,
-                                 max_results=self.settings.policy_report_max_results)
+                                 max_results=self.settings.policy_report_max_results, api=api)
         by_ns: dict[str | None, set[str]] = {}
         for report in reports:
             meta = report["metadata"]
@@ -712,8 +759,8 @@ class OperatorState:
             except ApiFailure as exc:
                 metrics.POLICY_REPORTS.labels("error").inc()
                 if exc.status == 404:
-                    log.warning("PolicyReports are not served (no wgpolicyk8s.io CRDs); not writing them until "
-                                "the next full audit.")
+                    log.warning("%s is not served (no %s CRDs); not writing reports until the next full audit.",
+                                report["kind"], kind.group)
                     self.reports_unavailable = True
                     return
                 log.warning("Cannot write %s %s: %s; will retry.", report["kind"], meta["name"], exc)
@@ -727,7 +774,7 @@ class OperatorState:
         for ns in namespaces:
             kept = by_ns.get(ns, set())
             for name in sorted(self.report_names.get(ns, set()) - kept):
-                kind = REPORT_KINDS["PolicyReport" if ns is not None else "ClusterPolicyReport"]
+                kind = REPORT_KINDS[ns_kind if ns is not None else cluster_kind]
                 try:
                     await self.client.request("DELETE", kind.path(ns, name))
                 except ApiFailure as exc:

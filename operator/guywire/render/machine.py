@@ -187,13 +187,13 @@ def render_junit(report: Report) -> str:
             f'errors="{errors + unread}">\n' + "\n".join(suites) + "\n</testsuites>\n")
 
 
-def render_policyreports(report: Report, clock: Clock = SYSTEM) -> str:
-    """The PolicyReports the operator would write, as multi-document YAML (timestamps from --now, else
-    the clock's time)."""
+def render_policyreports(report: Report, clock: Clock = SYSTEM, api: str = "wgpolicyk8s") -> str:
+    """The PolicyReports (``api="openreports"``: the openreports.io Reports) the operator would write, as
+    multi-document YAML (timestamps from --now, else the clock's time)."""
     import yaml
 
     from ..policyreport import policy_reports
 
     now = report.engine.now or clock.now()
-    docs = policy_reports(report.engine, now, also=report.engines[1:])
+    docs = policy_reports(report.engine, now, also=report.engines[1:], api=api)
     return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=120) if docs else ""
