@@ -438,8 +438,9 @@ class OperatorState:
         self._mark(set(self.engine.inventory.workloads))
         self.status_dirty = True
         self.reports_ns_dirty = None
+        if self.reports_unavailable:  # the report CRDs may have been installed since: discover again
+            self.report_api = None
         self.reports_unavailable = False
-        self.report_api = None  # discover again: the OpenReports CRDs may have been installed since
 
     def warm_up(self) -> None:
         """All watched kinds are listed: build the graph once and judge everything."""
