@@ -2,7 +2,7 @@
 
 ``caught_up(api)`` creates a new Deployment in the namespace ``barrier`` (judged only by its own Warn
 policy, so nothing the other tests count changes) and waits until the operator has annotated it and
-posted a Warning Event about it. By then the operator has
+posted a Warning Event for each rule it violates. By then the operator has
 
 - handled the Deployment watch stream up to that creation (so every earlier change, including the
   watch events of its own earlier writes),
@@ -39,11 +39,13 @@ def caught_up(api, timeout: float = TIMEOUT) -> str:
                 "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
                     "metadata": {"labels": {"app": name}},
                     "spec": {"containers": [{"name": "c", "image": "example/sentinel:latest"}]}}}})
-    api.wait_for(lambda: ((api.get("deployments.apps", name, NAMESPACE) or {}).get("metadata", {})
-                          .get("annotations", {}).get("guywire.dev/violations")),
-                 timeout=timeout, message=f"the operator did not annotate {NAMESPACE}/{name}.")
-    api.wait_for(lambda: [e for e in api.events_for("Deployment", NAMESPACE, name) if e.get("type") == "Warning"],
-                 timeout=timeout, message=f"the operator posted no Warning Event on {NAMESPACE}/{name}.")
+    violations = api.wait_for(lambda: ((api.get("deployments.apps", name, NAMESPACE) or {}).get("metadata", {})
+                                       .get("annotations", {}).get("guywire.dev/violations")),
+                              timeout=timeout, message=f"the operator did not annotate {NAMESPACE}/{name}.")
+    rules = set(violations.split(","))
+    api.wait_for(lambda: {e["reason"] for e in api.events_for("Deployment", NAMESPACE, name)
+                          if e.get("type") == "Warning"} == rules,
+                 timeout=timeout, message=f"the operator did not post a Warning Event per rule on {NAMESPACE}/{name}.")
     return name
 
 
