@@ -325,6 +325,10 @@ def guywire_verdict(check: str, o: Obj, findings: list) -> tuple[str | None, lis
     rule, text = eq
     if rule in ("GW-OBS-001", "GW-OBS-002") and not w.long_running:
         return None, []  # the rule does not apply to batch kinds
+    # A template placeholder image (<REPO>/app:1.0, ${IMAGE}) is GW-OBS-007's "render the manifest first": guywire
+    # judges no tag of that object, so it has no tag verdict (ex_placeholder classifies the cases).
+    if rule == "GW-OBS-007" and any(f.rule == rule and "placeholder image" in f.message for f in findings):
+        return None, []
     hits = [f for f in findings if f.rule == rule and (text is None or text in f.message)]
     return (FAIL if hits else PASS), [f.location or "(workload)" for f in hits]
 
@@ -510,6 +514,19 @@ def ex_floating_tag(case: Case, engine):
     return None
 
 
+def ex_placeholder(case: Case, engine):
+    if case.check not in ("CKV_K8S_14", "CKV_K8S_43") or case.guywire is not None or case.obj is None:
+        return None
+    from guywire.rules.observability import image_is_placeholder
+
+    found = [c["image"] for c in _containers(case.obj.raw) if isinstance(c.get("image"), str)
+             and image_is_placeholder(c["image"])]
+    if found:
+        return ("a template placeholder image: guywire reports it as 'render the manifest first' (GW-OBS-007, Low) "
+                "and judges no tag; Checkov judges the placeholder text as a tag", ", ".join(sorted(set(found))))
+    return None
+
+
 def ex_probe_kinds(case: Case, engine):
     if case.check in ("CKV_K8S_8", "CKV_K8S_9") and case.checkov is None and case.guywire == FAIL:
         if case.key[1] in CHECKOV_PROBE_SKIPS:
@@ -525,7 +542,7 @@ def ex_checkov_kind(case: Case, engine):
 
 
 EXPLAINERS: list[Explainer] = [ex_not_read, ex_unjudged, ex_skipped_namespace, ex_exempt, ex_cpu_limit, ex_digest,
-                               ex_readiness, ex_resources, ex_image_tag, ex_floating_tag, ex_probe_kinds, ex_checkov_kind]
+                               ex_readiness, ex_resources, ex_image_tag, ex_floating_tag, ex_placeholder, ex_probe_kinds, ex_checkov_kind]
 
 
 def explain(case: Case, engine) -> "tuple[str, str] | None":
