@@ -501,29 +501,31 @@ def ex_image_tag(case: Case, engine):
     return None
 
 
+def _images(case: Case, which) -> str:
+    """The images of the object's containers for which ``which(image)`` holds, joined; "" when none does."""
+    return ", ".join(sorted({c["image"] for c in _containers(case.obj.raw) if isinstance(c.get("image"), str)
+                             and which(c["image"])}))
+
+
 def ex_floating_tag(case: Case, engine):
-    if case.check not in ("CKV_K8S_14", "CKV_K8S_43") or case.guywire != FAIL or case.checkov != PASS:
-        return None
     from guywire.rules.observability import mutable_because
 
-    floating = [c["image"] for c in _containers(case.obj.raw) if isinstance(c.get("image"), str)
-                and mutable_because(c["image"])]
-    if floating:
-        return ("a floating tag other than latest (nightly, main, latest-gpu...): guywire's floatingTags flag it, "
-                "Checkov's CKV_K8S_14 flags only :latest and no tag", ", ".join(sorted(set(floating))))
+    if case.check in ("CKV_K8S_14", "CKV_K8S_43") and case.guywire == FAIL and case.checkov == PASS:
+        found = _images(case, mutable_because)
+        if found:
+            return ("a floating tag other than latest (nightly, main, latest-gpu...): guywire's floatingTags flag "
+                    "it, Checkov's CKV_K8S_14 flags only :latest and no tag", found)
     return None
 
 
 def ex_placeholder(case: Case, engine):
-    if case.check not in ("CKV_K8S_14", "CKV_K8S_43") or case.guywire is not None or case.obj is None:
-        return None
     from guywire.rules.observability import image_is_placeholder
 
-    found = [c["image"] for c in _containers(case.obj.raw) if isinstance(c.get("image"), str)
-             and image_is_placeholder(c["image"])]
-    if found:
-        return ("a template placeholder image: guywire reports it as 'render the manifest first' (GW-OBS-007, Low) "
-                "and judges no tag; Checkov judges the placeholder text as a tag", ", ".join(sorted(set(found))))
+    if case.check in ("CKV_K8S_14", "CKV_K8S_43") and case.guywire is None and case.obj is not None:
+        found = _images(case, image_is_placeholder)
+        if found:
+            return ("a template placeholder image: guywire reports it as 'render the manifest first' (GW-OBS-007, "
+                    "Low) and judges no tag; Checkov judges the placeholder text as a tag", found)
     return None
 
 
