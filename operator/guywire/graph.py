@@ -469,17 +469,25 @@ class Graph:
 
     def _apply_mesh(self, edge: Edge, caller_ns: str) -> None:
         """Add the retries and timeout the mesh applies to the call (mesh.py): the caller's VirtualService route
-        for the host, else a Gateway API HTTPRoute on the Service, else Linkerd's annotations on the Service;
-        Istio's default retries when the caller is in the mesh and none of these declares retries; and a retry
-        budget on the callee (a DestinationRule's retryBudget) that caps the mesh's retries."""
+        for the host, else a Linkerd ServiceProfile of the Service (which wins over Linkerd's annotations), else a
+        Gateway API HTTPRoute on the Service, else Linkerd's annotations on the Service; Istio's default retries
+        when the caller is in the mesh and none of these declares retries; and a retry budget (a DestinationRule's
+        retryBudget, a ServiceProfile's) that caps the mesh's retries."""
         found: MeshRetry | None = None
+        budget_from: MeshRoute | None = None
         routes = self.mesh.routes
         if routes:
             route = self.mesh.route_for(edge.namespace, edge.dep.name, edge.dep.external, caller_ns)
             if route is None and not edge.dep.external:
-                route = self.mesh.route_for(edge.namespace, edge.dep.name, False, caller_ns, kind="HTTPRoute")
+                for kind in ("ServiceProfile", "HTTPRoute"):
+                    route = self.mesh.route_for(edge.namespace, edge.dep.name, False, caller_ns, kind=kind)
+                    if route is not None and (kind != "ServiceProfile" or route.retry is not None):
+                        break
+                    route = None
             if route is not None:
                 found = route.retry
+                if route.kind == "ServiceProfile":
+                    budget_from = route
         if found is None and not edge.dep.external:
             svc = self.inv.services.get((edge.namespace, edge.dep.name))
             if svc is not None:
@@ -490,13 +498,13 @@ class Graph:
         if self._meshed and (found is None or not found.declared):
             edge.implicit = ISTIO_DEFAULT_RETRY
             edge.wire = effective_retry(edge.retry, ISTIO_DEFAULT_RETRY)
-        if routes:
-            rule = self.mesh.route_for(edge.namespace, edge.dep.name, edge.dep.external, caller_ns,
-                                       kind="DestinationRule")
-            if rule is not None and rule.retry_budget is not None:
-                edge.budget = rule.retry_budget
-                edge.budget_source = (f"retryBudget {_num(rule.retry_budget * 100)}% in DestinationRule "
-                                      f"{rule.namespace}/{rule.name}")
+        if routes and budget_from is None:
+            budget_from = self.mesh.route_for(edge.namespace, edge.dep.name, edge.dep.external, caller_ns,
+                                              kind="DestinationRule")
+        if budget_from is not None and budget_from.retry_budget is not None:
+            edge.budget = budget_from.retry_budget
+            edge.budget_source = (f"retryBudget {_num(budget_from.retry_budget * 100)}% in {budget_from.kind} "
+                                  f"{budget_from.namespace}/{budget_from.name}")
         mesh_tries = edge.mesh.attempts if edge.mesh is not None and edge.mesh.retries else (
             edge.implicit.attempts if edge.implicit is not None else 1)
         if edge.budget is not None and mesh_tries > 1:

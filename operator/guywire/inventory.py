@@ -10,7 +10,7 @@ from .annotations import OWN_ANNOTATIONS
 from .model.finding import SourceRef
 from .workload import (
     DEFAULT_NAMESPACE, MESH_GROUPS, MESH_KINDS, MONITOR_KINDS, WORKLOAD_KINDS, MeshRoute, Monitor, Namespace, Node,
-    ParseError, Service, Workload, parse_http_route, parse_mesh, parse_monitor, parse_namespace, parse_node, parse_service,
+    ParseError, Service, Workload, parse_http_route, parse_mesh, parse_service_profile, parse_monitor, parse_namespace, parse_node, parse_service,
     parse_workload,
 )
 
@@ -96,6 +96,8 @@ def view_of(obj: dict, source: SourceRef | None = None, default_namespace: str =
     if kind in MESH_KINDS and str(obj.get("apiVersion") or "").split("/")[0] == MESH_GROUPS[kind]:
         if kind == "HTTPRoute":
             return parse_http_route(obj, source, default_namespace)
+        if kind == "ServiceProfile":
+            return parse_service_profile(obj, source, default_namespace)
         return parse_mesh(obj, source, default_namespace)
     return None
 

@@ -490,10 +490,14 @@ def parse_node(obj: dict, source: SourceRef | None = None) -> Node:
 
 
 # ----- service mesh (Istio) ------------------------------------------------------------------------
-MESH_KINDS = frozenset({"VirtualService", "DestinationRule", "HTTPRoute"})
+MESH_KINDS = frozenset({"VirtualService", "DestinationRule", "HTTPRoute", "ServiceProfile"})
 ISTIO_GROUP = "networking.istio.io"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-MESH_GROUPS = {"VirtualService": ISTIO_GROUP, "DestinationRule": ISTIO_GROUP, "HTTPRoute": GATEWAY_GROUP}
+MESH_GROUPS = {"VirtualService": ISTIO_GROUP, "DestinationRule": ISTIO_GROUP, "HTTPRoute": GATEWAY_GROUP,
+               "ServiceProfile": "linkerd.io"}
+#: Linkerd's retry budget when a ServiceProfile sets none: retries may add 20% to the requests
+#: (plus 10 retries a second; https://linkerd.io/2.15/tasks/configuring-retries/#retry-budgets).
+LINKERD_RETRY_RATIO = 0.2
 LINKERD_RETRY = "retry.linkerd.io/"
 #: Envoy's retry back-off when a route sets none: 25ms base interval, exponential with full jitter.
 ENVOY_BACKOFF = "exponential-jitter"
@@ -624,17 +628,39 @@ def _budget_ratio(budget: dict, where: str) -> float | None:
     return float(pct) / 100
 
 
+def _mesh_object(obj: dict, kind: str, default_namespace: str) -> tuple[str, str, dict, dict, str]:
+    """Name, namespace, metadata, spec and "Kind ns/name" (for messages) of a mesh object; no name is a ParseError."""
+    name, ns, meta = object_meta(obj)
+    if not name:
+        raise ParseError(f"{kind} ?: metadata.name is missing.")
+    ns = ns or default_namespace
+    return name, ns, meta, _dict(obj.get("spec")), f"{kind} {ns}/{name}"
+
+
+def parse_service_profile(obj: dict, source: SourceRef | None = None,
+                          default_namespace: str = DEFAULT_NAMESPACE) -> MeshRoute:
+    """A Linkerd ServiceProfile (named after the Service's FQDN). Routes marked ``isRetryable`` are retried by
+    the client proxies under the profile's ``retryBudget`` (``retryRatio``, default 0.2) with no count per
+    request: counted as one retry (2 tries) per request, and the budget caps the hop at 1 + ratio."""
+    name, ns, _, spec, where = _mesh_object(obj, "ServiceProfile", default_namespace)
+    route = MeshRoute(kind="ServiceProfile", namespace=ns, name=name, hosts=[name], source=source)
+    if not any(_dict(r).get("isRetryable") is True for r in _list(spec.get("routes"))):
+        return route
+    budget = _dict(spec.get("retryBudget"))
+    ratio = budget.get("retryRatio", LINKERD_RETRY_RATIO)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0:
+        raise ParseError(f"{where}: spec.retryBudget.retryRatio is {str(ratio)[:20]!r}, not a ratio such as 0.2.")
+    route.retry = MeshRetry(source=f"{where} (isRetryable routes)", attempts=2)
+    route.retry_budget = float(ratio)
+    return route
+
+
 def parse_http_route(obj: dict, source: SourceRef | None = None,
                      default_namespace: str = DEFAULT_NAMESPACE) -> MeshRoute:
     """A Gateway API HTTPRoute (GEP-1731 ``retry``, ``timeouts``; Linkerd's retry annotations override it).
     Only a route whose ``parentRefs`` name a Service shapes calls between workloads (the mesh, GAMMA); one
     attached to a Gateway shapes ingress traffic and is kept with ``sidecars`` False."""
-    name, ns, meta = object_meta(obj)
-    if not name:
-        raise ParseError("HTTPRoute ?: metadata.name is missing.")
-    ns = ns or default_namespace
-    spec = _dict(obj.get("spec"))
-    where = f"HTTPRoute {ns}/{name}"
+    name, ns, meta, spec, where = _mesh_object(obj, "HTTPRoute", default_namespace)
     hosts = []
     for ref in _list(spec.get("parentRefs")):
         ref = _dict(ref)

@@ -295,3 +295,15 @@ def test_http_route_reads_gep_1731_retry_and_timeouts_and_a_bad_count_names_the_
     route["spec"]["rules"][0]["retry"]["attempts"] = "many"
     with pytest.raises(ParseError, match=r"spec\.rules\[0\]\.retry\.attempts is 'many'"):
         view_of(route)
+
+
+def test_a_service_profile_without_retryable_routes_sets_no_retry_and_a_bad_ratio_names_the_field():
+    sp = {"apiVersion": "linkerd.io/v1alpha2", "kind": "ServiceProfile",
+          "metadata": {"name": "b.ml.svc.cluster.local", "namespace": "ml"},
+          "spec": {"routes": [{"name": "GET /", "condition": {"method": "GET"}}]}}
+    assert view_of(sp).retry is None
+    sp["spec"]["routes"][0]["isRetryable"] = True
+    assert (view_of(sp).retry.attempts, view_of(sp).retry_budget) == (2, 0.2)
+    sp["spec"]["retryBudget"] = {"retryRatio": "lots"}
+    with pytest.raises(ParseError, match=r"spec\.retryBudget\.retryRatio is 'lots'"):
+        view_of(sp)

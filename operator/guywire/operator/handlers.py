@@ -43,6 +43,7 @@ WATCHED = [
     ("networking.istio.io", None, "virtualservices"),  # the preferred version the cluster serves
     ("networking.istio.io", None, "destinationrules"),
     ("gateway.networking.k8s.io", None, "httproutes"),  # GEP-1731 retries and Linkerd's retry annotations
+    ("linkerd.io", None, "serviceprofiles"),  # Linkerd's retryable routes and retry budget
 ]
 
 

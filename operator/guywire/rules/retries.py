@@ -75,10 +75,14 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
     - an Istio VirtualService route's `retries.attempts` (+1 for the first try);
     - else a Gateway API HTTPRoute whose `parentRefs` name the Service (the mesh, GAMMA): its rules'
       `retry.attempts` and `timeouts` (GEP-1731, https://gateway-api.sigs.k8s.io/geps/gep-1731/);
+    - else a Linkerd ServiceProfile of the Service with `isRetryable` routes (it wins over Linkerd's
+      annotations): retried under its `retryBudget.retryRatio`, default 0.2 plus 10 retries a
+      second (https://linkerd.io/2.15/tasks/configuring-retries/#retry-budgets), with no count per
+      request: counted as 2 tries, the budget capping the hop (below);
     - else Linkerd's annotations on the Service (or its HTTPRoute, which overrides them):
       `retry.linkerd.io/http` or `/grpc` turn retries on, `retry.linkerd.io/limit` is the most
       retries per request, default 1, `retry.linkerd.io/timeout` each try's timeout
-      (https://linkerd.io/2/reference/retries/). Linkerd's older ServiceProfile `retryBudget` is not read;
+      (https://linkerd.io/2/reference/retries/);
     - else, when the caller's pods run Istio's sidecar (namespace label `istio-injection=enabled` or
       `istio.io/rev`, or the pod annotation `sidecar.istio.io/inject: "true"`; `"false"` opts out)
       and no route declares `retries`: Istio's default retry policy, 2 retries (3 tries) on
@@ -88,8 +92,8 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
       switch `rules.retries.meshDefaults: false` stops guywire counting it (the graph counts it
       unless every policy turns it off).
 
-    A retry budget caps the mesh's retries to a ratio of the requests: Istio's DestinationRule
-    `trafficPolicy.connectionPool.http.retryBudget.percent` (Envoy's `retry_budget.budget_percent`,
+    A retry budget caps the mesh's retries to a ratio of the requests: a ServiceProfile's, or Istio's
+    DestinationRule `trafficPolicy.connectionPool.http.retryBudget.percent` (Envoy's `retry_budget.budget_percent`,
     default 20% with `minRetryConcurrency` 3,
     https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/circuit_breaker.proto).
     Under a ratio r the mesh adds at most r more calls per call, so the hop counts as
