@@ -15,7 +15,6 @@ certificate are checked where the chart points the kubelet and the API server.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from kubernetes_validate.utils import latest_version, major_minor
 import guywire
 from guywire.model.policy import parse_policy
 from guywire.webhookconfig import webhook_configuration
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "guywire"
@@ -129,10 +129,7 @@ AGENT_RULES = {("", "nodes", "get"), ("", "nodes", "patch"), ("", "nodes/status"
 # -- helm --------------------------------------------------------------------------------------------------------
 
 def _load_fetcher():
-    spec = importlib.util.spec_from_file_location("fetch_helm", ROOT / "scripts" / "fetch_helm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fetch_helm")
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +243,7 @@ def test_app_version_is_the_package_version():
 
 def test_generated_chart_files_are_in_step_with_the_code():
     """crds/ copies and files/operator-api.yaml (RBAC kinds, webhook rules) are generated, not hand-kept."""
-    spec = importlib.util.spec_from_file_location("sync_chart", ROOT / "scripts" / "sync_chart.py")
-    sync = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sync)
+    sync = load_script("sync_chart")
     assert sync.differences() == [], "run `python scripts/sync_chart.py` and commit the result"
     committed = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
     chart = {p.name: p.read_text() for p in (CHART / "crds").glob("guywire.dev_*.yaml")}

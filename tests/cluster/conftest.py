@@ -1,0 +1,187 @@
+"""Fixtures for the real-cluster tests: one control plane (etcd, kube-apiserver, controller-manager,
+scheduler, kwok) for the whole session, the chart installed by real helm, and guywire run as a process
+on the host with the chart's ServiceAccount token and arguments.
+
+The binaries come from ``scripts/build-kube.sh`` (``.cache/kube/bin``, or ``$GUYWIRE_KUBE_BIN``);
+without them every test here skips with the reason the build gave.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.scripts import load_script
+from tests.cluster.controlplane import ROOT, ControlPlane, Process, free_port, wait_until
+
+CHART = ROOT / "helm" / "guywire"
+NAMESPACE = "guywire"
+RELEASE = "guywire"
+NEEDED = ("etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def _fetcher():
+    return load_script("fetch_helm")
+
+
+@pytest.fixture(scope="session")
+def kube_bin() -> Path:
+    cache = ROOT / ".cache" / "kube"
+    bin_dir = Path(os.environ.get("GUYWIRE_KUBE_BIN", cache / "bin"))
+    missing = [b for b in NEEDED if not (bin_dir / b).exists()]
+    if missing:
+        why = cache / "unavailable.txt"
+        reason = why.read_text().strip() if why.exists() else "scripts/build-kube.sh was not run"
+        pytest.skip(f"no real control plane: {', '.join(missing)} missing in {bin_dir} ({reason}). "
+                    "Run scripts/build-kube.sh (needs Go and the Go module proxy).")
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, str]:
+    """Real kubectl and helm v4: $KUBECTL / $HELM, else what scripts/fetch_helm.py fetches."""
+    fetcher = _fetcher()
+    found = {"helm": os.environ.get("HELM"), "kubectl": os.environ.get("KUBECTL")}
+    reason = ""
+    if not all(found.values()):
+        try:
+            helm = fetcher.fetch()
+            found["helm"] = found["helm"] or str(helm)
+            kubectl = Path(helm).with_name("kubectl")
+            if kubectl.exists():
+                found["kubectl"] = found["kubectl"] or str(kubectl)
+        except fetcher.Unavailable as exc:
+            reason = str(exc)
+    found["kubectl"] = found["kubectl"] or shutil.which("kubectl")
+    missing = [k for k, v in found.items() if not v]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} cannot be had: {reason} (run scripts/fetch-helm.sh).")
+    return found
+
+
+@pytest.fixture(scope="session")
+def cluster(kube_bin, tools, tmp_path_factory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(kube_bin, tools["kubectl"], tmp_path_factory.mktemp("control-plane"))
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+
+
+def helm(cluster: ControlPlane, tools: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    home = cluster.dir / "helm-home"
+    env = dict(os.environ, KUBECONFIG=str(cluster.admin_kubeconfig), HELM_CACHE_HOME=str(home / "cache"),
+               HELM_CONFIG_HOME=str(home / "config"), HELM_DATA_HOME=str(home / "data"))
+    out = subprocess.run([tools["helm"], *args], capture_output=True, text=True, timeout=180, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
+    return out
+
+
+class Release:
+    """The chart installed as release ``guywire`` in namespace ``guywire``."""
+
+    def __init__(self, cluster: ControlPlane, tools: dict):
+        self.cluster, self.tools = cluster, tools
+        self.namespace, self.name = NAMESPACE, RELEASE
+        self.operator_user = f"system:serviceaccount:{NAMESPACE}:guywire"
+        self.agent_user = f"system:serviceaccount:{NAMESPACE}:guywire-node-agent"
+
+    def install(self, *extra: str) -> None:
+        helm(self.cluster, self.tools, "upgrade", "--install", self.name, str(CHART), "--namespace",
+             self.namespace, "--create-namespace", "--wait=false", *extra)
+        self.operator_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire",
+                                                                 self.cluster.dir / "operator.kubeconfig")
+        self.agent_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire-node-agent",
+                                                              self.cluster.dir / "node-agent.kubeconfig")
+
+    def manifest(self) -> list[dict]:
+        text = helm(self.cluster, self.tools, "get", "manifest", self.name, "-n", self.namespace).stdout
+        return [d for d in yaml.safe_load_all(text) if d]
+
+    def container_args(self, kind: str) -> list[str]:
+        obj = next(o for o in self.manifest() if o["kind"] == kind)
+        return obj["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.fixture(scope="session")
+def release(cluster, tools) -> Release:
+    rel = Release(cluster, tools)
+    rel.install()
+    return rel
+
+
+class Operator:
+    """``guywire run`` as a process on the host, with the chart's arguments and ServiceAccount token; its
+    webhook serves on 127.0.0.1 with a certificate of the control plane's CA."""
+
+    def __init__(self, cluster: ControlPlane, release: Release, *extra: str):
+        self.cluster, self.release, self.extra = cluster, release, list(extra)
+        self.port = free_port()
+        self.cert, self.key = cluster.ca.issue("webhook", "guywire-webhook", hosts=("127.0.0.1",))
+        self.process: Process | None = None
+        self.starts = 0
+
+    def argv(self) -> list[str]:
+        args = []
+        for a in self.release.container_args("Deployment"):
+            flag = a.split("=", 1)[0]
+            if flag in ("--metrics-port", "--health-port", "--webhook-port", "--webhook-cert", "--webhook-key"):
+                continue
+            args.append(a)
+        return [sys.executable, "-m", "guywire.cli", *args, f"--kubeconfig={self.release.operator_kubeconfig}",
+                "--metrics-port=0", "--health-port=0", "--webhook-host=127.0.0.1", f"--webhook-port={self.port}",
+                f"--webhook-cert={self.cert}", f"--webhook-key={self.key}", *self.extra]
+
+    def start(self) -> None:
+        assert self.process is None or not self.process.alive()
+        self.starts += 1
+        env = dict(os.environ, POD_NAMESPACE=self.release.namespace, SERVICE_ACCOUNT_NAME="guywire",
+                   POD_NAME="guywire-host")
+        self.process = Process("guywire", self.argv(), self.cluster.dir / f"guywire-{self.starts}.log", env=env)
+        wait_until(self.webhook_up, 60, "guywire's webhook port")
+
+    def webhook_up(self) -> bool:
+        import socket
+        if self.process is None or not self.process.alive():
+            raise AssertionError(f"guywire exited:\n{self.process.tail(40) if self.process else ''}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.cluster.dir.glob("guywire-*.log")))
+
+    def register_webhook(self) -> None:
+        """Point the chart's ValidatingWebhookConfiguration at this process: URL and caBundle patched in."""
+        vwc = self.cluster.get("validatingwebhookconfiguration", self.release.name)
+        assert vwc, "the chart rendered no ValidatingWebhookConfiguration"
+        ca = base64.b64encode(self.cluster.ca.cert_path.read_bytes()).decode()
+        for hook in vwc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{self.port}{path}", "caBundle": ca}
+        for key in ("resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"):
+            vwc["metadata"].pop(key, None)
+        self.cluster.kubectl("replace", "-f", "-", input=json.dumps(vwc))
+
+
+@pytest.fixture(scope="session")
+def operator(cluster, release) -> Iterator[Operator]:
+    op = Operator(cluster, release)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
