@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.examples import example_objects
 from tests.scripts import load_script
 from tests.cluster.controlplane import ROOT, ControlPlane, Process, free_port, wait_until
 
+HERE = Path(__file__).resolve().parent
 CHART = ROOT / "helm" / "guywire"
 NAMESPACE = "guywire"
 RELEASE = "guywire"
@@ -161,6 +163,10 @@ class Operator:
         if self.process is not None:
             self.process.stop()
 
+    def evaluated_all(self) -> int:
+        """How many times the current process finished indexing and judging the whole cluster."""
+        return self.process.log_path.read_text(errors="replace").count("evaluated all.") if self.process else 0
+
     def log(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.cluster.dir.glob("guywire-*.log")))
 
@@ -178,9 +184,26 @@ class Operator:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster, release) -> Iterator[Operator]:
-    op = Operator(cluster, release)
+def stack(cluster, release) -> ControlPlane:
+    """guywire's CRDs, the PolicyReport CRDs, and examples/ (namespaces, workloads, Services, policies)
+    applied with kubectl before the operator starts. ServiceMonitors are left out: no Prometheus
+    Operator CRDs here."""
+    cluster.kubectl("apply", "-f", str(ROOT / "crds"), "-f", str(HERE / "crds"))
+    for crd in ("complexitypolicies.guywire.dev", "clustercomplexitypolicies.guywire.dev",
+                "policyreports.wgpolicyk8s.io", "clusterpolicyreports.wgpolicyk8s.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    objects = [o for o in example_objects() if o["kind"] != "ServiceMonitor"]
+    namespaces = [o for o in objects if o["kind"] == "Namespace"]
+    cluster.apply(namespaces)
+    cluster.apply([o for o in objects if o["kind"] != "Namespace"])
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator(stack, release) -> Iterator[Operator]:
+    op = Operator(stack, release)
     op.start()
+    op.register_webhook()
     try:
         yield op
     finally:

@@ -1,0 +1,116 @@
+"""Scenario 3: the operator as a process on the host with the chart's ServiceAccount token and arguments,
+against the real API server: annotations, Events, policy status, PolicyReports, restart, and no 403."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.cluster.controlplane import wait_until
+
+VIOLATIONS, SCORE, EVALUATED = "guywire.dev/violations", "guywire.dev/complexity-score", "guywire.dev/evaluated-at"
+TIMEOUT = 60
+
+
+def annotations(cluster, resource: str, name: str, ns: str) -> dict:
+    return ((cluster.get(resource, name, ns) or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def guywire_events(cluster, ns: str | None = None) -> list[dict]:
+    scope = ["-n", ns] if ns else ["-A"]
+    items = json.loads(cluster.kubectl("get", "events", *scope, "-o", "json").stdout)["items"]
+    return [e for e in items if (e.get("source") or {}).get("component") == "guywire"
+            or e.get("reportingComponent") == "guywire"]
+
+
+def test_every_workload_kind_is_annotated(operator):
+    cluster = operator.cluster
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "batch-ops", "labels": {"team": "ml"}}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "log-agent", "namespace": "batch-ops"},
+         "spec": {"selector": {"matchLabels": {"app": "log-agent"}},
+                  "template": {"metadata": {"labels": {"app": "log-agent"}},
+                               "spec": {"containers": [{"name": "agent", "image": "busybox:latest"}]}}}},
+        {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "reindex", "namespace": "batch-ops"},
+         "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+             "restartPolicy": "OnFailure", "containers": [{"name": "reindex", "image": "busybox"}]}}}}}},
+    ])
+    for resource, name, ns in [("deployment", "gateway", "ml"), ("statefulset", "vector-db", "data"),
+                               ("job", "finetune-reranker", "ml"), ("daemonset", "log-agent", "batch-ops"),
+                               ("cronjob", "reindex", "batch-ops")]:
+        ann = wait_until(lambda: annotations(cluster, resource, name, ns).get(VIOLATIONS), TIMEOUT,
+                         f"{resource} {ns}/{name} annotated")
+        assert ann, (resource, name)
+    gateway = annotations(cluster, "deployment", "gateway", "ml")
+    assert gateway[VIOLATIONS].split(",")[0] == "GW-RTY-002"
+    assert int(gateway[SCORE]) > 0 and gateway[EVALUATED].endswith("Z")
+    assert "GW-OBS-007" in annotations(cluster, "daemonset", "log-agent", "batch-ops")[VIOLATIONS]
+
+
+def test_kubectl_describe_shows_the_warning_events(operator):
+    cluster = operator.cluster
+    wait_until(lambda: any(e["reason"] == "GW-RTY-002" for e in guywire_events(cluster, "ml")
+                           if e["involvedObject"]["name"] == "gateway"), TIMEOUT, "a GW-RTY-002 Event on ml/gateway")
+    described = cluster.kubectl("describe", "deployment", "gateway", "-n", "ml").stdout
+    events = described[described.index("Events:"):]
+    line = next(ln for ln in events.splitlines() if "GW-RTY-002" in ln)
+    assert line.split()[0] == "Warning" and "27 calls" in line, line
+    assert "guywire" in line  # the From column
+
+
+def test_kubectl_get_ccxp_shows_the_policy_status(operator):
+    cluster = operator.cluster
+
+    def status() -> dict:
+        out = cluster.kubectl("get", "ccxp", "ai-baseline", "-o", "yaml").stdout
+        return (yaml.safe_load(out).get("status") or {}) if out else {}
+
+    st = wait_until(lambda: (s := status()).get("violating") and s, TIMEOUT, "ai-baseline's status")
+    assert st["matched"] >= 8 and st["violating"] >= 5
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "Evaluated"
+    assert st["findings"][0]["severity"] in ("Critical", "High")
+    row = cluster.kubectl("get", "ccxp", "ai-baseline").stdout.splitlines()[1].split()
+    assert row[1] == "Warn" and int(row[2]) == st["matched"] and row[4] == "True", row
+
+
+def test_policy_reports_are_written(operator):
+    cluster = operator.cluster
+    report = wait_until(lambda: cluster.get("policyreports.wgpolicyk8s.io", "guywire-ml", "ml"), TIMEOUT,
+                        "PolicyReport ml/guywire-ml")
+    assert report["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "guywire"
+    gateway = [r for r in report["results"] if r["resources"][0]["name"] == "gateway"]
+    assert any(r["rule"] == "GW-RTY-002" and r["result"] == "fail" for r in gateway)
+    assert report["summary"]["fail"] == len([r for r in report["results"] if r["result"] == "fail"])
+
+
+def test_a_restarted_operator_posts_no_duplicate_events(operator):
+    cluster = operator.cluster
+    wait_until(lambda: guywire_events(cluster, "ml"), TIMEOUT, "guywire's Events in ml")
+    wait_until(lambda: operator.evaluated_all() >= 1, TIMEOUT, "the operator to judge the cluster")
+
+    def keys() -> list[tuple]:
+        return sorted((e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"], e["type"])
+                      for e in guywire_events(cluster))
+
+    before = keys()
+    assert len(before) == len(set(before)), "one Event per workload x rule"
+    operator.stop()
+    operator.start()
+    wait_until(lambda: operator.evaluated_all() >= 1, TIMEOUT, "the restarted operator to judge the cluster")
+    # a change after the restart proves the new process is writing; its Event is the only new one
+    cluster.kubectl("set", "image", "deployment/reranker", "-n", "ml", "reranker=ghcr.io/example/reranker:latest")
+    wait_until(lambda: any(k[1:3] == ("reranker", "GW-OBS-007") for k in keys()), TIMEOUT,
+               "a GW-OBS-007 Event on the changed reranker")
+    after = keys()
+    assert [k for k in after if k not in before] == [("Deployment", "reranker", "GW-OBS-007", "Warning")], after
+    assert len(after) == len(set(after))
+
+
+def test_every_request_of_the_operator_was_allowed_by_the_chart_rbac(operator):
+    cluster = operator.cluster
+    wait_until(lambda: operator.evaluated_all() >= 1, TIMEOUT, "the operator to judge the cluster")
+    wait_until(lambda: any(e["user"]["username"] == operator.release.operator_user for e in cluster.audit_events()),
+               TIMEOUT, "the operator's requests in the audit log")
+    assert cluster.forbidden(operator.release.operator_user) == []
+    assert "403" not in operator.log() and "Forbidden" not in operator.log()
