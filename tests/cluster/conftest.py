@@ -128,7 +128,7 @@ class Operator:
 
     def __init__(self, cluster: ControlPlane, release: Release, *extra: str):
         self.cluster, self.release, self.extra = cluster, release, list(extra)
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         self.cert, self.key = cluster.ca.issue("webhook", "guywire-webhook", hosts=("127.0.0.1",))
         self.process: Process | None = None
         self.starts = 0
@@ -141,7 +141,7 @@ class Operator:
                 continue
             args.append(a)
         return [sys.executable, "-m", "guywire.cli", *args, f"--kubeconfig={self.release.operator_kubeconfig}",
-                "--metrics-port=0", "--health-port=0", "--webhook-host=127.0.0.1", f"--webhook-port={self.port}",
+                f"--metrics-port={self.metrics_port}", "--health-port=0", "--webhook-host=127.0.0.1", f"--webhook-port={self.port}",
                 f"--webhook-cert={self.cert}", f"--webhook-key={self.key}", *self.extra]
 
     def start(self) -> None:
@@ -162,6 +162,14 @@ class Operator:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def metric(self, name: str) -> float:
+        """The sum of one metric's samples on the operator's /metrics."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            lines = r.read().decode().splitlines()
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines
+                   if ln.startswith(name) and ln[len(name):len(name) + 1] in (" ", "{"))
 
     def evaluated_all(self) -> int:
         """How many times the current process finished indexing and judging the whole cluster."""
