@@ -13,7 +13,7 @@ def policy(kind: str, name: str, spec: dict, namespace: str | None = None) -> di
 def established(cluster) -> bool:
     for crd in ("complexitypolicies.guywire.dev", "clustercomplexitypolicies.guywire.dev"):
         obj = cluster.get("crd", crd)
-        conds = {c["type"]: c["status"] for c in (obj or {}).get("status", {}).get("conditions", [])}
+        conds = {c["type"]: c["status"] for c in ((obj or {}).get("status") or {}).get("conditions") or []}
         if conds.get("Established") != "True" or conds.get("NonStructuralSchema") == "True":
             return False
     return True
