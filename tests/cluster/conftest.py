@@ -99,8 +99,12 @@ class Release:
         self.agent_user = f"system:serviceaccount:{NAMESPACE}:guywire-node-agent"
 
     def install(self, *extra: str) -> None:
+        """``helm upgrade --install`` without the chart's webhook configuration: that one would send the API
+        server to the in-cluster Service, which nothing serves here. The tests register the chart's rendered
+        configuration with the URL patched in (``Operator.register_webhook``); left in the release, helm v4's
+        server-side apply would fight over ``clientConfig`` at every upgrade."""
         helm(self.cluster, self.tools, "upgrade", "--install", self.name, str(CHART), "--namespace",
-             self.namespace, "--create-namespace", "--wait=false", *extra)
+             self.namespace, "--create-namespace", "--wait=hookOnly", "--set", "webhook.enabled=false", *extra)
         self.operator_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire",
                                                                  self.cluster.dir / "operator.kubeconfig")
         self.agent_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire-node-agent",
@@ -109,6 +113,10 @@ class Release:
     def manifest(self) -> list[dict]:
         text = helm(self.cluster, self.tools, "get", "manifest", self.name, "-n", self.namespace).stdout
         return [d for d in yaml.safe_load_all(text) if d]
+
+    def rendered_webhook(self) -> dict:
+        text = helm(self.cluster, self.tools, "template", self.name, str(CHART), "--namespace", self.namespace).stdout
+        return next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "ValidatingWebhookConfiguration")
 
     def container_args(self, kind: str) -> list[str]:
         obj = next(o for o in self.manifest() if o["kind"] == kind)
@@ -179,16 +187,13 @@ class Operator:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.cluster.dir.glob("guywire-*.log")))
 
     def register_webhook(self) -> None:
-        """Point the chart's ValidatingWebhookConfiguration at this process: URL and caBundle patched in."""
-        vwc = self.cluster.get("validatingwebhookconfiguration", self.release.name)
-        assert vwc, "the chart rendered no ValidatingWebhookConfiguration"
+        """The chart's ValidatingWebhookConfiguration, pointed at this process: URL and caBundle patched in."""
+        vwc = self.release.rendered_webhook()
         ca = base64.b64encode(self.cluster.ca.cert_path.read_bytes()).decode()
         for hook in vwc["webhooks"]:
             path = hook["clientConfig"]["service"]["path"]
             hook["clientConfig"] = {"url": f"https://127.0.0.1:{self.port}{path}", "caBundle": ca}
-        for key in ("resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"):
-            vwc["metadata"].pop(key, None)
-        self.cluster.kubectl("replace", "-f", "-", input=json.dumps(vwc))
+        self.cluster.apply(vwc)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def labelled(cluster, kinds: str, namespaced: bool) -> list[str]:
 
 def test_install_upgrade_uninstall(cluster, tools):
     cluster.kubectl("apply", "-f", str(CHART / "crds"))  # what other tests may have applied already
-    out = helm(cluster, tools, "install", REL, str(CHART), "-n", NS, "--create-namespace", "--wait=false",
+    out = helm(cluster, tools, "install", REL, str(CHART), "-n", NS, "--create-namespace", "--wait=hookOnly",
                "--set", "metrics.serviceMonitor.enabled=false")
     assert "STATUS: deployed" in out.stdout, out.stdout
 
@@ -36,7 +36,7 @@ def test_install_upgrade_uninstall(cluster, tools):
     ca = {h["clientConfig"]["caBundle"] for h in vwc["webhooks"]}
     assert len(ca) == 1 and ca != {""}, "every webhook carries the chart-generated caBundle"
 
-    out = helm(cluster, tools, "upgrade", REL, str(CHART), "-n", NS, "--wait=false",
+    out = helm(cluster, tools, "upgrade", REL, str(CHART), "-n", NS, "--wait=hookOnly",
                "--set", "operator.auditInterval=5m")
     assert "STATUS: deployed" in out.stdout and "REVISION: 2" in out.stdout, out.stdout
     args = cluster.get("deployment", FULL, NS)["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -1,0 +1,126 @@
+"""Scenario 6: fake GPU Nodes (kwok keeps them Ready), the node agent with the chart's node-agent RBAC, GW-GPU-001
+on a workload whose Pod the real scheduler placed on an Unhealthy node, tainting, and the circuit breaker."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.cluster.conftest import RELEASE
+from tests.cluster.controlplane import ROOT, wait_until
+
+TIMEOUT = 90
+UNHEALTHY = ROOT / "scenarios" / "nvml" / "h100-fallen-off-the-bus.yaml"
+HEALTHY = ROOT / "scenarios" / "nvml" / "h100-healthy.yaml"
+TAINT = "guywire.dev/gpu-unhealthy"
+
+
+def gpu_node(name: str) -> dict:
+    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "2"}
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {"kubernetes.io/hostname": name, "type": "kwok",
+                                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+            "spec": {"taints": []},
+            "status": {"capacity": resources, "allocatable": resources}}
+
+
+def ready(cluster, name: str) -> bool:
+    node = cluster.get("node", name) or {}
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions") or [])
+
+
+def gpu_deployment(name: str, node: str | None = None) -> dict:
+    spec = {"containers": [{"name": "infer", "image": "vllm/vllm-openai:v0.6.0",
+                            "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                                          "limits": {"nvidia.com/gpu": "1", "memory": "1Gi"}}}]}
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "gpu"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}}
+
+
+def pod_node(cluster, app: str) -> str | None:
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", "gpu", "-l", f"app={app}", "-o", "json").stdout)["items"]
+    return next((p["spec"].get("nodeName") for p in pods if p["spec"].get("nodeName")), None)
+
+
+def run_agent(operator, node: str, scenario, boot_id: str = "boot-1") -> subprocess.CompletedProcess:
+    """One pass of the chart's node-agent command line; a new ``boot_id`` is a reboot (XIDs latch until one)."""
+    boot = operator.cluster.dir / f"boot-id-{node}"
+    boot.write_text(boot_id + "\n")
+    args = [a.replace("$(NODE_NAME)", node) for a in operator.release.container_args("DaemonSet")
+            if not a.startswith("--metrics-port")]
+    out = subprocess.run([sys.executable, "-m", "guywire.cli", *args, "--once", f"--fake-nvml={scenario}", f"--boot-id-file={boot}",
+                          f"--kubeconfig={operator.release.agent_kubeconfig}"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode in (0, 1), out.stderr
+    return out
+
+
+def has_taint(cluster, node: str) -> bool:
+    return any(t["key"] == TAINT for t in (cluster.get("node", node)["spec"].get("taints") or []))
+
+
+@pytest.fixture(scope="module")
+def gpu_nodes(operator):
+    cluster = operator.cluster
+    if not cluster.has_kwok:
+        pytest.skip("kwok was not built: no fake kubelets to keep GPU Nodes Ready (see scripts/build-kube.sh)")
+    cluster.apply([gpu_node("gpu-1"), gpu_node("gpu-2")])
+    for n in ("gpu-1", "gpu-2"):
+        wait_until(lambda: ready(cluster, n), TIMEOUT, f"kwok to make node {n} Ready")
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gpu", "labels": {"team": "ml"}}})
+    return operator
+
+
+def test_the_agent_writes_condition_label_and_annotation_with_its_own_rbac(gpu_nodes):
+    cluster = gpu_nodes.cluster
+    out = run_agent(gpu_nodes, "gpu-1", UNHEALTHY)
+    node = cluster.get("node", "gpu-1")
+    cond = next(c for c in node["status"]["conditions"] if c["type"] == "GPUUnhealthy")
+    assert cond["status"] == "True", (cond, out.stderr)
+    assert node["metadata"]["labels"]["guywire.dev/gpu-health"] == "Unhealthy"
+    assert json.loads(node["metadata"]["annotations"]["guywire.dev/gpu-health"])["state"] == "Unhealthy"
+    assert ready(cluster, "gpu-1"), "kwok's Ready condition survived the agent's status patch"
+    assert cluster.forbidden(gpu_nodes.release.agent_user) == []
+
+
+def test_a_gpu_pod_on_the_unhealthy_node_gets_gw_gpu_001(gpu_nodes):
+    cluster = gpu_nodes.cluster
+    wait_until(lambda: (cluster.get("node", "gpu-1")["metadata"].get("labels") or {}).get("guywire.dev/gpu-health")
+               == "Unhealthy", TIMEOUT, "gpu-1 reported Unhealthy")
+    cluster.apply(gpu_deployment("pinned", node="gpu-1"))
+    assert wait_until(lambda: pod_node(cluster, "pinned"), TIMEOUT, "the scheduler to bind the pinned Pod") == "gpu-1"
+    wait_until(lambda: "GW-GPU-001" in (cluster.get("deployment", "pinned", "gpu")["metadata"].get("annotations")
+                                        or {}).get("guywire.dev/violations", ""), TIMEOUT, "GW-GPU-001 on gpu/pinned")
+
+
+def test_tainting_moves_the_next_pod_and_the_breaker_holds_back(gpu_nodes):
+    cluster, operator = gpu_nodes.cluster, gpu_nodes
+    operator.release.install("--set", "operator.taintUnhealthyGpuNodes=true")
+    assert "--taint-unhealthy-gpu-nodes" in operator.release.container_args("Deployment")
+    operator.stop()
+    operator.start()
+    try:
+        wait_until(lambda: has_taint(cluster, "gpu-1"), TIMEOUT, "the operator to taint gpu-1")
+        cluster.apply(gpu_deployment("free"))
+        assert wait_until(lambda: pod_node(cluster, "free"), TIMEOUT, "the scheduler to bind the free Pod") == "gpu-2"
+        run_agent(operator, "gpu-2", UNHEALTHY)
+
+        def held_back() -> bool:
+            items = json.loads(cluster.kubectl("get", "events", "-n", "default", "-o", "json").stdout)["items"]
+            return any(e["reason"] == "GPUTaintHeldBack" and e["involvedObject"]["name"] == "gpu-2" for e in items)
+
+        wait_until(held_back, TIMEOUT, "a GPUTaintHeldBack Event on gpu-2")
+        assert not has_taint(cluster, "gpu-2"), "the breaker keeps half the GPU nodes untainted"
+        run_agent(operator, "gpu-1", HEALTHY, boot_id="boot-2")
+        wait_until(lambda: not has_taint(cluster, "gpu-1"), TIMEOUT, "gpu-1 untainted after it recovered")
+        assert cluster.forbidden(operator.release.operator_user) == []
+    finally:
+        operator.release.install()
+        operator.stop()
+        operator.start()
