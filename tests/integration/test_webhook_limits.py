@@ -4,6 +4,7 @@ still answered. Also: request.kind as a string is a 400, and a kind from an unkn
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -14,6 +15,7 @@ from tests.unit.test_admission import example_engine, example_object, request
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 CAP = 6
+LARGE = 64 * 1024
 GUARD_S = 30  # only ends a test that would otherwise wait forever; no assertion is about time
 
 
@@ -23,7 +25,7 @@ async def server(tls):
     engine = example_engine()
     srv = WebhookServer(lambda: Admission(engine), WebhookSettings(
         host="127.0.0.1", port=0, cert=str(cert), key=str(key), handshake_timeout=1, header_timeout=0.5,
-        body_timeout=0.5, idle_timeout=0.5, max_connections=CAP))
+        body_timeout=0.5, idle_timeout=0.5, max_connections=CAP, large_body=LARGE))
     await srv.start()
     yield srv
     await srv.stop()
@@ -125,3 +127,45 @@ async def test_a_deployment_from_an_unknown_group_is_not_judged(server, tls):
     status, answer = await post(server, tls, review(req))
     assert status == 200 and answer["response"] == {"uid": req["uid"], "allowed": True}
 
+
+
+async def test_a_large_review_is_judged_off_the_event_loop_while_the_engine_is_locked(server, tls):
+    seen: list[tuple[bool, bool]] = []
+    real = server.admission_factory
+
+    def watched():
+        admission = real()
+        decide = admission.decide
+
+        def recording(req):
+            seen.append((threading.current_thread() is threading.main_thread(), server.engine_lock.locked()))
+            return decide(req)
+        admission.decide = recording
+        return admission
+    server.admission_factory = watched
+    try:
+        small = example_object("Deployment", "gateway")
+        status, _ = await post(server, tls, review(request(small, "UPDATE", old=small)))
+        large = example_object("Deployment", "gateway")
+        large["metadata"]["annotations"]["example.com/padding"] = "x" * (2 * LARGE)
+        status_large, answer = await post(server, tls, review(request(large, "UPDATE", old=small)))
+    finally:
+        server.admission_factory = real
+    assert status == 200 and status_large == 200 and "response" in answer
+    assert seen == [(True, False), (False, True)]  # the small one on the loop; the large one in a thread, locked
+
+
+async def test_a_second_large_review_is_answered_503_at_once_and_small_ones_still_judged(server, tls):
+    server.large_in_flight = True  # as while a large review is being judged
+    try:
+        reader, writer = await connect(server)
+        writer.write(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {4 * LARGE}\r\n\r\n".encode() + b"{" + b" " * 1000)
+        answer = await asyncio.wait_for(reader.read(), GUARD_S)
+        writer.close()
+        obj = example_object("Deployment", "gateway")
+        status, _ = await post(server, tls, review(request(obj, "UPDATE", old=obj)))
+    finally:
+        server.large_in_flight = False
+    assert answer.startswith(b"HTTP/1.1 503") and b"overloaded" in answer
+    assert status == 200

@@ -71,13 +71,14 @@ def build_registry() -> kopf.OperatorRegistry:
         async def object_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             state = _state(memo)
             meta = body.get("metadata", {})
-            if type == "DELETED":
-                state.forget(body.get("kind"), meta.get("namespace"), meta.get("name"))
-                return
-            try:
-                state.observe(dict(body))
-            except Exception:  # a bad object must not stop the others
-                log.exception("Cannot read %s %s.", body.get("kind"), meta.get("name"))
+            async with state.engine_lock:  # not while the webhook's worker thread reads the engine
+                if type == "DELETED":
+                    state.forget(body.get("kind"), meta.get("namespace"), meta.get("name"))
+                    return
+                try:
+                    state.observe(dict(body))
+                except Exception:  # a bad object must not stop the others
+                    log.exception("Cannot read %s %s.", body.get("kind"), meta.get("name"))
             if type is None:  # from kopf's listing: the initial one, or again after a broken watch
                 state.listed(body.get("kind"), body.get("apiVersion"), plural)
 
@@ -102,7 +103,7 @@ def build_registry() -> kopf.OperatorRegistry:
             await state.count_cluster(WATCHED)  # before kopf lists anything: see gate.py
         state.start()
         if memo.get("webhook") is not None:
-            server = WebhookServer(state.admission, memo["webhook"])
+            server = WebhookServer(state.admission, memo["webhook"], engine_lock=state.engine_lock)
             await server.start()
             memo["webhook_server"] = server
 

@@ -141,6 +141,9 @@ class OperatorState:
         self.events: OrderedDict[tuple, dict] = OrderedDict()
         self.event_retries: dict[tuple, tuple[float, dict, int]] = {}  # ident -> (due, event, attempts)
         self.event_attempts: dict[tuple, int] = {}
+        # Held by whatever changes the engine (watch handlers, the loops below) and by the webhook while a
+        # worker thread judges a large review on it; everything else on the event loop only reads.
+        self.engine_lock = asyncio.Lock()
         self.relists: dict[str, tuple[str, str, float]] = {}  # kind -> (apiVersion, plural, last listed)
         self.watch_namespaces: list[str] | None = None  # None: the whole cluster
         self.bucket = TokenBucket(self.settings.events_per_second, self.settings.events_burst, clock)
@@ -262,7 +265,8 @@ class OperatorState:
             why = self.gate.ready(self.clock.monotonic())
             if why:
                 log.info("Cluster listed: %s.", why)
-                self.warm_up()
+                async with self.engine_lock:
+                    self.warm_up()
                 return
             await asyncio.sleep(poll)
 
@@ -885,9 +889,11 @@ class OperatorState:
             try:
                 if self.clock.monotonic() - last_node_check >= self.settings.node_recheck_interval:
                     last_node_check = self.clock.monotonic()
-                    self.recheck_nodes()
+                    async with self.engine_lock:
+                        self.recheck_nodes()
                 if self.relists:
-                    await self.sweep_relisted()
+                    async with self.engine_lock:  # the listing is awaited under it too: rare, and short
+                        await self.sweep_relisted()
                 await self.flush()
             except Exception:  # never let one bad write stop the loop
                 log.exception("Writing results failed; will retry.")
@@ -896,7 +902,8 @@ class OperatorState:
         while True:
             await asyncio.sleep(self.settings.audit_interval)
             log.info("Periodic full audit.")
-            self.full_audit()
+            async with self.engine_lock:
+                self.full_audit()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,9 +1,13 @@
 """The validating admission webhook server: HTTPS from certificate files, reloaded when they change.
 
 Runs inside the operator's event loop and reads the operator's engine, so decisions
-see the same indexes; each decision is synchronous, so no watch event interleaves
-with it. Malformed bodies get a 4xx that says what is wrong; the API server's
-failurePolicy Ignore means a crash or a timeout here never blocks a deployment.
+see the same indexes. A decision only reads the engine: an ordinary review is judged
+synchronously on the loop, so no watch event interleaves with it; a large one (above
+``large_body``) is judged in a worker thread while the webhook holds the engine lock that
+every writer of the engine takes, one at a time, so the loop keeps answering the others,
+and a second large review meanwhile is answered 503 at once (shed, never queued).
+Malformed bodies get a 4xx that says what is wrong; the API server's failurePolicy
+Ignore means a crash or a timeout here never blocks a deployment.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import ssl
 import tempfile
 import time
@@ -24,6 +29,10 @@ from ..admission import Admission, BadReview, parse_review
 
 log = logging.getLogger("guywire.webhook")
 MAX_BODY = 3 * 1024 * 1024
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d{1,12})[ \t]*\r\n", re.IGNORECASE)
+_SHED_BODY = b'{"error": "guywire is overloaded (another large review is being judged); not evaluated."}'
+SHED_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                 b"Connection: close\r\nContent-Length: " + str(len(_SHED_BODY)).encode() + b"\r\n\r\n" + _SHED_BODY)
 MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or key file read for the webhook
 
 
@@ -42,6 +51,7 @@ class WebhookSettings:
     body_timeout: float = 10.0  # a request's body, once its headers are in
     idle_timeout: float = 30.0  # a kept-alive connection with no request
     max_connections: int = 256  # open at once; beyond, a new connection is closed at once
+    large_body: int = 256 * 1024  # a review above this is judged off the event loop, one at a time; others: 503
 
 
 class ConnectionGuard(asyncio.Protocol):
@@ -54,6 +64,7 @@ class ConnectionGuard(asyncio.Protocol):
         self.transport: Any = None
         self.timer: asyncio.TimerHandle | None = None
         self.phase = "headers"  # headers (a request is arriving) | busy (being answered) | idle (kept alive)
+        self.fresh = True  # the next bytes begin a request
         self.held = False
 
     def _arm(self, seconds: float, reason: str) -> None:
@@ -83,6 +94,14 @@ class ConnectionGuard(asyncio.Protocol):
         if self.phase == "idle":  # a new request begins: its headers must all arrive in time
             self.phase = "headers"
             self._arm(self.guards.settings.header_timeout, "headers")
+            self.fresh = True
+        if self.fresh:
+            self.fresh = False
+            if self.guards.shed_early(data):  # a large body that would be refused anyway: never read it
+                self.transport.pause_reading()
+                self.transport.write(SHED_RESPONSE)
+                self.transport.close()
+                return
         self.inner.data_received(data)
 
     def request_started(self) -> None:
@@ -120,9 +139,21 @@ class ConnectionGuard(asyncio.Protocol):
 class Guards:
     """The open connections: at most ``max_connections``, each found again from its transport."""
 
-    def __init__(self, settings: WebhookSettings, factory: Any):
-        self.settings, self.factory = settings, factory
+    def __init__(self, settings: WebhookSettings, factory: Any, large_busy: Any = lambda: False):
+        self.settings, self.factory, self.large_busy = settings, factory, large_busy
         self.open: dict[Any, ConnectionGuard] = {}
+
+    def shed_early(self, first: bytes) -> bool:
+        """Whether a request whose first bytes are ``first`` announces a large body while a large review is
+        being judged: it is answered 503 before aiohttp (or TLS) reads the body."""
+        if not self.large_busy():
+            return False
+        end = first.find(b"\r\n\r\n")
+        found = _CONTENT_LENGTH.search(first, 0, end if end >= 0 else min(len(first), 8192))
+        if found is None or int(found.group(1)) <= self.settings.large_body:
+            return False
+        metrics.ADMISSION_SHED.inc()
+        return True
 
     def __call__(self) -> ConnectionGuard:
         return ConnectionGuard(self, self.factory())
@@ -217,7 +248,9 @@ class CertReloader:
 
 
 class WebhookServer:
-    def __init__(self, admission_factory: Any, settings: WebhookSettings):
+    def __init__(self, admission_factory: Any, settings: WebhookSettings, engine_lock: asyncio.Lock | None = None):
+        """``engine_lock``: held by whoever changes the engine (the operator's watch handlers and loops); a large
+        review is judged in a worker thread while the webhook holds it, so the event loop keeps answering."""
         self.admission_factory = admission_factory  # () -> Admission, so it sees the current engine
         self.settings = settings
         self.runner: web.AppRunner | None = None
@@ -225,6 +258,8 @@ class WebhookServer:
         self.task: asyncio.Task | None = None
         self.port: int | None = None
         self.guards: Guards | None = None
+        self.large_in_flight = False
+        self.engine_lock = engine_lock if engine_lock is not None else asyncio.Lock()
         self.server: asyncio.AbstractServer | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -242,6 +277,18 @@ class WebhookServer:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.json_response({"error": f"body of {request.content_length} bytes is above {MAX_BODY}."},
                                      status=413)
+        large = request.content_length is not None and request.content_length > self.settings.large_body
+        if large:  # the slot is taken before the body is read: a second large body is never read at all
+            if self.large_in_flight:
+                return self._shed("another large review is being judged")
+            self.large_in_flight = True
+        try:
+            return await self._read_and_decide(request, started, large)
+        finally:
+            if large:
+                self.large_in_flight = False
+
+    async def _read_and_decide(self, request: web.Request, started: float, reserved: bool) -> web.Response:
         try:
             raw = await asyncio.wait_for(request.read(), self.settings.body_timeout)
         except web.HTTPRequestEntityTooLarge:
@@ -252,12 +299,21 @@ class WebhookServer:
                                      status=408)
             resp.force_close()
             return resp
-        try:
-            review_request = parse_review(raw)
-        except BadReview as exc:
-            return web.json_response({"error": str(exc)}, status=exc.status)
-        admission: Admission = self.admission_factory()
-        decision = admission.decide(review_request)
+        if len(raw) > self.settings.large_body:
+            if not reserved:  # no Content-Length (chunked): found large only now
+                if self.large_in_flight:
+                    return self._shed("another large review is being judged")
+                self.large_in_flight = True
+            try:
+                async with self.engine_lock:  # no watch event changes the engine while the thread reads it
+                    review_request, decision = await asyncio.to_thread(self._decide, raw)
+            finally:
+                if not reserved:
+                    self.large_in_flight = False
+        else:
+            review_request, decision = self._decide(raw)
+        if review_request is None:
+            return web.json_response({"error": decision}, status=400)
         elapsed = time.perf_counter() - started
         metrics.ADMISSION_SECONDS.observe(elapsed)
         if not decision.dry_run:
@@ -274,6 +330,24 @@ class WebhookServer:
                      review_request.get("namespace"), review_request.get("name"),
                      " (dry run)" if decision.dry_run else "")
         return web.json_response(decision.review())
+
+    def _decide(self, raw: bytes) -> tuple[dict | None, Any]:
+        """(the request, its Decision), or (None, why the body is not a review)."""
+        try:
+            review_request = parse_review(raw)
+        except BadReview as exc:
+            return None, str(exc)
+        admission: Admission = self.admission_factory()
+        return review_request, admission.decide(review_request)
+
+    def _shed(self, why: str) -> web.Response:
+        """Answer 503 at once instead of queueing: the API server applies the webhook's failurePolicy
+        (Ignore: allowed) within milliseconds, instead of waiting out its timeout behind this work."""
+        metrics.ADMISSION_SHED.inc()
+        resp = web.json_response({"error": f"guywire is overloaded ({why}); not evaluated."}, status=503,
+                                 headers={"Retry-After": "1"})
+        resp.force_close()  # the body was not read
+        return resp
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -295,7 +369,7 @@ class WebhookServer:
             context = self.reloader.context
             self.task = asyncio.get_running_loop().create_task(self._reload_loop())
         # Served through our own listener (not aiohttp's TCPSite) so that every connection passes the guard.
-        self.guards = Guards(self.settings, self.runner.server)
+        self.guards = Guards(self.settings, self.runner.server, lambda: self.large_in_flight)
         self.server = await asyncio.get_running_loop().create_server(
             self.guards, self.settings.host, self.settings.port, ssl=context, reuse_address=True,
             backlog=self.settings.max_connections,
