@@ -94,6 +94,9 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "no-rbac": ("guywire", "guywire", {"rbac": {"create": False},
                                        "serviceAccount": {"create": False, "name": "preexisting"},
                                        "nodeAgent": {"serviceAccount": {"create": False}}}),
+    "netpol-closed": ("guywire", "guywire", {"networkPolicy": {
+        "apiServer": [{"ipBlock": {"cidr": "10.0.0.10/32"}}], "metricsScrapers": []}}),
+    "netpol-off": ("guywire", "guywire", {"networkPolicy": {"enabled": False}}),
 }
 
 #: What the operator was specified to use; the chart grants exactly this plus the AI kinds the code adds.
@@ -1001,3 +1004,34 @@ def test_the_reports_api_value_reaches_the_operator_and_no_third_party_crd_is_in
     assert "--no-policy-reports" in args and not any(a.startswith("--reports-api") for a in args)
     crds = sorted(p.name for p in (ROOT / "helm" / "guywire" / "crds").iterdir())
     assert not [c for c in crds if "wgpolicyk8s" in c or "openreports" in c], crds
+
+
+# -- NetworkPolicy ---------------------------------------------------------------------------------------------------
+
+def _ingress(case: Rendered, name: str) -> dict[str, list | None]:
+    """port name -> the peers allowed to reach it (None: any source) in NetworkPolicy ``name``."""
+    policy = case.one("NetworkPolicy", name)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    return {port["port"]: rule.get("from") for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+
+
+def test_by_default_only_the_webhook_and_the_monitoring_namespace_reach_the_pods(rendered):
+    case = rendered["defaults"]
+    scrapers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert _ingress(case, case.fullname) == {"webhook": None, "metrics": scrapers}
+    assert _ingress(case, f"{case.fullname}-node-agent") == {"metrics": scrapers}
+    selector = case.one("NetworkPolicy", case.fullname)["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= case.operator["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_the_webhook_port_can_be_closed_to_all_but_the_api_server(rendered):
+    case = rendered["netpol-closed"]
+    assert _ingress(case, case.fullname) == {"webhook": [{"ipBlock": {"cidr": "10.0.0.10/32"}}]}
+    agent = case.one("NetworkPolicy", f"{case.fullname}-node-agent")
+    assert agent["spec"]["ingress"] == []  # no scraper named: nothing reaches the agent
+
+
+def test_network_policies_are_opt_out_and_follow_the_webhook(rendered):
+    assert rendered["netpol-off"].of("NetworkPolicy") == []
+    case = rendered["webhook-off"]
+    assert "webhook" not in _ingress(case, case.fullname)
