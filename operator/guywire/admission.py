@@ -8,6 +8,7 @@ request; the engine's inventory, graph, indexes and stored results are only read
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,27 @@ def served_by_known_group(kind: str, group: str) -> bool:
     if kind in WORKLOAD_KINDS:
         return WORKLOAD_GROUPS[kind] == group
     return ai_kind_of({"kind": kind, "apiVersion": f"{group}/v" if group else "v1"}) is not None
+
+
+HIDDEN = "\u2026"
+_ARROW_RUN = re.compile(HIDDEN + r"(?:\s*-(?:\([^)]*\))?->\s*" + HIDDEN + ")+")
+_ALLOW_LIST = re.compile(r"\(allowed: [^)]*\)")
+
+
+def told(f: Finding) -> str:
+    """What a review's answer may say about a finding: the requesting object and its own edges only.
+
+    The requester may not be allowed to read other namespaces, so a path beyond the object's own next
+    hop (a retry chain, a cycle, a deep call chain) shows as ``…`` and the policy's namespace allow-list
+    is not quoted. Events, status and the CLI keep the whole message (``Finding.render``)."""
+    text = f.render()
+    me = f.workload.short
+    own = {me} | {f.path[i + 1] for i in range(len(f.path) - 1) if f.path[i] == me}
+    hidden = {p for p in f.path if p not in own}
+    for name in sorted(hidden, key=len, reverse=True):
+        text = re.sub(r"(?<![\w./-])" + re.escape(name) + r"(?![\w/-]|\.\w)", HIDDEN, text)
+    text = _ARROW_RUN.sub(lambda m: f"{HIDDEN} ({m.group(0).count(HIDDEN)} workloads not shown)", text)
+    return _ALLOW_LIST.sub("(not a namespace the policy allows)", text) if f.rule == "GW-DEP-005" else text
 
 
 def clip(text: str, limit: int) -> str:
@@ -209,7 +231,7 @@ class Admission:
             lines: list[str] = []
             for ref, found in enforce.items():
                 lines.append(f"guywire: {ref} (Enforce) denies {view.ref}: {len(found)} violation(s).")
-                lines += [f.render() for f in found]
+                lines += [told(f) for f in found]
             text = ""
             for i, line in enumerate(lines):
                 if len(text) + len(line) + 1 > MAX_MESSAGE_CHARS - 40:
@@ -230,7 +252,7 @@ class Admission:
             d.warnings.append(f"… and {len(d.errors) - MAX_WARNINGS} more rule(s) guywire could not evaluate.")
         if unique:
             room = max(1, MAX_WARNINGS - len(d.warnings))
-            d.warnings += [clip(f.render(), MAX_WARNING_CHARS) for f in unique[:room]]
+            d.warnings += [clip(told(f), MAX_WARNING_CHARS) for f in unique[:room]]
             if len(unique) > room:
                 d.warnings.append(f"… and {len(unique) - room} more guywire finding(s); see "
                                   "kubectl describe after apply.")
