@@ -102,16 +102,16 @@ CASES: dict[str, tuple[str, str, dict]] = {
 #: What the operator was specified to use; the chart grants exactly this plus the AI kinds the code adds.
 BASELINE_RULES = {
     *{("apps", r, v) for r in ("deployments", "statefulsets", "daemonsets", "replicasets")
-      for v in ("get", "list", "watch", "patch")},
-    *{("batch", r, v) for r in ("jobs", "cronjobs") for v in ("get", "list", "watch", "patch")},
-    *{("", "pods", v) for v in ("get", "list", "watch", "patch")},
-    *{("", r, v) for r in ("services", "namespaces", "nodes") for v in ("get", "list", "watch")},
+      for v in ("list", "watch", "patch")},
+    *{("batch", r, v) for r in ("jobs", "cronjobs") for v in ("list", "watch", "patch")},
+    *{("", "pods", v) for v in ("list", "watch", "patch")},
+    *{("", r, v) for r in ("services", "namespaces", "nodes") for v in ("list", "watch")},
     ("", "events", "create"), ("", "events", "patch"),
-    *{("monitoring.coreos.com", r, v) for r in ("servicemonitors", "podmonitors") for v in ("get", "list", "watch")},
+    *{("monitoring.coreos.com", r, v) for r in ("servicemonitors", "podmonitors") for v in ("list", "watch")},
     *{("guywire.dev", r, v) for r in ("complexitypolicies", "clustercomplexitypolicies")
-      for v in ("get", "list", "watch")},
+      for v in ("list", "watch")},
     ("guywire.dev", "complexitypolicies/status", "patch"), ("guywire.dev", "clustercomplexitypolicies/status", "patch"),
-    *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
+    *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")},
 }
 
 
@@ -120,11 +120,14 @@ def operator_rules_from_code() -> set[tuple[str, str, str]]:
     from guywire.kube import WORKLOAD_KINDS
     from guywire.operator.handlers import WATCHED
 
-    rules = {(g, p, v) for g, _, p in WATCHED for v in ("get", "list", "watch")}
-    rules |= {(k.group, k.plural, v) for k in WORKLOAD_KINDS.values() for v in ("get", "list", "watch", "patch")}
+    rules = {(g, p, v) for g, _, p in WATCHED for v in ("list", "watch")}  # kopf lists and watches; no get
+    rules |= {(k.group, k.plural, v) for k in WORKLOAD_KINDS.values() for v in ("list", "watch", "patch")}
     return rules | {r for r in BASELINE_RULES if r[1] in ("events", "customresourcedefinitions") or "/" in r[1]}
 
 
+CLUSTER_SCOPED = {"namespaces", "nodes", "clustercomplexitypolicies", "clusterservingruntimes",
+                  "customresourcedefinitions", "clusterpolicyreports", "clusterreports", "clusterkopfpeerings",
+                  "clustercomplexitypolicies/status"}
 PEERING_RULES = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 AGENT_RULES = {("", "nodes", "get"), ("", "nodes", "patch"), ("", "nodes/status", "patch")}
 
@@ -363,7 +366,7 @@ def test_notes_render_and_their_first_policy_is_valid(helm):
 
 # -- the operator ---------------------------------------------------------------------------------------------------
 
-REPORT_VERBS = ("get", "list", "create", "patch", "delete")
+REPORT_VERBS = ("list", "create", "patch", "delete")
 REPORT_RULES = {
     "wgpolicyk8s": {("wgpolicyk8s.io", res, verb) for res in ("policyreports", "clusterpolicyreports")
                     for verb in REPORT_VERBS},
@@ -375,7 +378,16 @@ def test_operator_rbac_is_exactly_what_it_uses(rendered):
     for case in rendered.values():
         if case.values.get("rbac", {}).get("create") is False:
             continue
-        role = case.one("ClusterRole", case.fullname)
+        watched = case.values.get("operator", {}).get("watchNamespaces") or []
+        cluster_rules = rules_of(case.one("ClusterRole", case.fullname))
+        roles = [r for r in case.of("Role") if r["metadata"]["name"] == case.fullname]
+        assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
+        for r in roles:  # with watchNamespaces, namespaced kinds only in the namespaces watched
+            assert rules_of(r) == rules_of(roles[0]) and not any(res in CLUSTER_SCOPED for _, res, _ in rules_of(r))
+        assert not watched or not any(res not in CLUSTER_SCOPED and "/" not in res or res == "complexitypolicies/status"
+                                      for _, res, _ in cluster_rules), f"{case.name}: namespaced kinds cluster-wide"
+        role = {"rules": [{"apiGroups": [g], "resources": [res], "verbs": [v]}
+                          for g, res, v in cluster_rules | (rules_of(roles[0]) if roles else set())]}
         want = operator_rules_from_code()
         assert BASELINE_RULES <= want
         if case.values.get("replicaCount", 1) > 1 and not case.values.get("operator", {}).get("watchNamespaces"):
@@ -439,7 +451,8 @@ def test_namespaced_peering_gets_a_role_and_a_kopfpeering_per_namespace(rendered
     case = rendered["ha-namespaced"]
     assert {r["metadata"]["namespace"] for r in case.of("Role")} == {"ml", "data"}
     for role in case.of("Role"):
-        assert rules_of(role) == {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
+        if role["metadata"]["name"].endswith("-peering"):
+            assert rules_of(role) == {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
     assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in case.of("KopfPeering")} == \
         {("ml", "guywire"), ("data", "guywire")}
     assert not case.of("ClusterKopfPeering")

@@ -132,3 +132,79 @@ Refuse value combinations the schema cannot express, with a message that says wh
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The operator's rules, verb by verb, for one scope: "cluster" (cluster-scoped kinds only), "namespaced"
+(namespaced kinds only: a Role in each of operator.watchNamespaces) or "all" (a ClusterRole watching
+every namespace). Kinds from files/operator-api.yaml, generated from the operator's code: what it
+watches (list, watch: kopf lists and watches, it never reads one object) and what it annotates (patch;
+it only merge-patches metadata.annotations guywire.dev/*, but RBAC cannot narrow `patch` to a field).
+*/}}
+{{- define "guywire.operatorRules" -}}
+{{- $ := .ctx }}{{ $scope := .scope }}
+{{- $clusterScoped := list "namespaces" "nodes" "clustercomplexitypolicies" "clusterservingruntimes" "customresourcedefinitions" "clusterpolicyreports" "clusterreports" }}
+{{- $api := $.Files.Get "files/operator-api.yaml" | fromYaml }}
+{{- $annotate := dict }}
+{{- range $api.annotate }}{{ $_ := set $annotate .apiGroup .resources }}{{ end }}
+{{- if $.Values.operator.taintUnhealthyGpuNodes }}
+{{- $_ := set $annotate "" (append (get $annotate "" | default list) "nodes") }}
+{{- end }}
+{{- range $api.read }}
+{{- $group := .apiGroup }}
+{{- $patched := get $annotate $group | default list }}
+{{- $readOnly := list }}{{ $readPatch := list }}
+{{- range .resources }}
+{{- $cluster := has . $clusterScoped }}
+{{- if or (eq $scope "all") (and (eq $scope "cluster") $cluster) (and (eq $scope "namespaced") (not $cluster)) }}
+{{- if has . $patched }}{{ $readPatch = append $readPatch . }}{{ else }}{{ $readOnly = append $readOnly . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- with $readPatch }}
+- apiGroups: [{{ $group | quote }}]
+  resources: {{ toJson . }}
+  verbs: ["list", "watch", "patch"]
+{{- end }}
+{{- with $readOnly }}
+- apiGroups: [{{ $group | quote }}]
+  resources: {{ toJson . }}
+  verbs: ["list", "watch"]
+{{- end }}
+{{- end }}
+{{- if ne $scope "cluster" }}
+# Warning Events, one per workload and rule; patched to refresh a repeated one.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Status of the namespaced policies: matched, violating, findings, the Ready condition.
+- apiGroups: ["guywire.dev"]
+  resources: ["complexitypolicies/status"]
+  verbs: ["patch"]
+{{- end }}
+{{- if ne $scope "namespaced" }}
+- apiGroups: ["guywire.dev"]
+  resources: ["clustercomplexitypolicies/status"]
+  verbs: ["patch"]
+# kopf discovers CRDs that appear later (e.g. the Prometheus Operator's).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end }}
+{{- if $.Values.operator.policyReports }}
+{{- /* Reports per namespace and a cluster report for node findings (Policy Reporter reads them); list finds the
+chunks an earlier run wrote, delete removes those no longer needed (only guywire's own, by label). */}}
+{{- range $group, $res := dict "wgpolicyk8s.io" (list "policyreports" "clusterpolicyreports") "openreports.io" (list "reports" "clusterreports") }}
+{{- $name := ternary "wgpolicyk8s" "openreports" (eq $group "wgpolicyk8s.io") }}
+{{- if ne $.Values.reports.api (ternary "openreports" "wgpolicyk8s" (eq $name "wgpolicyk8s")) }}
+{{- $pick := list }}
+{{- range $res }}{{ $cluster := has . $clusterScoped }}
+{{- if or (eq $scope "all") (and (eq $scope "cluster") $cluster) (and (eq $scope "namespaced") (not $cluster)) }}{{ $pick = append $pick . }}{{ end }}
+{{- end }}
+{{- with $pick }}
+- apiGroups: [{{ $group | quote }}]
+  resources: {{ toJson . }}
+  verbs: ["list", "create", "patch", "delete"]
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
