@@ -102,9 +102,12 @@ class Release:
         """``helm upgrade --install`` without the chart's webhook configuration: that one would send the API
         server to the in-cluster Service, which nothing serves here. The tests register the chart's rendered
         configuration with the URL patched in (``Operator.register_webhook``); left in the release, helm v4's
-        server-side apply would fight over ``clientConfig`` at every upgrade."""
+        server-side apply would fight over ``clientConfig`` at every upgrade. The agent here runs with a token
+        bound to no pod, so no node: the chart's own-node admission policy (nodeAgent.restrictToOwnNode)
+        would refuse its writes, and is left out."""
         helm(self.cluster, self.tools, "upgrade", "--install", self.name, str(CHART), "--namespace",
-             self.namespace, "--create-namespace", "--wait=hookOnly", "--set", "webhook.enabled=false", *extra)
+             self.namespace, "--create-namespace", "--wait=hookOnly", "--set", "webhook.enabled=false",
+             "--set", "nodeAgent.restrictToOwnNode=false", *extra)
         self.operator_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire",
                                                                  self.cluster.dir / "operator.kubeconfig")
         self.agent_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire-node-agent",

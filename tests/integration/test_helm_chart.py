@@ -96,7 +96,8 @@ CASES: dict[str, tuple[str, str, dict]] = {
                                        "nodeAgent": {"serviceAccount": {"create": False}}}),
     "netpol-closed": ("guywire", "guywire", {"networkPolicy": {
         "apiServer": [{"ipBlock": {"cidr": "10.0.0.10/32"}}], "metricsScrapers": []}}),
-    "netpol-off": ("guywire", "guywire", {"networkPolicy": {"enabled": False}}),
+    "netpol-off": ("guywire", "guywire", {"networkPolicy": {"enabled": False},
+                                          "nodeAgent": {"restrictToOwnNode": False}}),
 }
 
 #: What the operator was specified to use; the chart grants exactly this plus the AI kinds the code adds.
@@ -209,6 +210,7 @@ def rendered(helm, tmp_path_factory) -> dict[str, Rendered]:
     def render(name: str) -> Rendered:
         release, namespace, values = CASES[name]
         text = run_helm(helm, "template", release, str(CHART), "--namespace", namespace, "--include-crds",
+                        "--api-versions", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",  # 1.30+
                         "-f", str(values_file(tmp, name, values))).stdout
         return Rendered(name, release, namespace, values, text)
 
@@ -1048,3 +1050,27 @@ def test_network_policies_are_opt_out_and_follow_the_webhook(rendered):
     assert rendered["netpol-off"].of("NetworkPolicy") == []
     case = rendered["webhook-off"]
     assert "webhook" not in _ingress(case, case.fullname)
+
+
+# -- the node agent's own node ---------------------------------------------------------------------------------------
+
+def test_the_node_agent_may_change_only_its_own_node(rendered):
+    for name in ("defaults", "custom-namespace"):
+        case = rendered[name]
+        policy = case.one("ValidatingAdmissionPolicy")
+        sa = case.one("DaemonSet")["spec"]["template"]["spec"]["serviceAccountName"]
+        condition = policy["spec"]["matchConditions"][0]["expression"]
+        assert condition == f'request.userInfo.username == "system:serviceaccount:{case.namespace}:{sa}"'
+        rule = policy["spec"]["matchConstraints"]["resourceRules"][0]
+        assert rule["resources"] == ["nodes", "nodes/status"] and rule["operations"] == ["UPDATE"]
+        check = policy["spec"]["validations"][0]["expression"]
+        assert "authentication.kubernetes.io/node-name" in check and "object.metadata.name" in check
+        binding = case.one("ValidatingAdmissionPolicyBinding")
+        assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert not rendered["netpol-off"].of("ValidatingAdmissionPolicy")
+    assert not rendered["agent-off"].of("ValidatingAdmissionPolicy")
+
+
+def test_the_own_node_policy_is_left_out_where_the_cluster_cannot_serve_it(helm):
+    text = run_helm(helm, "template", "guywire", str(CHART), "--namespace", "guywire").stdout  # no VAP v1 served
+    assert "ValidatingAdmissionPolicy" not in text
