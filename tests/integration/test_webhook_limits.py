@@ -169,3 +169,25 @@ async def test_a_second_large_review_is_answered_503_at_once_and_small_ones_stil
         server.large_in_flight = False
     assert answer.startswith(b"HTTP/1.1 503") and b"overloaded" in answer
     assert status == 200
+
+
+async def test_memory_is_handed_back_once_many_connections_have_come_and_gone(server):
+    from guywire.operator.webhook import TRIM_AFTER_CLOSED
+
+    trims: list[int] = []
+    server.guards.trim = lambda: trims.append(len(server.guards.open))
+    server.guards.closed_since_trim = 0
+    try:
+        for _ in range(TRIM_AFTER_CLOSED // CAP + 1):
+            batch = [await connect(server) for _ in range(CAP)]
+            for _, w in batch:
+                w.close()
+            await until_no_connections(server)
+        for _ in range(GUARD_S * 20):
+            if trims:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        from guywire.operator.state import release_free_memory
+        server.guards.trim = release_free_memory
+    assert trims and trims[0] <= CAP

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from .. import metrics
 from ..admission import Admission, BadReview, parse_review
+from .state import release_free_memory
 
 log = logging.getLogger("guywire.webhook")
 MAX_BODY = 3 * 1024 * 1024
@@ -33,7 +34,8 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d{1,12})[ \t]*\r\n", 
 _SHED_BODY = b'{"error": "guywire is overloaded (another large review is being judged); not evaluated."}'
 SHED_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
                  b"Connection: close\r\nContent-Length: " + str(len(_SHED_BODY)).encode() + b"\r\n\r\n" + _SHED_BODY)
-MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or key file read for the webhook
+MAX_PEM_BYTES = 1024 * 1024
+TRIM_AFTER_CLOSED = 64  # connections closed before the freed heap is handed back (see Guards.release)  # a certificate chain or key file read for the webhook
 
 
 @dataclass
@@ -142,6 +144,8 @@ class Guards:
     def __init__(self, settings: WebhookSettings, factory: Any, large_busy: Any = lambda: False):
         self.settings, self.factory, self.large_busy = settings, factory, large_busy
         self.open: dict[Any, ConnectionGuard] = {}
+        self.closed_since_trim = 0
+        self.trim = release_free_memory
 
     def shed_early(self, first: bytes) -> bool:
         """Whether a request whose first bytes are ``first`` announces a large body while a large review is
@@ -168,6 +172,12 @@ class Guards:
     def release(self, guard: ConnectionGuard) -> None:
         self.open.pop(guard.transport, None)
         metrics.WEBHOOK_CONNECTIONS.set(len(self.open))
+        self.closed_since_trim += 1
+        if self.closed_since_trim >= TRIM_AFTER_CLOSED and len(self.open) <= self.settings.max_connections // 8:
+            # Many connections came and went (each holds ~300 KB of TLS and parser buffers): hand the freed
+            # heap back to the OS once the crowd has left, instead of keeping the peak resident.
+            self.closed_since_trim = 0
+            asyncio.get_running_loop().call_soon(self.trim)
 
     def of(self, transport: Any) -> ConnectionGuard | None:
         return self.open.get(transport)
