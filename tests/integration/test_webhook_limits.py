@@ -4,12 +4,13 @@ still answered. Also: request.kind as a string is a 400, and a kind from an unkn
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import pytest
 
 from guywire.admission import Admission
-from guywire.operator.webhook import WebhookServer, WebhookSettings
+from guywire.operator.webhook import SWITCH_INTERVAL_S, WebhookServer, WebhookSettings
 from tests.integration.test_webhook_server import _insecure, post, review, tls  # noqa: F401 - tls is a fixture
 from tests.unit.test_admission import example_engine, example_object, request
 
@@ -131,6 +132,8 @@ async def test_a_deployment_from_an_unknown_group_is_not_judged(server, tls):
 
 async def test_a_large_review_is_judged_off_the_event_loop_while_the_engine_is_locked(server, tls):
     seen: list[tuple[bool, bool]] = []
+    intervals: list[float] = []
+    before = sys.getswitchinterval()
     real = server.admission_factory
 
     def watched():
@@ -139,6 +142,7 @@ async def test_a_large_review_is_judged_off_the_event_loop_while_the_engine_is_l
 
         def recording(req):
             seen.append((threading.current_thread() is threading.main_thread(), server.engine_lock.locked()))
+            intervals.append(sys.getswitchinterval())
             return decide(req)
         admission.decide = recording
         return admission
@@ -153,6 +157,7 @@ async def test_a_large_review_is_judged_off_the_event_loop_while_the_engine_is_l
         server.admission_factory = real
     assert status == 200 and status_large == 200 and "response" in answer
     assert seen == [(True, False), (False, True)]  # the small one on the loop; the large one in a thread, locked
+    assert intervals == [before, SWITCH_INTERVAL_S] and sys.getswitchinterval() == before
 
 
 async def test_a_second_large_review_is_answered_503_at_once_and_small_ones_still_judged(server, tls):
