@@ -118,7 +118,8 @@ class ControlPlane:
         cert, key = self.ca.issue(stem, user, organizations=groups)
         return self.write_kubeconfig(self.dir / f"{stem}.kubeconfig", user, cert=cert, key=key)
 
-    def start(self, *, kwok: bool = True) -> None:
+    def start(self, *, kwok: bool = True, controllers: bool = True) -> None:
+        """etcd and kube-apiserver; with ``controllers`` also the controller-manager, the scheduler and kwok."""
         serving = self.ca.issue("apiserver", "kube-apiserver", hosts=(
             "127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local"))
@@ -142,6 +143,8 @@ class ControlPlane:
         try:
             self._start_etcd()
             self.start_apiserver()
+            if not controllers:
+                return
             with_kwok = kwok and (self.bin / "kwok").exists()
             # without kwok no kubelet heartbeats: the node lifecycle controller would taint every Node
             off = ["node-ipam-controller", "persistentvolume-binder-controller",
