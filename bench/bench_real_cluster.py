@@ -55,13 +55,22 @@ class Rest:
         self.local = threading.local()
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=60)
         data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
+        for attempt in (1, 2):  # the server may close an idle keep-alive connection: reconnect once
+            conn = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx,
+                                                                     timeout=60)
+            try:
+                conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def create(self, obj: dict) -> int:
         kind, meta = obj["kind"], obj["metadata"]
