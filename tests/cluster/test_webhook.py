@@ -3,6 +3,8 @@ URL and caBundle patched in), and kubectl shows what users see."""
 from __future__ import annotations
 
 import copy
+import os
+import signal
 
 import pytest
 import yaml
@@ -94,6 +96,22 @@ def test_kube_system_is_never_sent(webhook):
     out = cluster.apply(probe)
     assert "Warning: [GW-" in out.stderr, "the same object elsewhere is sent and judged"
     assert webhook.metric(RECEIVED) == received + 1, "only the probe namespace's request reached guywire"
+
+
+def test_with_the_operator_hung_apply_fails_open_after_the_timeout(webhook):
+    """The port still accepts connections but nothing answers: the API server gives up after the chart's
+    timeoutSeconds and, failurePolicy Ignore, admits the object."""
+    cluster = webhook.cluster
+    os.kill(webhook.process.pid, signal.SIGSTOP)
+    try:
+        out = cluster.kubectl("apply", "-f", "-", "--request-timeout=30s", check=False,
+                              input=yaml.safe_dump(renamed("Deployment", "llm-server", "llm-server-hung")))
+    finally:
+        os.kill(webhook.process.pid, signal.SIGCONT)
+    assert out.returncode == 0, out.stderr
+    assert "llm-server-hung created" in out.stdout
+    log = (cluster.dir / "kube-apiserver.log").read_text(errors="replace")
+    assert "Failed calling webhook, failing open workloads.guywire.dev" in log
 
 
 def test_with_the_operator_stopped_apply_fails_open(webhook):
