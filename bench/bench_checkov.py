@@ -325,10 +325,8 @@ def guywire_verdict(check: str, o: Obj, findings: list) -> tuple[str | None, lis
     rule, text = eq
     if rule in ("GW-OBS-001", "GW-OBS-002") and not w.long_running:
         return None, []  # the rule does not apply to batch kinds
-    # A template placeholder image (<REPO>/app:1.0, ${IMAGE}) is GW-OBS-007's "render the manifest first": guywire
-    # judges no tag of that object, so it has no tag verdict (ex_placeholder classifies the cases).
-    if rule == "GW-OBS-007" and any(f.rule == rule and "placeholder image" in f.message for f in findings):
-        return None, []
+    # A placeholder that hides the tag ($IMAGE_URL, app:${TAG}) is GW-OBS-007's Low "render the manifest first": a
+    # GW-OBS-007 finding like any other, so a fail verdict (ex_placeholder classifies where Checkov passes it).
     hits = [f for f in findings if f.rule == rule and (text is None or text in f.message)]
     return (FAIL if hits else PASS), [f.location or "(workload)" for f in hits]
 
@@ -519,13 +517,13 @@ def ex_floating_tag(case: Case, engine):
 
 
 def ex_placeholder(case: Case, engine):
-    from guywire.rules.observability import image_is_placeholder
+    from guywire.rules.observability import reference_is_placeholder
 
-    if case.check in ("CKV_K8S_14", "CKV_K8S_43") and case.guywire is None and case.obj is not None:
-        found = _images(case, image_is_placeholder)
+    if case.check in ("CKV_K8S_14", "CKV_K8S_43") and case.guywire == FAIL and case.checkov == PASS:
+        found = _images(case, reference_is_placeholder)
         if found:
-            return ("a template placeholder image: guywire reports it as 'render the manifest first' (GW-OBS-007, "
-                    "Low) and judges no tag; Checkov judges the placeholder text as a tag", found)
+            return ("a template placeholder hides the tag: guywire reports 'render the manifest first' (GW-OBS-007, "
+                    "Low); Checkov reads the placeholder text as a tag", found)
     return None
 
 

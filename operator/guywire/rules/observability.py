@@ -262,9 +262,16 @@ _PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]|<[^<>]*>|\{\{|__[A-Za-z0-9_]+__|%[A-Z
 
 
 def image_is_placeholder(image: str) -> bool:
-    """Whether ``image`` is still a placeholder (``$IMAGE_URL``, ``<image>``, ``${...}``): judged before any
-    tag rule, since a placeholder has no tag of its own to pin."""
+    """Whether ``image`` still holds a placeholder anywhere (``$IMAGE_URL``, ``<image>``, ``${...}``,
+    ``<REPO>/app:1.0``)."""
     return bool(_PLACEHOLDER.search(image))
+
+
+def reference_is_placeholder(image: str) -> bool:
+    """Whether a placeholder hides what decides mutability: the image's last path component, its name and tag
+    or digest (``$IMAGE_URL``, ``app:${TAG}``, ``<image>``). ``<REPO>/app:1.0`` and ``gcr.io/<PROJECT>/app:latest``
+    keep a literal tag, which is judged like any other whatever registry the pipeline puts in front of it."""
+    return bool(_PLACEHOLDER.search(image.rsplit("/", 1)[-1]))
 
 
 def mutable_because(image: str, floating: Iterable[str] = FLOATING_TAGS) -> str | None:
@@ -296,7 +303,8 @@ def mutable_image(w: Workload, params: ObservabilityRules, ctx: Context) -> Iter
     :latest does). The message names the pattern that matched. A digest (@sha256:...) always pins.
     A placeholder image (``$IMAGE_URL``, ``${...}``, ``<image>``, ``{{ ... }}``) means the manifest was
     checked before it was rendered: it is reported once per workload, Low, saying to render first, never
-    as a mutable tag. Skipped when mutableImageTags is true."""
+    as a mutable tag. Where the placeholder is only in the registry or repository path and the tag is
+    literal (``<REPO>/app:1.0``, ``gcr.io/<PROJECT>/app:latest``), the tag is judged as usual. Skipped when mutableImageTags is true."""
     if params.mutable_image_tags:
         return
     floating = params.floating_tags
@@ -305,19 +313,21 @@ def mutable_image(w: Workload, params: ObservabilityRules, ctx: Context) -> Iter
         for c in t.containers:
             if not c.image:
                 continue
-            if image_is_placeholder(c.image):
+            if reference_is_placeholder(c.image):
                 placeholders.setdefault(c.image, []).append(c.name)
                 continue
             why = mutable_because(c.image, floating)
             if why is None:
                 continue
+            note = (" (its repository is still a placeholder: render the manifest before applying it)"
+                    if image_is_placeholder(c.image) else "")
             if why == "":
                 yield Issue(f'uses image "{c.image}" with no tag, which means :latest and can change under the same '
-                            "name. Pin a version tag or a digest.", location=w.container_location(t, c))
+                            f"name{note}. Pin a version tag or a digest.", location=w.container_location(t, c))
             else:
                 tag = c.image.rsplit(":", 1)[1]
                 yield Issue(f'uses image "{c.image}", whose tag "{tag}" matches the floating tag pattern "{why}" and '
-                            "can change under the same name. Pin a version tag or a digest.",
+                            f"can change under the same name{note}. Pin a version tag or a digest.",
                             location=w.container_location(t, c))
     if placeholders:  # once per workload, Low: the manifest is a template, its images are not known yet
         shown = "; ".join(f'"{image}" (container{"s" if len(names) > 1 else ""} {", ".join(names)})'
