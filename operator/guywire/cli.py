@@ -14,6 +14,7 @@ from .loader import Diagnostic, load
 from .model.finding import SourceRef
 from .model.baseline import baseline_policy
 from .model.severity import Severity
+from .render.formats import FORMATS, MERGE_JSON, Format, add_format_argument
 
 if TYPE_CHECKING:
     from .clusters import Cluster, Judged
@@ -189,11 +190,10 @@ def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Judged, list
 
 
 def cmd_check(args) -> int:
-    renderer = ".render.text" if args.format == "text" else ".render.machine"
-    judged, diags, files, skipped = _engine(args, ".render.report", renderer, ".simulate", keep_exempted=True)
-    from .render.machine import render_json, render_junit, render_sarif
+    fmt = FORMATS["check"][args.format]
+    judged, diags, files, skipped = _engine(args, ".render.report", fmt.module, ".simulate", keep_exempted=True)
+    from .render.locations import SourceRoot
     from .render.report import Report
-    from .render.text import render_text
 
     result = judged.evaluate_all()
     fail_on = Severity.parse(args.fail_on)
@@ -207,21 +207,9 @@ def cmd_check(args) -> int:
     report = Report(engine=judged.first, result=result, diagnostics=[d for d in diags if not d.quiet], files=files,
                     skipped_kinds=skipped, fail_on=fail_on, baseline=comparison,
                     baseline_source=getattr(args, "baseline", None), judged=judged)
-    fmt = args.format
-    if fmt == "json":
-        out = render_json(report)
-    elif fmt == "sarif":
-        from .render.locations import SourceRoot
-        out = render_sarif(report, SourceRoot(args.source_root, args.chart_dir))
-    elif fmt == "junit":
-        out = render_junit(report)
-    elif fmt in ("policyreport", "openreports"):
-        from .render.machine import render_policyreports
-        out = render_policyreports(report, args.clock, "openreports" if fmt == "openreports" else "wgpolicyk8s")
-    else:
-        colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-        out = render_text(report, colour=colour)
-    sys.stdout.write(out)
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    sys.stdout.write(fmt.render(report, colour=colour, locations=SourceRoot(args.source_root, args.chart_dir),
+                                clock=args.clock))
     for d in diags:
         if d.error or d.warning or args.verbose:
             print(f"guywire: {d.render()}", file=sys.stderr)
@@ -348,7 +336,6 @@ def _one_cluster(judged: Judged, what: str) -> Engine:
 
 def cmd_simulate(args) -> int:
     from .model.units import parse_duration
-    from .render.simulate import render_simulation_html, render_simulation_json, render_simulation_text
     from .simulate import Failure, find_workload, simulate
 
     judged, diags, _, _ = _engine(args)
@@ -384,43 +371,40 @@ def cmd_simulate(args) -> int:
     target = find_workload(g, args.target)
     entries = [find_workload(g, e) for e in args.entry or ()]
     sim = simulate(g, target, failure, entries or None)
-    renderer = {"text": render_simulation_text, "json": render_simulation_json,
-                "html": render_simulation_html}[args.format]
-    sys.stdout.write(renderer(sim, g, args.rps))
+    sys.stdout.write(FORMATS["simulate"][args.format].render(sim, g, rps=args.rps))
     return EXIT_ERROR if errors else EXIT_CLEAN
 
 
-def _per_cluster(judged: Judged, fmt: str, render, comment: str | None) -> str:
-    """One cluster: what ``render(engine)`` writes. Several: JSON as {"clusters": [{"cluster": name, ...}]},
-    text formats one section per cluster headed by a ``comment`` line."""
+def _per_cluster(judged: Judged, fmt: Format, render) -> str:
+    """One cluster: what ``render(engine)`` writes. Several, as the format's ``sections`` says: one JSON
+    document {"clusters": [{"cluster": name, ...}]}, or one section per cluster headed by a comment line."""
     import json
 
     clusters = judged.clusters()
     if len(clusters) == 1:
         return render(clusters[0][1])
-    if fmt == "json":
+    if fmt.sections == MERGE_JSON:
         docs = [{"cluster": name, **json.loads(render(e))} for name, e in clusters]
         return json.dumps({"clusters": docs}, indent=2) + "\n"
-    if comment is None:
-        _one_cluster(judged, f"--format {fmt}")
-    return "\n".join(f"{comment} cluster {name}\n{render(e)}" for name, e in clusters)
+    if fmt.sections is None:
+        _one_cluster(judged, f"--format {fmt.name}")
+    return "\n".join(f"{fmt.sections} cluster {name}\n{render(e)}" for name, e in clusters)
 
 
 def cmd_report(args) -> int:
-    from .render.complexity import render_report_json, render_report_text
     from .report import ComplexityReport, complexity_report, diff_reports
 
     judged, diags, _, _ = _engine(args)
     errors = _print_errors(diags)
-    render = render_report_json if args.format == "json" else render_report_text
+    fmt = FORMATS["report"][args.format]
     if not args.diff:
         reports = []
 
         def one(e):
             rep = complexity_report(e, suggestions=True)
             reports.append(rep)
-            return render(rep)
-        sys.stdout.write(_per_cluster(judged, args.format, one, "#"))
+            return fmt.render(rep, changes=None)
+        sys.stdout.write(_per_cluster(judged, fmt, one))
         raised = [x for rep in reports for x in rep.errors]
         print_evaluation_errors(raised)
         return EXIT_ERROR if errors or raised else EXIT_CLEAN
@@ -434,28 +418,21 @@ def cmd_report(args) -> int:
                          "guywire report --format json.")
     else:
         old = complexity_report(_one_cluster(_old_judged(args.diff, args, engine, "--diff", DIFF_FORMS), "--diff"))
-    sys.stdout.write(render(rep, diff_reports(old, rep)))
+    sys.stdout.write(fmt.render(rep, changes=diff_reports(old, rep)))
     print_evaluation_errors(rep.errors)
     return EXIT_ERROR if errors or rep.errors else EXIT_CLEAN
 
 
 def cmd_graph(args) -> int:
-    from .render.graph import render_dot, render_graph_json, render_graph_text, render_mermaid
-    from .render.html import render_html
-
     judged, diags, _, _ = _engine(args)
-    renderer = {"dot": render_dot, "mermaid": render_mermaid, "json": render_graph_json,
-                "text": render_graph_text, "html": render_html}[args.format]
-    comment = {"dot": "//", "mermaid": "%%", "text": "#"}.get(args.format)
-    sys.stdout.write(_per_cluster(judged, args.format, renderer, comment))
+    fmt = FORMATS["graph"][args.format]
+    sys.stdout.write(_per_cluster(judged, fmt, fmt.render))
     errors = _print_errors(diags)
     return EXIT_ERROR if errors else EXIT_CLEAN
 
 
 def cmd_rules(args) -> int:
-    from .docs import rules_json, rules_markdown, rules_text
-
-    sys.stdout.write({"json": rules_json, "markdown": rules_markdown, "text": rules_text}[args.format]())
+    sys.stdout.write(FORMATS["rules"][args.format].render())
     return EXIT_CLEAN
 
 
@@ -526,10 +503,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="evaluate manifests offline against policies")
     _add_inputs(p)
-    p.add_argument("--format", "-o", choices=["text", "json", "sarif", "junit", "policyreport", "openreports"],
-                   default="text",
-                   help="policyreport: wgpolicyk8s.io/v1alpha2 PolicyReports per namespace (multi-document YAML); "
-                        "openreports: the same as openreports.io/v1alpha1 Reports (Kyverno 1.15, Policy Reporter 3)")
+    add_format_argument(p, "check")
     p.add_argument("--fail-on", choices=["low", "medium", "high", "critical"], default="low",
                    help="exit 1 when a finding at or above this severity exists (default: low)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
@@ -558,25 +532,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--entry", action="append", metavar="NAME[.NS]",
                    help="entry point to follow (repeatable; default: every workload nobody calls)")
     p.add_argument("--rps", type=float, metavar="N", help="requests per second at each entry point, for absolute load")
-    p.add_argument("--format", "-o", choices=["text", "json", "html"], default="text",
-                   help="html: one self-contained page with the graph coloured hop by hop")
+    add_format_argument(p, "simulate")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("report", help="cluster complexity figures, what changed, and what can be removed")
     _add_inputs(p)
     p.add_argument("--diff", metavar="OLD_PATH", help="compare with an older state: manifests, or the output of "
                                                       "guywire report --format json")
-    p.add_argument("--format", "-o", choices=["text", "json"], default="text")
+    add_format_argument(p, "report")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("graph", help="draw the dependency graph")
     _add_inputs(p)
-    p.add_argument("--format", "-o", choices=["text", "dot", "mermaid", "json", "html"], default="text",
-                   help="html: one self-contained page (inline SVG, no network) with findings on hover")
+    add_format_argument(p, "graph")
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("rules", help="list the rule catalogue")
-    p.add_argument("--format", "-o", choices=["text", "json", "markdown"], default="text")
+    add_format_argument(p, "rules")
     p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("run", help="run the operator against a cluster")
