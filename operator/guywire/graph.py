@@ -28,7 +28,8 @@ from .gcpause import paused_gc  # noqa: F401 - re-exported
 from .inventory import Inventory
 from .mesh import MeshIndex, effective_retry
 from .overlay import overlaid
-from .workload import MeshRetry, MeshRoute, Service, Workload, selector_matches
+from .model.selectors import labels_match
+from .workload import MeshRetry, MeshRoute, Service, Workload
 
 WKey = tuple[str, str, str]  # (namespace, kind, name)
 SKey = tuple[str, str]  # (namespace, name)
@@ -342,7 +343,7 @@ class Graph:
         matched = []
         for key in candidates or ():
             w = self.inv.workloads[key]
-            if any(selector_matches({"matchLabels": svc.selector}, t.labels) for t in w.templates):
+            if any(labels_match(svc.selector, t.labels) for t in w.templates):
                 matched.append(key)
         return tuple(sorted(matched))
 

@@ -240,26 +240,6 @@ class Node:
         return ObjectRef("Node", None, self.name)
 
 
-def selector_matches(selector: dict, labels: dict[str, str]) -> bool:
-    """Match a LabelSelector given as a plain dict (matchLabels / matchExpressions)."""
-    for k, v in _dict(selector.get("matchLabels")).items():
-        if labels.get(str(k)) != str(v):
-            return False
-    for req in _list(selector.get("matchExpressions")):
-        req = _dict(req)
-        key, op, values = str(req.get("key", "")), req.get("operator"), [str(v) for v in _list(req.get("values"))]
-        present = key in labels
-        if op == "In" and (not present or labels[key] not in values):
-            return False
-        if op == "NotIn" and present and labels[key] in values:
-            return False
-        if op == "Exists" and not present:
-            return False
-        if op == "DoesNotExist" and present:
-            return False
-    return True
-
-
 def _ports(raw: Any) -> list[Port]:
     out = []
     for p in _list(raw):

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from .baseline import BASELINE_NAME, FLOATING_TAGS, Enforcement, baseline_policy, override_for  # noqa: F401
 from .kinds import JUDGED_KINDS
+from .selectors import labels_match, requirement_matches
 from .severity import Severity
 from .units import DURATION_PATTERN, format_duration, parse_duration
 
@@ -106,20 +107,8 @@ class LabelSelector(Strict):
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=MAX_LABELS)
 
     def matches(self, labels: dict[str, str]) -> bool:
-        for key, value in self.match_labels.items():
-            if labels.get(key) != value:
-                return False
-        for req in self.match_expressions:
-            present = req.key in labels
-            if req.operator is SelectorOperator.IN and (not present or labels[req.key] not in req.values):
-                return False
-            if req.operator is SelectorOperator.NOT_IN and present and labels[req.key] in req.values:
-                return False
-            if req.operator is SelectorOperator.EXISTS and not present:
-                return False
-            if req.operator is SelectorOperator.DOES_NOT_EXIST and present:
-                return False
-        return True
+        return labels_match(self.match_labels, labels) and all(
+            requirement_matches(r.key, r.operator.value, r.values, labels) for r in self.match_expressions)
 
 
 class Match(Strict):

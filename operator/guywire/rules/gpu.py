@@ -13,6 +13,7 @@ import math
 from typing import TYPE_CHECKING, Iterator
 
 from ..model.gpustate import GPU_HEALTH_ANNOTATION, GPU_PRESENT_LABEL, HealthState
+from ..model.selectors import labels_match, node_affinity_matches
 from ..model.severity import Severity
 from ..workload import Node, PodTemplate, Workload
 from .base import Context, Issue, measured, rule
@@ -41,31 +42,6 @@ def is_gpu_node(node: Node) -> bool:
     return node.labels.get(GPU_PRESENT_LABEL, "").lower() == "true" or node.allocatable_gpus > 0
 
 
-def _expression_matches(expr: dict, labels: dict[str, str]) -> bool:
-    key, op = str(expr.get("key", "")), expr.get("operator")
-    values = [str(v) for v in expr.get("values") or []]
-    present = key in labels
-    if op == "In":
-        return present and labels[key] in values
-    if op == "NotIn":
-        return not present or labels[key] not in values
-    if op == "Exists":
-        return present
-    if op == "DoesNotExist":
-        return not present
-    if op in ("Gt", "Lt") and present and len(values) == 1:
-        try:
-            have, want = int(labels[key]), int(values[0])
-        except ValueError:
-            return False
-        return have > want if op == "Gt" else have < want
-    return False
-
-
-def _affinity_matches(terms: list[list[dict]], labels: dict[str, str]) -> bool:
-    return any(all(_expression_matches(e, labels) for e in term) for term in terms)
-
-
 def pinned_nodes(t: PodTemplate, ctx: Context) -> tuple[str, list[Node]] | None:
     """How the template is pinned and the known nodes it can land on; None when it is not pinned or cannot be judged.
 
@@ -81,8 +57,8 @@ def pinned_nodes(t: PodTemplate, ctx: Context) -> tuple[str, list[Node]] | None:
     if any(not term for term in t.node_affinity):
         return None  # a term of matchFields only: not read into the view, so not judged
     found = [n for n in nodes.values()
-             if all(n.labels.get(k) == v for k, v in t.node_selector.items())
-             and (not t.node_affinity or _affinity_matches(t.node_affinity, n.labels))]
+             if labels_match(t.node_selector, n.labels)
+             and (not t.node_affinity or node_affinity_matches(t.node_affinity, n.labels))]
     gpu = [n for n in found if is_gpu_node(n)]
     how = " and ".join(x for x, on in (("nodeSelector", t.node_selector), ("node affinity", t.node_affinity)) if on)
     return (how, gpu or found) if found else None
@@ -109,7 +85,7 @@ def why_no_agent_runs(node: Node, agents: list[Workload]) -> str | None:
             if missing:
                 reasons.append(f"DaemonSet {a.namespace}/{a.name} selects nodes labelled {', '.join(missing)}, "
                                "which this node is not")
-            elif t.node_affinity and not _affinity_matches(t.node_affinity, node.labels):
+            elif t.node_affinity and not node_affinity_matches(t.node_affinity, node.labels):
                 reasons.append(f"DaemonSet {a.namespace}/{a.name}'s required node affinity leaves this node out")
             else:
                 return None

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from ..model.baseline import FLOATING_TAGS
 
 from ..model.severity import Severity
-from ..workload import Container, PodTemplate, Workload, selector_matches
+from ..model.selectors import labels_match, selector_matches
+from ..workload import Container, PodTemplate, Workload
 from .base import Context, Issue, rule
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def _served_templates(w: Workload, ctx: Context) -> Iterator[PodTemplate]:
     called = bool(ctx.graph.callers.get(w.key)) and len(w.templates) == 1
     for t in w.templates:
         if called or any(c.ports for c in t.main_containers) or any(
-                selector_matches({"matchLabels": sel}, t.labels) for sel in selectors) or any(
+                labels_match(sel, t.labels) for sel in selectors) or any(
                 serving_signal(c) for c in t.main_containers):
             yield t
 
