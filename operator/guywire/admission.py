@@ -17,6 +17,7 @@ from .engine import Engine, policy_matches, worst_first
 from .inventory import POLICY_KINDS, fingerprint, view_of
 from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
+from .model.messages import clip
 from .model.policy import Enforcement, PolicyError, parse_policy
 from .workload import WORKLOAD_GROUPS, WORKLOAD_KINDS, ParseError, Workload
 
@@ -107,10 +108,6 @@ def told(f: Finding) -> str:
         text = re.sub(r"(?<![\w./-])" + re.escape(name) + r"(?![\w/-]|\.\w)", HIDDEN, text)
     text = _ARROW_RUN.sub(lambda m: f"{HIDDEN} ({m.group(0).count(HIDDEN)} workloads not shown)", text)
     return _ALLOW_LIST.sub("(not a namespace the policy allows)", text) if f.rule == "GW-DEP-005" else text
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Admission:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from .model.messages import clip
 from .model.units import parse_duration
 
 PREFIX = "guywire.dev/"
@@ -36,13 +37,12 @@ MAX_ATTEMPTS = 1000
 
 
 def quote(value: str, limit: int = 120) -> str:
-    text = value if len(value) <= limit else value[: limit - 1] + "…"
-    return '"' + text.replace("\n", "\\n") + '"'
+    return '"' + clip(value, limit).replace("\n", "\\n") + '"'
 
 
 def _r(value: str, limit: int = 60) -> str:
     """repr() of part of a value for a message, shortened so an absurd value cannot flood it."""
-    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
+    return repr(clip(value, limit))
 
 
 @dataclass(frozen=True, slots=True)

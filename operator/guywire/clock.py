@@ -29,7 +29,7 @@ class ManualClock(Clock):
     """A clock that moves only when told to: wall time and monotonic time advance together."""
 
     def __init__(self, now: datetime | str = "2026-01-01T00:00:00Z", monotonic: float = 1000.0) -> None:
-        self._now = parse_time(now) if isinstance(now, str) else _aware(now)
+        self._now = parse_time(now) if isinstance(now, str) else aware(now)
         self._monotonic = float(monotonic)
 
     def now(self) -> datetime:
@@ -44,20 +44,27 @@ class ManualClock(Clock):
 
     def set(self, now: datetime | str) -> None:
         """Move the wall clock to ``now`` (forward or back); the monotonic clock moves forward only."""
-        new = parse_time(now) if isinstance(now, str) else _aware(now)
+        new = parse_time(now) if isinstance(now, str) else aware(now)
         self._monotonic += max(0.0, (new - self._now).total_seconds())
         self._now = new
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
+    """``value`` with a time zone: a naive time is taken as UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def parse_time(text: str) -> datetime:
     """An RFC 3339 / ISO 8601 time; a naive one is taken as UTC. Raises ValueError."""
-    return _aware(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+    return aware(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
 
 
 def rfc3339(value: datetime) -> str:
     """The form Kubernetes writes in status and Event times: second precision, UTC, ``Z``."""
-    return _aware(value).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return aware(value).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds_and_nanos(value: datetime) -> dict:
+    """The form a PolicyReport's ``timestamp`` takes (a protobuf Timestamp): whole seconds since the epoch
+    and the nanoseconds past them; a naive time is taken as UTC."""
+    return {"seconds": int(aware(value).timestamp() // 1), "nanos": value.microsecond * 1000}

@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable
 
+from .clock import seconds_and_nanos
 from .engine import Engine, exempted, merge_findings
 from .model.evaluation import EvaluationError, unique_errors
 from .model.finding import Finding
+from .model.messages import clip
 from .model.severity import Severity
 from .rules import REGISTRY
 
@@ -60,14 +62,6 @@ SEVERITY = {Severity.LOW: "low", Severity.MEDIUM: "medium", Severity.HIGH: "high
 RESULT_KEYS = ("pass", "fail", "warn", "error", "skip")
 
 
-def _timestamp(now: datetime) -> dict:
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    ts = now.timestamp()
-    seconds = int(ts // 1)
-    return {"seconds": seconds, "nanos": now.microsecond * 1000}
-
-
 def _category(rule_id: str) -> str:
     r = REGISTRY.get(rule_id)
     return r.category.capitalize() if r else "Evaluation"
@@ -82,12 +76,8 @@ def _resource(kind: str, namespace: str | None, name: str, api_version: str, uid
     return ref
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
-
-
 def _message(findings: list[Finding]) -> str:
-    return _cut(" ".join(f"{f.location}: {f.message}" if f.location else f.message for f in findings))
+    return clip(" ".join(f"{f.location}: {f.message}" if f.location else f.message for f in findings), MAX_MESSAGE)
 
 
 def _group(findings: Iterable[Finding]) -> dict[str, list[Finding]]:
@@ -132,7 +122,7 @@ def _errors(errors: Iterable[EvaluationError], resource: dict, ts: dict) -> list
             "rule": rule_id,
             "result": "error",
             "category": _category(rule_id),
-            "message": _cut("The rule could not evaluate: " + "; ".join(e.cause for e in errs) + "."),
+            "message": clip("The rule could not evaluate: " + "; ".join(e.cause for e in errs) + ".", MAX_MESSAGE),
             "resources": [dict(resource)],
             "properties": {"ruleName": first.name, "exception": first.error},
             "source": SOURCE,
@@ -179,7 +169,7 @@ def _workload_results(engine: Engine, key, ts: dict, include_pass: bool, cache: 
         if rid in by_rule or rid in failed:
             continue
         if exempted(w, rid):
-            out.append(_plain(rid, "skip", pname, _cut(f"Exempted: {w.decl.exempt_reason}"), resource, ts))
+            out.append(_plain(rid, "skip", pname, clip(f"Exempted: {w.decl.exempt_reason}", MAX_MESSAGE), resource, ts))
         elif include_pass:
             out.append(_plain(rid, "pass", pname, "No finding.", resource, ts))
     return out
@@ -251,7 +241,7 @@ def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESU
     if api not in REPORT_APIS:
         raise ValueError(f"report api {api!r} is not one of {', '.join(REPORT_APIS)}.")
     _, kind, cluster_kind = REPORT_APIS[api]
-    ts = _timestamp(now)
+    ts = seconds_and_nanos(now)
     wanted = set(namespaces) if namespaces is not None else None
     by_ns: dict[str, list[dict]] = {}
     cache: dict = {}

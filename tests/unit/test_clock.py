@@ -157,3 +157,37 @@ def test_rfc3339_is_utc_to_the_second_and_parse_time_reads_it_back():
     assert parse_time("2026-11-24T10:00:01").tzinfo is not None
     with pytest.raises(ValueError):
         parse_time("yesterday")
+
+
+def test_seconds_and_nanos_is_the_policyreport_timestamp_and_takes_a_naive_time_as_utc():
+    from guywire.clock import aware, seconds_and_nanos
+
+    at = datetime(2026, 11, 24, 10, 0, 1, 250_000, tzinfo=timezone.utc)
+    assert seconds_and_nanos(at) == {"seconds": 1795514401, "nanos": 250_000_000}
+    assert seconds_and_nanos(at.replace(tzinfo=None)) == seconds_and_nanos(at)
+    assert seconds_and_nanos(at.astimezone(timezone(timedelta(hours=-5)))) == seconds_and_nanos(at)
+    assert aware(at.replace(tzinfo=None)) == at and aware(at) is at
+
+
+def test_only_the_clock_module_formats_times():
+    """rfc3339 (status, Events, annotations, logs) and seconds_and_nanos (PolicyReports) are the only forms."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == CLOCK_MODULE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("strftime", "isoformat", "formatTime"):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.attr}")
+    assert not found, f"format times with guywire.clock.rfc3339: {found}"
+
+
+def test_the_operator_s_json_log_lines_carry_rfc3339_utc_times():
+    import json
+    import logging
+
+    from guywire.operator.main import JsonFormatter
+
+    record = logging.LogRecord("guywire.operator", logging.INFO, __file__, 1, "started", None, None)
+    record.created = datetime(2026, 11, 24, 10, 0, 1, 900_000, tzinfo=timezone.utc).timestamp()
+    line = json.loads(JsonFormatter().format(record))
+    assert line["time"] == "2026-11-24T10:00:01Z" and line["message"] == "started"

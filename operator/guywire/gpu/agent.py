@@ -23,6 +23,7 @@ from typing import Any, Callable, TextIO
 
 from .. import __version__
 from ..clock import SYSTEM, Clock, rfc3339
+from ..model.messages import clip
 from ..model.gpu import (
     GPU_CONDITION_TYPE, GPU_COUNT_LABEL, GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, GPU_PRESENT_LABEL,
     NVIDIA_GPU_RESOURCE, HealthState, NodeGpuHealth, parse_gpu_health,
@@ -77,7 +78,7 @@ def condition_message(report: NodeGpuHealth) -> str:
         return f"All {n} GPU(s) are healthy." if n else "No GPU problem found."
     text = " ".join(r if r.endswith(".") else r + "." for r in report.reasons)
     text += f" Recommended action: {report.action.value}."
-    return text if len(text) <= CONDITION_MESSAGE_LIMIT else text[:CONDITION_MESSAGE_LIMIT - 1] + "…"
+    return clip(text, CONDITION_MESSAGE_LIMIT)
 
 
 def desired_condition(report: NodeGpuHealth, previous: dict | None, now: datetime) -> dict:

@@ -57,6 +57,7 @@ from typing import Any
 import yaml
 
 from ..clock import SYSTEM, Clock
+from ..model.messages import clip
 
 # ----- constants, as pynvml names them -------------------------------------------------------
 NVML_SUCCESS = 0
@@ -258,8 +259,7 @@ def _is(value: Any, kind: str) -> bool:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return clip(repr(value), 40, "...")
 
 
 def _check_gpu(entry: Any, where: str) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .finding import ObjectRef, SourceRef
+from .messages import clip
 
 MAX_DETAIL = 300
 
@@ -17,7 +18,7 @@ MAX_DETAIL = 300
 def _detail(exc: BaseException) -> str:
     """The exception's message on one line, cut at ``MAX_DETAIL`` characters."""
     text = " ".join(str(exc).split())
-    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
+    return clip(text, MAX_DETAIL)
 
 
 @dataclass(frozen=True, slots=True)

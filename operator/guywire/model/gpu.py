@@ -8,13 +8,13 @@ newer agent can add fields without breaking an older operator.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 from pydantic.alias_generators import to_camel
 
-from ..clock import rfc3339
+from ..clock import aware, rfc3339
 from .gpustate import (  # noqa: F401 - re-exported
     GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, GPU_CONDITION_TYPE, GPU_TAINT_KEY, GPU_TAINT_VALUE, GPU_TAINT_EFFECT,
     GPU_PRESENT_LABEL, GPU_COUNT_LABEL, NVIDIA_GPU_RESOURCE, Action, HealthState,
@@ -82,9 +82,7 @@ class NodeGpuHealth(_Report):
 
     def age(self, now: datetime) -> float:
         """Seconds since the report was written (negative when the writer's clock is ahead)."""
-        at = self.reported_at if self.reported_at.tzinfo else self.reported_at.replace(tzinfo=timezone.utc)
-        ref = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
-        return (ref - at).total_seconds()
+        return (aware(now) - aware(self.reported_at)).total_seconds()
 
     def summary(self, limit: int = 3) -> str:
         """The first reasons, for messages: ``GPU 3: XID 79 ...; GPU 5: ...``."""

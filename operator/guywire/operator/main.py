@@ -8,11 +8,12 @@ import os
 import sys
 import threading
 import zlib
+from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 
-from ..clock import SYSTEM, Clock
+from ..clock import SYSTEM, Clock, rfc3339
 from ..kube import ConfigError, KubeClient, load_config
 from ..model.units import parse_duration
 from .handlers import build_registry
@@ -25,8 +26,8 @@ log = logging.getLogger("guywire.operator")
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-               "logger": record.name, "message": record.getMessage()}
+        out = {"time": rfc3339(datetime.fromtimestamp(record.created, timezone.utc)),
+               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         for key in ("k8s_obj", "object"):
             if hasattr(record, key):
                 out[key] = str(getattr(record, key))

@@ -15,6 +15,7 @@ from html import escape
 from .. import __version__
 from ..engine import Engine
 from ..graph import Edge, Graph, WKey, wlabel
+from ..model.messages import clip
 from ..model.severity import Severity
 from ..model.units import format_duration
 from .graph import SEV_COLOUR, _retry_text, _worst, graph_edges
@@ -249,7 +250,7 @@ def render_html(engine: Engine) -> str:
                        f'<rect x="{box.x}" y="{box.y + 8}" width="{BOX_W}" height="{BOX_H - 16}" rx="21" '
                        f'fill="#ffffff" stroke="{ORANGE if unresolved else GREY}" stroke-dasharray="5 4"/>'
                        f'<text class="leaf" x="{box.x + BOX_W / 2}" y="{box.y + BOX_H / 2 + 4}" '
-                       f'text-anchor="middle">{escape(_clip(node, 34))}</text></g>')
+                       f'text-anchor="middle">{escape(clip(node, 34))}</text></g>')
             continue
         w = inv.workloads[node]
         sev = worst.get(node)
@@ -276,7 +277,7 @@ def render_html(engine: Engine) -> str:
                    f"<title>{escape(chr(10).join(tip))}</title>"
                    f'<rect x="{box.x}" y="{box.y}" width="{BOX_W}" height="{BOX_H}" rx="8" '
                    f'fill="{SEV_COLOUR[sev]}" stroke="{stroke}" stroke-width="{sw}"{dash}/>'
-                   f'<text class="name" x="{box.x + 10}" y="{box.y + 22}">{escape(_clip(w.name, 25))}</text>'
+                   f'<text class="name" x="{box.x + 10}" y="{box.y + 22}">{escape(clip(w.name, 25))}</text>'
                    f'<text class="meta" x="{box.x + 10}" y="{box.y + 41}">{escape(_meta(w.kind, w.namespace, len(found)))}'
                    "</text>")
         if w.requests_gpu:
@@ -291,11 +292,7 @@ def render_html(engine: Engine) -> str:
 def _meta(kind: str, namespace: str, findings: int) -> str:
     text = f"{kind} · {namespace}"
     more = f" · {findings} finding{'s' if findings != 1 else ''}" if findings else ""
-    return text + more if len(text + more) <= 38 else _clip(text, 38)
-
-
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+    return text + more if len(text + more) <= 38 else clip(text, 38)
 
 
 def _legend() -> str:
