@@ -12,12 +12,14 @@ from guywire.gpu import fake as fake_module
 from guywire.gpu import nvml as nvml_module
 from guywire.gpu.fake import FakeNvml, FakeScenarioError, load_scenario
 from guywire.gpu.nvml import NvmlReader, NvmlUnavailable
+from guywire.gpu.signals import SIGNALS
 
 
 def _nvml_names_used() -> set[str]:
-    """Every ``nvml.<name>`` that gpu/nvml.py touches, including getattr(nvml, "<name>", ...)."""
+    """Every ``nvml.<name>`` that gpu/nvml.py touches, including getattr(nvml, "<name>", ...), and every function
+    and constant the signal descriptors have it call."""
     tree = ast.parse(inspect.getsource(nvml_module))
-    names = set()
+    names = {n for s in SIGNALS for c in s.calls for n in (*c.function, *c.args)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "nvml":
             names.add(node.attr)

@@ -1,7 +1,8 @@
 """GPU and node health from NVML readings: Healthy, Degraded or Unhealthy, with reasons and an action.
 
-Pure: readings in, a ``NodeGpuHealth`` report out. The tables below are the policy
-(see docs/gpu-health.md, generated from them by ``guywire.gpu.docs``); a YAML file can
+Pure: readings in, a ``NodeGpuHealth`` report out. The tables below and each signal's rows and
+judge (``gpu.signals``) are the policy (see docs/gpu-health.md, generated from them by
+``guywire.gpu.docs``); a YAML file can
 change the XID table and the thresholds (``load_health_config``).
 
 ``HealthTracker`` adds the memory one read cannot have: XIDs latch (an XID is an
@@ -23,6 +24,9 @@ from pydantic.alias_generators import to_camel
 from ..clock import rfc3339
 from ..model.gpu import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, XidEvent
 from .readings import GpuReadings, NodeReadings, XidSeen
+from .signals import (
+    DEGRADING_CLOCK_REASONS, RECOVERY_ACTIONS, SIGNALS, Check, Row, Signal, rows_of, snapshot,
+)
 
 H, D, U = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY
 
@@ -46,60 +50,28 @@ SOURCES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One line of the classification table."""
-
-    id: str
-    signal: str
-    condition: str
-    state: HealthState
-    action: Action
-    sources: tuple[str, ...]
-
-
-ROWS: tuple[Row, ...] = (
+# Rows no single signal owns: the GPU as a whole, the node, and unknown readings. The signals' rows are in
+# ``gpu.signals``; the table lists each state's rows by position.
+DEVICE_ROWS: tuple[Row, ...] = (
     Row("gpu-lost", "any NVML call", "answers NVML_ERROR_GPU_IS_LOST (the GPU fell off the bus or stopped "
-        "responding)", U, Action.REBOOT_NODE, ("nvml", "xid-catalog", "dcgm")),
-    Row("reset-required", "any NVML call", "answers NVML_ERROR_RESET_REQUIRED", U, Action.RESET_GPU, ("nvml",)),
+        "responding)", U, Action.REBOOT_NODE, ("nvml", "xid-catalog", "dcgm"), 1),
+    Row("reset-required", "any NVML call", "answers NVML_ERROR_RESET_REQUIRED", U, Action.RESET_GPU, ("nvml",), 2),
     Row("inaccessible", "nvmlDeviceGetHandleByIndex", "fails with another error", U, Action.INVESTIGATE,
-        ("dcgm",)),
+        ("dcgm",), 3),
     Row("missing-gpus", "nvmlDeviceGetCount", "fewer GPUs than the Node advertises (label nvidia.com/gpu.count, "
-        "else capacity or allocatable nvidia.com/gpu)", U, Action.REBOOT_NODE, ("device-plugin", "gpud")),
-    Row("nvml-error", "nvmlDeviceGetCount", "fails", U, Action.INVESTIGATE, ("nvml",)),
-    Row("ecc-uncorrected", "nvmlDeviceGetTotalEccErrors (uncorrected, volatile)",
-        "above thresholds.eccUncorrectedVolatile (default 0)", U, Action.RESET_GPU, ("dcgm", "memory")),
-    Row("row-remap-failure", "nvmlDeviceGetRemappedRows", "failure flag set: no spare rows left", U,
-        Action.REPLACE_GPU, ("memory", "dcgm")),
-    Row("nvlink-down", "nvmlDeviceGetNvLinkState", "a link inactive while other links of the GPU are active", U,
-        Action.RESET_GPU, ("dcgm", "xid-catalog")),
-    Row("temperature-shutdown", "nvmlDeviceGetTemperature", "at or above the shutdown threshold "
-        "(nvmlDeviceGetTemperatureThreshold SHUTDOWN) minus thresholds.temperatureMarginC", U, Action.INVESTIGATE,
-        ("nvml", "dcgm")),
-    Row("recovery-action", "field NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", "asks for a GPU reset, bus reset, node or "
-        "system reboot, or a P2P drain (see the recovery action table)", U, Action.RESET_GPU, ("nvml", "dcgm")),
-    Row("xid-critical", "XID events (nvmlEventTypeXidCriticalError)", "an XID whose catalog action is RESET_GPU, "
-        "RESTART_BM, RESTART_VM or WORKFLOW_* (see the XID table); latched", U, Action.RESET_GPU,
-        ("xid-catalog", "device-plugin")),
-    Row("recovery-action-drain", "field NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", "DRAIN_AND_RESET (reduced capacity) "
-        "or RECOVER_IMEX_DOMAIN", D, Action.RESET_GPU, ("nvml",)),
-    Row("row-remap-pending", "nvmlDeviceGetRemappedRows", "pending flag set: a reset applies the remap", D,
-        Action.RESET_GPU, ("memory", "dcgm")),
-    Row("retired-pages-pending", "nvmlDeviceGetRetiredPagesPendingStatus", "pages pending retirement", D,
-        Action.RESET_GPU, ("page-retirement", "dcgm")),
-    Row("temperature-slowdown", "nvmlDeviceGetTemperature", "at or above the slowdown threshold minus "
-        "thresholds.temperatureMarginC", D, Action.INVESTIGATE, ("nvml", "dcgm")),
-    Row("hw-throttle", "nvmlDeviceGetCurrentClocksEventReasons", "a reason in degradedClockReasons (default "
-        "HwSlowdown, HwThermalSlowdown, HwPowerBrakeSlowdown)", D, Action.INVESTIGATE, ("nvml", "dcgm")),
-    Row("pcie-replays", "nvmlDeviceGetPcieReplayCounter", "more than thresholds.pcieReplaysPerMinute (default 8, "
-        "DCGM's limit) between two reads at least 10 s apart", D, Action.INVESTIGATE, ("dcgm-limits", "dcgm")),
-    Row("xid-degraded", "XID events", "an XID that is not in the table (unknownXid, default Degraded) or whose "
-        "catalog action is CHECK_MECHANICALS / UPDATE_SWFW; latched", D, Action.INVESTIGATE, ("xid-catalog",)),
-    Row("xid-application", "XID events", "an application XID (13, 31, 43, 45, 68 and the catalog's RESTART_APP / "
-        "IGNORE ones): reported in recentXids, changes nothing", H, Action.NONE, ("device-plugin", "xid-catalog")),
+        "else capacity or allocatable nvidia.com/gpu)", U, Action.REBOOT_NODE, ("device-plugin", "gpud"), 4),
+    Row("nvml-error", "nvmlDeviceGetCount", "fails", U, Action.INVESTIGATE, ("nvml",), 5),
     Row("not-supported", "any reading", "answers NVML_ERROR_NOT_SUPPORTED (consumer GPUs, MIG, old drivers): the "
-        "reading is unknown and listed in `unknown`, never a failure", H, Action.NONE, ("nvml", "dcgm")),
+        "reading is unknown and listed in `unknown`, never a failure", H, Action.NONE, ("nvml", "dcgm"), 300),
 )
+
+
+def table_rows(signals: tuple[Signal, ...] = SIGNALS) -> tuple[Row, ...]:
+    """The classification table: Unhealthy rows first, then Degraded, then Healthy; each state's by position."""
+    return tuple(sorted(DEVICE_ROWS + rows_of(signals), key=lambda r: (-r.state.rank, r.position)))
+
+
+ROWS: tuple[Row, ...] = table_rows()
 ROW = {r.id: r for r in ROWS}
 
 # ----- the XID table: NVIDIA's catalog, resolution bucket "Immediate Action" --------------------
@@ -212,19 +184,6 @@ class XidRule:
     note: str = ""
 
 
-RECOVERY_ACTIONS: dict[int, tuple[str, HealthState, Action, str]] = {
-    0: ("NONE", H, Action.NONE, "nothing"),
-    1: ("GPU_RESET", U, Action.RESET_GPU, "a GPU reset"),
-    2: ("NODE_REBOOT", U, Action.REBOOT_NODE, "a node reboot"),
-    3: ("DRAIN_P2P", U, Action.DRAIN, "peer-to-peer traffic to be drained before it can tell what else"),
-    4: ("DRAIN_AND_RESET", D, Action.RESET_GPU, "a reset once drained: it runs at reduced capacity"),
-    5: ("RECOVER_IMEX_DOMAIN", D, Action.INVESTIGATE, "the IMEX domain to be recovered"),
-    6: ("BUS_RESET", U, Action.RESET_GPU, "a PCIe bus reset"),
-    7: ("SYSTEM_REBOOT", U, Action.REBOOT_NODE, "a system reboot"),
-}
-DEGRADING_CLOCK_REASONS = ("HwSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown")
-
-
 # ----- configuration -----------------------------------------------------------------------------
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
@@ -318,69 +277,24 @@ DEFAULT_TABLE = HealthTable.build()
 
 
 # ----- one GPU, one read ---------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Check:
-    state: HealthState
-    reason: str
-    action: Action
-    row: str
-
-
-def _num(v: float) -> str:
-    return f"{v:g}"
-
-
-def classify_gpu(g: GpuReadings, table: HealthTable = DEFAULT_TABLE) -> list[Check]:
-    """What this read says about the GPU, XID events aside. Unknown readings say nothing."""
+def classify_gpu(g: GpuReadings, table: HealthTable = DEFAULT_TABLE,
+                 signals: tuple[Signal, ...] = SIGNALS) -> list[Check]:
+    """What this read says about the GPU, XID events aside: the GPU as a whole, then each signal's judge, in the
+    rows' positions. Unknown readings say nothing."""
     out: list[Check] = []
-
-    def add(row_id: str, reason: str, state: HealthState | None = None, action: Action | None = None) -> None:
-        row = ROW[row_id]
-        out.append(Check(state or row.state, reason, action or row.action, row_id))
-
     if g.lost:
         where = f" while reading {g.lost_during}" if g.lost_during and g.lost_during != "handle" else ""
-        add("gpu-lost", f"NVML reports the GPU lost (NVML_ERROR_GPU_IS_LOST{where}): it fell off the bus or "
-                        "stopped responding.")
+        out.append(ROW["gpu-lost"].check(f"NVML reports the GPU lost (NVML_ERROR_GPU_IS_LOST{where}): it fell off "
+                                         "the bus or stopped responding."))
     if g.reset_required:
-        add("reset-required", "NVML reports that the GPU needs a reset (NVML_ERROR_RESET_REQUIRED).")
+        out.append(ROW["reset-required"].check("NVML reports that the GPU needs a reset (NVML_ERROR_RESET_REQUIRED)."))
     if g.inaccessible:
-        add("inaccessible", f"NVML cannot open the GPU ({g.inaccessible.rstrip('.')}).")
-    t = table.thresholds
-    if g.ecc_uncorrected_volatile is not None and g.ecc_uncorrected_volatile > t.ecc_uncorrected_volatile:
-        add("ecc-uncorrected", f"{g.ecc_uncorrected_volatile} uncorrected ECC error(s) since the last reset "
-                               f"(limit {t.ecc_uncorrected_volatile}).")
-    rows = g.remapped_rows
-    if rows is not None and rows.failure:
-        add("row-remap-failure", f"row remapping failed ({rows.uncorrectable} row(s) remapped for uncorrectable "
-                                 "errors): the GPU has no spare memory rows left.")
-    if g.nvlink_down:
-        links = ", ".join(str(x) for x in g.nvlink_down)
-        add("nvlink-down", f"NVLink link(s) {links} down while {len(g.nvlink_active or [])} other(s) are up.")
-    temp, margin = g.temperature_c, t.temperature_margin_c
-    if temp is not None and g.shutdown_temperature_c is not None and temp >= g.shutdown_temperature_c - margin:
-        add("temperature-shutdown", f"temperature {_num(temp)} °C is at or above the shutdown threshold "
-                                    f"{_num(g.shutdown_temperature_c)} °C.")
-    elif temp is not None and g.slowdown_temperature_c is not None and temp >= g.slowdown_temperature_c - margin:
-        add("temperature-slowdown", f"temperature {_num(temp)} °C is at or above the slowdown threshold "
-                                    f"{_num(g.slowdown_temperature_c)} °C, so clocks are reduced.")
-    if g.recovery_action:
-        name, state, action, asks = RECOVERY_ACTIONS.get(
-            g.recovery_action, (str(g.recovery_action), D, Action.INVESTIGATE, "an action guywire does not know"))
-        row_id = "recovery-action" if state is U else "recovery-action-drain"
-        add(row_id, f"the driver asks for {asks} (recovery action {g.recovery_action}, {name}).", state, action)
-    if rows is not None and rows.pending and not rows.failure:
-        add("row-remap-pending", "a row remap is pending; a GPU reset applies it.")
-    if g.retired_pages_pending:
-        add("retired-pages-pending", "retired memory pages are pending; a GPU reset retires them.")
-    slow = [r for r in (g.clocks_event_reasons or []) if r in table.degraded_clock_reasons]
-    if slow:
-        add("hw-throttle", f"clocks are held down by {', '.join(slow)}.")
-    rate = g.pcie_replays_per_minute
-    if rate is not None and rate > t.pcie_replays_per_minute:
-        add("pcie-replays", f"{_num(round(rate, 1))} PCIe replays per minute (limit {_num(t.pcie_replays_per_minute)}); "
-                            "check the PCIe link, riser and seating.")
-    return out
+        out.append(ROW["inaccessible"].check(f"NVML cannot open the GPU ({g.inaccessible.rstrip('.')})."))
+    for signal in signals:
+        if signal.judge is not None:
+            out += signal.judge(g, table)
+    position = {r.id: r.position for r in DEVICE_ROWS + rows_of(signals)}
+    return sorted(out, key=lambda c: position[c.row])
 
 
 def xid_event(seen: XidSeen, table: HealthTable = DEFAULT_TABLE) -> XidEvent:
@@ -436,6 +350,7 @@ class HealthTracker:
     seen: dict[str, _Seen] = field(default_factory=dict)
     uuid_at: dict[int, str] = field(default_factory=dict)
     recent_limit: int = 10
+    signals: tuple[Signal, ...] = SIGNALS
 
     def restore(self, report: NodeGpuHealth | None) -> None:
         """Carry latches over from the report a previous agent wrote (it restarted, or this is --once)."""
@@ -519,7 +434,7 @@ class HealthTracker:
         prev = self.seen.get(key) or _Seen()
         if _reset_evidence(prev, g) or rebooted:
             prev.reset_at = now
-        checks = classify_gpu(g, self.table)
+        checks = classify_gpu(g, self.table, self.signals)
         current = HealthState.worst([c.state for c in checks])
         latches = self.latched.setdefault(key, [])
         recent = self.recent.setdefault(key, [])
@@ -550,7 +465,7 @@ class HealthTracker:
         return GpuHealth(index=g.index, uuid=g.uuid or (key if not key.startswith("index-") else None), name=g.name,
                          state=state, reasons=[c.reason for c in checks],
                          action=Action.strongest([c.action for c in checks]), latched=list(latches),
-                         recent_xids=list(recent), unknown=sorted(set(g.unknown)), readings=g.snapshot())
+                         recent_xids=list(recent), unknown=sorted(set(g.unknown)), readings=snapshot(g, self.signals))
 
 
 def classify(readings: NodeReadings, now: datetime, *, expected_gpus: int | None = None,

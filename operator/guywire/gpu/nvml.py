@@ -2,7 +2,8 @@
 
 ``NvmlReader(nvml)`` takes the NVML module as a parameter: the real ``pynvml`` (from
 nvidia-ml-py) or ``guywire.gpu.fake.FakeNvml``. It turns one pass over the GPUs into
-plain ``readings`` dataclasses. Per reading:
+plain ``readings`` dataclasses, one ``gpu.signals`` descriptor at a time: the descriptor names the
+functions and constants, this module calls them. Per reading:
 
 - NVML_ERROR_NOT_SUPPORTED (consumer GPUs, MIG, old drivers) or a function the
   library lacks makes that reading unknown, never a failure;
@@ -22,14 +23,9 @@ from types import ModuleType
 from typing import Any, Callable
 
 from ..clock import SYSTEM, Clock
-from .readings import GpuReadings, NodeReadings, RemappedRows, XidSeen
+from .readings import GpuReadings, NodeReadings, XidSeen
+from .signals import SIGNALS, Call, Signal, put, text
 
-# NVML's clock event (throttle) reason bits, by the names pynvml gives them.
-CLOCK_REASONS = (
-    ("GpuIdle", 0x1), ("ApplicationsClocksSetting", 0x2), ("SwPowerCap", 0x4), ("HwSlowdown", 0x8),
-    ("SyncBoost", 0x10), ("SwThermalSlowdown", 0x20), ("HwThermalSlowdown", 0x40),
-    ("HwPowerBrakeSlowdown", 0x80), ("DisplayClockSetting", 0x100),
-)
 PCIE_RATE_WINDOW_S = 10.0  # two replay-counter samples closer than this give no rate
 EVENT_WAIT_MS = 1000
 
@@ -59,10 +55,6 @@ def describe_init_error(nvml: Any, exc: Exception) -> str:
     if code == getattr(nvml, "NVML_ERROR_LIB_RM_VERSION_MISMATCH", -1):
         return "the NVML library and the loaded NVIDIA kernel driver are different versions: reboot or reload the driver."
     return f"NVML could not start: {exc}."
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 class _Stop(Exception):
@@ -143,7 +135,7 @@ class XidWatcher:
             if not int(data.eventType) & nvml.nvmlEventTypeXidCriticalError:
                 continue
             try:
-                uuid: str | None = _text(nvml.nvmlDeviceGetUUID(data.device))
+                uuid: str | None = text(nvml.nvmlDeviceGetUUID(data.device))
             except nvml.NVMLError:
                 uuid = self.by_handle.get(_handle_key(data.device))
             seen = XidSeen(xid=int(data.eventData), uuid=uuid, index=self.registered.get(uuid or ""),
@@ -197,8 +189,9 @@ class NvmlReader:
     """
 
     def __init__(self, nvml: Any, clock: Clock = SYSTEM,
-                 pcie_window_s: float = PCIE_RATE_WINDOW_S):
+                 pcie_window_s: float = PCIE_RATE_WINDOW_S, signals: tuple[Signal, ...] = SIGNALS):
         self.nvml = nvml
+        self.signals = signals
         self.clock = clock
         self.pcie_window_s = pcie_window_s
         self.driver_version: str | None = None
@@ -218,7 +211,7 @@ class NvmlReader:
             raise NvmlUnavailable(f"the NVML library could not be loaded ({exc}).") from None
         self._opened = True
         try:
-            self.driver_version = _text(nvml.nvmlSystemGetDriverVersion())
+            self.driver_version = text(nvml.nvmlSystemGetDriverVersion())
         except nvml.NVMLError:
             self.driver_version = None
         self.xids = XidWatcher(nvml, self.clock)
@@ -229,7 +222,7 @@ class NvmlReader:
         for i in range(count):  # register for events and take the first PCIe replay sample
             try:
                 handle = nvml.nvmlDeviceGetHandleByIndex(i)
-                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                uuid = text(nvml.nvmlDeviceGetUUID(handle))
             except nvml.NVMLError:
                 continue
             self.xids.register(handle, uuid, i)
@@ -330,64 +323,33 @@ class NvmlReader:
         return g
 
     def _read_into(self, g: GpuReadings, h: Any) -> None:
-        nvml, call = self.nvml, self._call
-        name = call(g, "name", nvml.nvmlDeviceGetName, h)
-        g.name = _text(name) if name is not None else None
-        uuid = call(g, "uuid", nvml.nvmlDeviceGetUUID, h)
-        g.uuid = _text(uuid) if uuid is not None else None
+        for signal in self.signals:
+            for call in signal.calls:
+                self._read_call(g, h, signal, call)
+            if signal.reader is not None:
+                self._readers[signal.reader](self, g, h, signal)
+
+    def _read_call(self, g: GpuReadings, h: Any, signal: Signal, call: Call) -> None:
+        nvml = self.nvml
+        fn = next((getattr(nvml, name) for name in call.function if hasattr(nvml, name)), None)
+        if fn is None:  # the library lacks the function: unknown, as NOT_SUPPORTED
+            if signal.name not in g.unknown:
+                g.unknown.append(signal.name)
+            return
+        answer = self._call(g, signal.name, fn, h, *(getattr(nvml, a) for a in call.args))
+        if answer is None:
+            return
+        values = call.convert(answer, nvml)
+        for attr, value in zip(call.into, values if len(call.into) > 1 else (values,)):
+            put(g, attr, value)
+
+    def _read_xid_events(self, g: GpuReadings, h: Any, signal: Signal) -> None:
         if g.uuid and self.xids is not None:
             self.xids.register(h, g.uuid, g.index)
-            if g.uuid in self.xids.unsupported and "xidEvents" not in g.unknown:
-                g.unknown.append("xidEvents")
-        temp = call(g, "temperature", nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
-        g.temperature_c = float(temp) if temp is not None else None
-        slow = call(g, "temperatureThresholds", nvml.nvmlDeviceGetTemperatureThreshold, h,
-                    nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
-        g.slowdown_temperature_c = float(slow) if slow is not None else None
-        shut = call(g, "temperatureThresholds", nvml.nvmlDeviceGetTemperatureThreshold, h,
-                    nvml.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
-        g.shutdown_temperature_c = float(shut) if shut is not None else None
-        power = call(g, "power", nvml.nvmlDeviceGetPowerUsage, h)
-        g.power_w = power / 1000.0 if power is not None else None
-        limit = call(g, "powerLimit", nvml.nvmlDeviceGetEnforcedPowerLimit, h)
-        g.power_limit_w = limit / 1000.0 if limit is not None else None
-        vol = call(g, "ecc", nvml.nvmlDeviceGetTotalEccErrors, h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-                   nvml.NVML_VOLATILE_ECC)
-        g.ecc_uncorrected_volatile = int(vol) if vol is not None else None
-        agg = call(g, "ecc", nvml.nvmlDeviceGetTotalEccErrors, h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-                   nvml.NVML_AGGREGATE_ECC)
-        g.ecc_uncorrected_aggregate = int(agg) if agg is not None else None
-        pending = call(g, "retiredPages", nvml.nvmlDeviceGetRetiredPagesPendingStatus, h)
-        g.retired_pages_pending = bool(pending == nvml.NVML_FEATURE_ENABLED) if pending is not None else None
-        rows = call(g, "remappedRows", nvml.nvmlDeviceGetRemappedRows, h)
-        if rows is not None:
-            corr, unc, pend, fail = rows
-            g.remapped_rows = RemappedRows(int(corr), int(unc), bool(pend), bool(fail))
-        self._read_clock_reasons(g, h)
-        util = call(g, "utilization", nvml.nvmlDeviceGetUtilizationRates, h)
-        if util is not None:
-            g.utilization_gpu_pct, g.utilization_memory_pct = float(util.gpu), float(util.memory)
-        mem = call(g, "memory", nvml.nvmlDeviceGetMemoryInfo, h)
-        if mem is not None:
-            g.memory_used_mib, g.memory_total_mib = mem.used / 2**20, mem.total / 2**20
-        self._read_nvlink(g, h)
-        self._read_pcie(g, h)
-        self._read_recovery_action(g, h)
+            if g.uuid in self.xids.unsupported and signal.name not in g.unknown:
+                g.unknown.append(signal.name)
 
-    def _read_clock_reasons(self, g: GpuReadings, h: Any) -> None:
-        nvml = self.nvml
-        fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) \
-            or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
-        if fn is None:
-            g.unknown.append("clocksEventReasons")
-            return
-        mask = self._call(g, "clocksEventReasons", fn, h)
-        if mask is None:
-            return
-        g.clocks_event_mask = int(mask)
-        g.clocks_event_reasons = [name for name, bit in CLOCK_REASONS if int(mask) & bit]
-
-    def _read_nvlink(self, g: GpuReadings, h: Any) -> None:
+    def _read_nvlink(self, g: GpuReadings, h: Any, signal: Signal) -> None:
         nvml = self.nvml
         active: list[int] = []
         inactive: list[int] = []
@@ -397,18 +359,18 @@ class NvmlReader:
             except nvml.NVMLError as exc:
                 code = getattr(exc, "value", None)
                 if code == nvml.NVML_ERROR_GPU_IS_LOST:
-                    g.lost, g.lost_during = True, "nvlink"
+                    g.lost, g.lost_during = True, signal.name
                     raise _Stop from None
                 continue  # NOT_SUPPORTED / INVALID_ARGUMENT: no such link on this GPU
             (active if state == nvml.NVML_FEATURE_ENABLED else inactive).append(link)
         if not active and not inactive:
-            g.unknown.append("nvlink")
+            g.unknown.append(signal.name)
             return
         g.nvlink_active = active
         g.nvlink_down = inactive if active else []  # a GPU with no active link is not using NVLink
 
-    def _read_pcie(self, g: GpuReadings, h: Any) -> None:
-        counter = self._call(g, "pcieReplays", self.nvml.nvmlDeviceGetPcieReplayCounter, h)
+    def _read_pcie(self, g: GpuReadings, h: Any, signal: Signal) -> None:
+        counter = self._call(g, signal.name, self.nvml.nvmlDeviceGetPcieReplayCounter, h)
         if counter is None:
             return
         g.pcie_replay_counter = int(counter)
@@ -421,25 +383,31 @@ class NvmlReader:
             self._pcie_rate[key] = (counter - base[0]) / (now - base[1]) * 60.0
             self._pcie[key] = (int(counter), now)
         g.pcie_replays_per_minute = self._pcie_rate.get(key)
-        if g.pcie_replays_per_minute is None and "pcieReplays" not in g.unknown:
-            g.unknown.append("pcieReplays")  # no rate until two samples a window apart
+        if g.pcie_replays_per_minute is None and signal.name not in g.unknown:
+            g.unknown.append(signal.name)  # no rate until two samples a window apart
 
-    def _read_recovery_action(self, g: GpuReadings, h: Any) -> None:
+    def _read_recovery_action(self, g: GpuReadings, h: Any, signal: Signal) -> None:
         nvml = self.nvml
         field_id = getattr(nvml, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", None)
         if field_id is None:
-            g.unknown.append("recoveryAction")
+            g.unknown.append(signal.name)
             return
-        values = self._call(g, "recoveryAction", nvml.nvmlDeviceGetFieldValues, h, [field_id])
+        values = self._call(g, signal.name, nvml.nvmlDeviceGetFieldValues, h, [field_id])
         if values is None:
             return
         fv = values[0]
         ret = int(getattr(fv, "nvmlReturn", 0))
         if ret == nvml.NVML_ERROR_GPU_IS_LOST:
-            g.lost, g.lost_during = True, "recoveryAction"
+            g.lost, g.lost_during = True, signal.name
             raise _Stop
         if ret != nvml.NVML_SUCCESS:
-            g.unknown.append("recoveryAction")
+            g.unknown.append(signal.name)
             return
         value = _field_value(fv)
         g.recovery_action = int(value) if value is not None else None
+
+    # the readers a descriptor can name (``Signal.reader``): what plain calls cannot say
+    _readers: dict[str, Callable[["NvmlReader", GpuReadings, Any, Signal], None]] = {
+        "xid_events": _read_xid_events, "nvlink": _read_nvlink, "pcie": _read_pcie,
+        "recovery_action": _read_recovery_action,
+    }

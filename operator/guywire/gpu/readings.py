@@ -1,19 +1,14 @@
 """Plain readings of one NVML pass: what ``gpu.nvml`` returns and ``gpu.classify`` judges.
 
 ``None`` always means unknown (the call answered NOT_SUPPORTED, or failed); the reading's
-name is then listed in ``unknown`` (not supported) or ``errors`` (failed otherwise).
+name is then listed in ``unknown`` (not supported) or ``errors`` (failed otherwise). The readings
+(their names, NVML calls, fields and what the annotation shows) are described in ``gpu.signals``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-
-# Reading names, as listed in ``unknown`` and accepted by the fake's ``notSupported``.
-READINGS = (
-    "name", "uuid", "temperature", "temperatureThresholds", "power", "powerLimit", "ecc", "retiredPages",
-    "remappedRows", "clocksEventReasons", "utilization", "memory", "nvlink", "pcieReplays", "recoveryAction",
-    "xidEvents",
-)
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -66,27 +61,7 @@ class GpuReadings:
     xids: list[XidSeen] = field(default_factory=list)  # XID events since the last read
     unknown: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-    def snapshot(self) -> dict:
-        """The readings worth showing in the Node annotation (known values only)."""
-        out: dict = {}
-        for key, value in (
-            ("temperatureC", self.temperature_c), ("slowdownTemperatureC", self.slowdown_temperature_c),
-            ("shutdownTemperatureC", self.shutdown_temperature_c), ("powerW", self.power_w),
-            ("powerLimitW", self.power_limit_w), ("eccUncorrectedVolatile", self.ecc_uncorrected_volatile),
-            ("eccUncorrectedAggregate", self.ecc_uncorrected_aggregate),
-            ("retiredPagesPending", self.retired_pages_pending), ("clocksEventReasons", self.clocks_event_reasons),
-            ("utilizationPct", self.utilization_gpu_pct), ("memoryUsedMiB", self.memory_used_mib),
-            ("memoryTotalMiB", self.memory_total_mib), ("nvlinkDown", self.nvlink_down or None),
-            ("pcieReplaysPerMinute", self.pcie_replays_per_minute), ("recoveryAction", self.recovery_action),
-        ):
-            if value is not None:
-                out[key] = round(value, 1) if isinstance(value, float) else value
-        if self.remapped_rows is not None:
-            r = self.remapped_rows
-            out["remappedRows"] = {"correctable": r.correctable, "uncorrectable": r.uncorrectable,
-                                   "pending": r.pending, "failure": r.failure}
-        return out
+    extra: dict[str, Any] = field(default_factory=dict)  # fields of signals without an attribute here
 
 
 @dataclass(slots=True)
