@@ -40,6 +40,10 @@ read the GPU answers that many calls, then GPU_IS_LOST from then on: lost in the
 recovery action and lost clear), ``nvlinkLinks``, ``memoryUtilization``. A top-level
 ``nvmlInitError`` (e.g. ``LibraryNotFound``) makes nvmlInit fail that way.
 
+The GPU keys are the signals' fake keys (``gpu.signals``) and the device keys below; the file's schema is the
+pydantic model ``scenario_model()`` builds from them. A fake key that ``answers`` a pynvml function is answered
+here without a function of its own.
+
 Time: a read is one ``nvmlDeviceGetCount`` call (the reader makes one more when it opens,
 which does not count). The fake's ``clock`` moves one virtual minute each time it is read,
 so a PCIe replay rate is known from the first read on.
@@ -52,12 +56,15 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable, Optional
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..clock import SYSTEM, Clock
 from ..model.messages import clip
+from .signals import CLOCK_REASONS, SIGNALS, FakeKey, Signal, not_supported_names
 
 # ----- constants, as pynvml names them -------------------------------------------------------
 NVML_SUCCESS = 0
@@ -134,11 +141,7 @@ nvmlClocksThrottleReasonHwPowerBrakeSlowdown = nvmlClocksEventReasonHwPowerBrake
 nvmlClocksThrottleReasonDisplayClockSetting = nvmlClocksEventReasonDisplayClockSetting
 nvmlClocksThrottleReasonNone = nvmlClocksEventReasonNone
 
-CLOCK_REASON_BITS = {
-    "GpuIdle": 0x1, "ApplicationsClocksSetting": 0x2, "SwPowerCap": 0x4, "HwSlowdown": 0x8, "SyncBoost": 0x10,
-    "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40, "HwPowerBrakeSlowdown": 0x80,
-    "DisplayClockSetting": 0x100,
-}
+CLOCK_REASON_BITS = dict(CLOCK_REASONS)
 
 
 # ----- errors, built the way pynvml builds them ----------------------------------------------
@@ -204,46 +207,29 @@ class FakeScenarioError(ValueError):
 
 
 # ----- scenario ----------------------------------------------------------------------------------
-GPU_DEFAULTS: dict[str, Any] = {
-    "uuid": None, "name": "NVIDIA H100 80GB HBM3", "temperature": 40, "slowdownTemperature": 87,
-    "shutdownTemperature": 92, "powerUsage": 100.0, "powerLimit": 700, "memoryUsed": 0, "memoryTotal": 81559,
-    "utilization": 0, "memoryUtilization": 0, "eccUncorrectedVolatile": 0, "eccUncorrectedAggregate": 0,
-    "retiredPagesPending": False,
-    "remappedRows": {"correctable": 0, "uncorrectable": 0, "pending": False, "failure": False},
-    "clocksEventReasons": [], "xids": [], "nvlinkDown": [], "nvlinkLinks": 18, "pcieReplaysPerMinute": 0,
-    "recoveryAction": 0, "lost": False, "lostAfterCalls": None, "resetRequired": False, "missing": False,
-    "notSupported": [], "reset": False,
-}
-STEP_ONLY = {"xids", "reset"}  # keys that describe what happens when a state begins, not a lasting state
-
-# notSupported names -> the fake function(s) that then answer NOT_SUPPORTED
-NOT_SUPPORTED_NAMES = {
-    "name": {"name"}, "uuid": {"uuid"}, "temperature": {"temperature"},
-    "temperatureThresholds": {"slowdown", "shutdown"}, "slowdownTemperature": {"slowdown"},
-    "shutdownTemperature": {"shutdown"}, "power": {"power"}, "powerUsage": {"power"}, "powerLimit": {"powerLimit"},
-    "ecc": {"eccVolatile", "eccAggregate"}, "eccUncorrectedVolatile": {"eccVolatile"},
-    "eccUncorrectedAggregate": {"eccAggregate"}, "retiredPages": {"retiredPages"},
-    "retiredPagesPending": {"retiredPages"}, "remappedRows": {"remappedRows"},
-    "clocksEventReasons": {"clocks"}, "throttleReasons": {"clocks"}, "utilization": {"utilization"},
-    "memory": {"memory"}, "memoryUsed": {"memory"}, "memoryTotal": {"memory"}, "nvlink": {"nvlink"},
-    "nvlinkDown": {"nvlink"}, "pcieReplays": {"pcie"}, "pcieReplaysPerMinute": {"pcie"},
-    "recoveryAction": {"recoveryAction"}, "xids": {"events"}, "xidEvents": {"events"}, "events": {"events"},
-}
-
-
+# GPU keys that are not a signal's: how the GPU as a whole behaves. (key, kind, default)
+DEVICE_KEYS: tuple[tuple[str, str, Any], ...] = (
+    ("lost", "bool", False), ("lostAfterCalls", "count", None), ("resetRequired", "bool", False),
+    ("missing", "bool", False), ("notSupported", "readings", []), ("reset", "bool", False),
+)
 MAX_FAKE_GPUS = 64  # a node holds at most 16 today; an index beyond this would only allocate
 MAX_FAKE_READS = 1_000_000
-_NUMBER_KEYS = ("temperature", "slowdownTemperature", "shutdownTemperature", "powerUsage", "powerLimit",
-                "memoryUsed", "memoryTotal", "utilization", "memoryUtilization", "eccUncorrectedVolatile",
-                "eccUncorrectedAggregate", "pcieReplaysPerMinute")
-_GPU_TYPES: dict[str, str] = {
-    **{k: "number" for k in _NUMBER_KEYS},
-    **{k: "count" for k in ("recoveryAction", "nvlinkLinks", "lostAfterCalls")},
-    **{k: "bool" for k in ("retiredPagesPending", "lost", "resetRequired", "missing", "reset")},
-    **{k: "text" for k in ("uuid", "name")},
-}
+TOP_KEYS = ("driverVersion", "bootId", "expectedGpus", "gpus", "steps", "reads", "nvmlInitError")
+STEP_KEYS = ("driverVersion", "bootId", "expectedGpus", "gpus", "reads")
 _TYPE_WORDS = {"number": "a number", "count": "a whole number from 0", "int": "a whole number",
                "bool": "true or false", "text": "a string"}
+_ROW_KINDS = {"correctable": "count", "uncorrectable": "count", "pending": "bool", "failure": "bool"}
+
+
+def gpu_defaults(signals: tuple[Signal, ...] = SIGNALS) -> dict[str, Any]:
+    """Every GPU key of a scenario with its value when left out: the signals' keys, then the device's."""
+    out = {k.key: copy.deepcopy(k.default) for s in signals for k in s.fake}
+    out.update((key, copy.deepcopy(default)) for key, _, default in DEVICE_KEYS)
+    return out
+
+
+GPU_DEFAULTS = gpu_defaults()
+NOT_SUPPORTED_NAMES = not_supported_names()  # notSupported names -> the fake's tags that then answer NOT_SUPPORTED
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -262,51 +248,153 @@ def _shown(value: Any) -> str:
     return clip(repr(value), 40, "...")
 
 
-def _check_gpu(entry: Any, where: str) -> dict:
-    if entry is None:
-        return {}
-    if not isinstance(entry, dict):
-        raise FakeScenarioError(f"{where}: must be a mapping of GPU readings.")
-    unknown = sorted(set(entry) - set(GPU_DEFAULTS) - {"index"})
-    if unknown:
-        raise FakeScenarioError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(GPU_DEFAULTS)}.")
-    for key in ("notSupported", "clocksEventReasons"):
-        names = entry.get(key)
-        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-            raise FakeScenarioError(f"{where}.{key}: must be a list of names.")
-    for name in entry.get("notSupported") or []:
-        if name not in NOT_SUPPORTED_NAMES:
-            raise FakeScenarioError(f"{where}.notSupported: {name!r} is not a reading; use one of "
-                                    f"{', '.join(NOT_SUPPORTED_NAMES)}.")
-    for reason in entry.get("clocksEventReasons") or []:
-        if reason not in CLOCK_REASON_BITS:
-            raise FakeScenarioError(f"{where}.clocksEventReasons: {reason!r} is not a reason; use one of "
-                                    f"{', '.join(CLOCK_REASON_BITS)}.")
-    for key, value in entry.items():
-        kind = _GPU_TYPES.get(key)
-        if kind is not None and value is not None and not _is(value, kind):
-            raise FakeScenarioError(f"{where}.{key}: {_shown(value)} is not {_TYPE_WORDS[kind]}.")
-    index = entry.get("index")
-    if index is not None and (not _is(index, "int") or not 0 <= index < MAX_FAKE_GPUS):
-        raise FakeScenarioError(f"{where}.index: {_shown(index)} is not a GPU index from 0 to {MAX_FAKE_GPUS - 1}.")
-    for key in ("xids", "nvlinkDown"):
-        value = entry.get(key)
-        if value is not None and (not isinstance(value, list) or not all(isinstance(x, int) for x in value)):
-            raise FakeScenarioError(f"{where}.{key}: must be a list of integers.")
-    rows = entry.get("remappedRows")
-    if rows is not None and not isinstance(rows, dict):
-        raise FakeScenarioError(f"{where}.remappedRows: must be a mapping (correctable, uncorrectable, pending, failure).")
-    for key, value in (rows or {}).items():
-        kind = {"correctable": "count", "uncorrectable": "count", "pending": "bool", "failure": "bool"}.get(key)
-        if kind is None:
-            raise FakeScenarioError(f"{where}.remappedRows: unknown key {key!r}; known keys: correctable, "
-                                    "uncorrectable, pending, failure.")
-        if not _is(value, kind):
-            raise FakeScenarioError(f"{where}.remappedRows.{key}: {_shown(value)} is not {_TYPE_WORDS[kind]}.")
-    return entry
+def _refuse(text: str) -> PydanticCustomError:
+    """A scenario error; ``text`` follows the key's path (``: ...`` or ``.subkey: ...``)."""
+    return PydanticCustomError("scenario", "{text}", {"text": text})
 
 
-def load_scenario(source: str | Path | dict) -> dict:
+def _names(value: Any, known: Any, what: str) -> Any:
+    if value is None:
+        return value
+    if not (isinstance(value, list) and all(isinstance(n, str) for n in value)):
+        raise _refuse(": must be a list of names.")
+    for name in value:
+        if name not in known:
+            raise _refuse(f": {name!r} is not a {what}; use one of {', '.join(known)}.")
+    return value
+
+
+def _kind_check(kind: str, not_supported: dict[str, set[str]]) -> Callable[[Any], Any]:
+    """The check of one kind of GPU key: number, count, bool, text, ints, reasons, readings, rows."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        if kind in _TYPE_WORDS:
+            if not _is(value, kind):
+                raise _refuse(f": {_shown(value)} is not {_TYPE_WORDS[kind]}.")
+        elif kind == "ints":
+            if not isinstance(value, list) or not all(isinstance(x, int) for x in value):
+                raise _refuse(": must be a list of integers.")
+        elif kind == "reasons":
+            _names(value, CLOCK_REASON_BITS, "reason")
+        elif kind == "readings":
+            _names(value, not_supported, "reading")
+        elif kind == "rows":
+            if not isinstance(value, dict):
+                raise _refuse(": must be a mapping (correctable, uncorrectable, pending, failure).")
+            for key, sub in value.items():
+                if key not in _ROW_KINDS:
+                    raise _refuse(f": unknown key {key!r}; known keys: {', '.join(_ROW_KINDS)}.")
+                if not _is(sub, _ROW_KINDS[key]):
+                    raise _refuse(f".{key}: {_shown(sub)} is not {_TYPE_WORDS[_ROW_KINDS[key]]}.")
+        return value
+
+    return check
+
+
+def _index(value: Any) -> Any:
+    if value is not None and (not _is(value, "int") or not 0 <= value < MAX_FAKE_GPUS):
+        raise _refuse(f": {_shown(value)} is not a GPU index from 0 to {MAX_FAKE_GPUS - 1}.")
+    return value
+
+
+def _expected_gpus(value: Any) -> Any:
+    if value is not None and not (_is(value, "count") and value <= MAX_FAKE_GPUS):
+        raise _refuse(f": {_shown(value)} is not a GPU count from 0 to {MAX_FAKE_GPUS}.")
+    return value
+
+
+def _reads(value: Any) -> Any:
+    if value is not None and not (_is(value, "count") and 1 <= value <= MAX_FAKE_READS):
+        raise _refuse(f": {_shown(value)} is not a number of reads from 1 to {MAX_FAKE_READS}.")
+    return value
+
+
+def _init_error(value: Any) -> Any:
+    if value is not None and f"NVMLError_{value}" not in ERROR_CLASSES:
+        raise _refuse(f": {value!r} is not an NVML error name such as LibraryNotFound.")
+    return value
+
+
+def _a_list(value: Any) -> Any:
+    if value is not None and not isinstance(value, list):
+        raise _refuse(": must be a list.")
+    return value
+
+
+def _mapping_of(keys: tuple[str, ...] | dict, what: str, unknown: Callable[[str], str]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _refuse(f": must be {what}.")
+        bad = sorted(set(value) - set(keys))
+        if bad:
+            raise _refuse(unknown(bad[0]))
+        return value
+
+    return check
+
+
+def _field(check: Callable[[Any], Any]) -> Any:
+    return (Annotated[Any, BeforeValidator(check)], None)
+
+
+_MODEL_CONFIG = ConfigDict(extra="forbid")
+
+
+def scenario_model(signals: tuple[Signal, ...] = SIGNALS) -> type[BaseModel]:
+    """The scenario file's schema as a pydantic model: the GPU keys come from the signals' fake keys."""
+    defaults = gpu_defaults(signals)
+    not_supported = not_supported_names(signals)
+    kinds = {k.key: k.kind for s in signals for k in s.fake}
+    kinds.update((key, kind) for key, kind, _ in DEVICE_KEYS)
+    known = {**defaults, "index": None}
+    gpu = create_model(
+        "FakeGpu", __config__=_MODEL_CONFIG,
+        __validators__={"shape": model_validator(mode="before")(lambda cls, v: _mapping_of(
+            known, "a mapping of GPU readings",
+            lambda key: f": unknown key {key!r}; known keys: {', '.join(defaults)}.")(v))},
+        index=_field(_index), **{key: _field(_kind_check(kind, not_supported)) for key, kind in kinds.items()})
+    gpus = (Annotated[Optional[list[Optional[gpu]]], BeforeValidator(_a_list)], None)
+    common = dict(driverVersion=(Any, None), bootId=(Any, None), expectedGpus=_field(_expected_gpus),
+                  gpus=gpus, reads=_field(_reads))
+    step = create_model(
+        "FakeStep", __config__=_MODEL_CONFIG,
+        __validators__={"shape": model_validator(mode="before")(lambda cls, v: _mapping_of(
+            STEP_KEYS, "a mapping", lambda key: f": unknown key {key!r}.")(v))}, **common)
+    return create_model(
+        "FakeScenario", __config__=_MODEL_CONFIG,
+        __validators__={"shape": model_validator(mode="before")(lambda cls, v: _mapping_of(
+            TOP_KEYS, "a mapping", lambda key: f"unknown top-level key {key!r}; known keys: "
+                                               f"{', '.join(sorted(TOP_KEYS))}.")(v))},
+        steps=(Annotated[Optional[list[step]], BeforeValidator(_a_list)], None),
+        nvmlInitError=_field(_init_error), **common)
+
+
+SCENARIO_MODEL = scenario_model()
+
+
+def _where(loc: tuple) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def check_scenario(data: Any, model: type[BaseModel] = SCENARIO_MODEL) -> dict:
+    """Validate a scenario against the model; FakeScenarioError names the key."""
+    if not isinstance(data, dict):
+        raise FakeScenarioError("a scenario must be a mapping with at least `gpus`.")
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = _where(tuple(e["loc"]))
+        text = (e.get("ctx") or {}).get("text") if e["type"] == "scenario" else f": {e['msg'].rstrip('.')}."
+        raise FakeScenarioError(f"{where}{text}" if where else text.lstrip(": ")) from None
+    return data
+
+
+def load_scenario(source: str | Path | dict, model: type[BaseModel] = SCENARIO_MODEL) -> dict:
     """Read and check a scenario (a path to YAML, YAML text, or a dict)."""
     if isinstance(source, dict):
         data = source
@@ -317,42 +405,7 @@ def load_scenario(source: str | Path | dict) -> dict:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise FakeScenarioError(f"the scenario is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise FakeScenarioError("a scenario must be a mapping with at least `gpus`.")
-    allowed = {"driverVersion", "bootId", "expectedGpus", "gpus", "steps", "reads", "nvmlInitError"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise FakeScenarioError(f"unknown top-level key {unknown[0]!r}; known keys: {', '.join(sorted(allowed))}.")
-    gpus = data.get("gpus")
-    gpus = [] if gpus is None else gpus
-    if not isinstance(gpus, list):
-        raise FakeScenarioError("gpus: must be a list.")
-    for i, g in enumerate(gpus):
-        _check_gpu(g, f"gpus[{i}]")
-    steps = data.get("steps")
-    steps = [] if steps is None else steps
-    if not isinstance(steps, list):
-        raise FakeScenarioError("steps: must be a list.")
-    for s, step in enumerate(steps):
-        if not isinstance(step, dict):
-            raise FakeScenarioError(f"steps[{s}]: must be a mapping.")
-        bad = sorted(set(step) - {"driverVersion", "bootId", "expectedGpus", "gpus", "reads"})
-        if bad:
-            raise FakeScenarioError(f"steps[{s}]: unknown key {bad[0]!r}.")
-        for i, g in enumerate(step.get("gpus") or []):
-            _check_gpu(g, f"steps[{s}].gpus[{i}]")
-    for where, spec in [("", data)] + [(f"steps[{s}].", step) for s, step in enumerate(steps)]:
-        if spec.get("expectedGpus") is not None and not (_is(spec["expectedGpus"], "count")
-                                                          and spec["expectedGpus"] <= MAX_FAKE_GPUS):
-            raise FakeScenarioError(f"{where}expectedGpus: {_shown(spec['expectedGpus'])} is not a GPU count from 0 "
-                                    f"to {MAX_FAKE_GPUS}.")
-        if spec.get("reads") is not None and not (_is(spec["reads"], "count") and 1 <= spec["reads"] <= MAX_FAKE_READS):
-            raise FakeScenarioError(f"{where}reads: {_shown(spec['reads'])} is not a number of reads from 1 to "
-                                    f"{MAX_FAKE_READS}.")
-    err = data.get("nvmlInitError")
-    if err is not None and f"NVMLError_{err}" not in ERROR_CLASSES:
-        raise FakeScenarioError(f"nvmlInitError: {err!r} is not an NVML error name such as LibraryNotFound.")
-    return data
+    return check_scenario(data, model)
 
 
 @dataclass
@@ -397,8 +450,12 @@ class FakeNvml:
 
     NVMLError = NVMLError
 
-    def __init__(self, scenario: str | Path | dict, clock: Clock = SYSTEM):
-        self.scenario = load_scenario(scenario)
+    def __init__(self, scenario: str | Path | dict, clock: Clock = SYSTEM, signals: tuple[Signal, ...] = SIGNALS):
+        self.signals = signals
+        self.scenario = load_scenario(scenario, SCENARIO_MODEL if signals is SIGNALS else scenario_model(signals))
+        self._defaults = gpu_defaults(signals)
+        self._not_supported = not_supported_names(signals)
+        self._answers: dict[str, FakeKey] = {k.answers: k for s in signals for k in s.fake if k.answers}
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._t = 0.0  # virtual seconds
@@ -436,7 +493,7 @@ class FakeNvml:
                 entry = dict(entry or {})
                 slot = int(entry.pop("index", pos))
                 while slot >= len(self.gpus):
-                    fresh = copy.deepcopy(GPU_DEFAULTS)
+                    fresh = copy.deepcopy(self._defaults)
                     fresh["uuid"] = f"GPU-fake0000-0000-0000-0000-{len(self.gpus):012d}"
                     self.gpus.append(fresh)
                     self._calls.append(0)
@@ -510,7 +567,7 @@ class FakeNvml:
             raise NVMLError(NVML_ERROR_GPU_IS_LOST)
         if gpu["resetRequired"]:
             raise NVMLError(NVML_ERROR_RESET_REQUIRED)
-        if what is not None and any(what in NOT_SUPPORTED_NAMES[n] for n in gpu["notSupported"]):
+        if what is not None and any(what in self._not_supported[n] for n in gpu["notSupported"]):
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return gpu
 
@@ -519,6 +576,19 @@ class FakeNvml:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
 
     # ----- pynvml's functions ------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        """A pynvml function a signal's fake key answers (``FakeKey.answers``): the scenario value, as NVML gives it."""
+        key = self.__dict__.get("_answers", {}).get(name)
+        if key is None:
+            raise AttributeError(name)
+
+        def answer(handle: _Handle, *args: Any) -> Any:
+            with self._lock:
+                return key.to_nvml(self._gpu(handle, key.tag)[key.key])
+
+        answer.__name__ = name
+        return answer
+
     def nvmlInit(self) -> None:
         self.nvmlInitWithFlags(0)
 
@@ -562,18 +632,6 @@ class FakeNvml:
             self._gpu(handle)
             return self._visible().index(handle.slot)
 
-    def nvmlDeviceGetName(self, handle: _Handle) -> str:
-        with self._lock:
-            return str(self._gpu(handle, "name")["name"])
-
-    def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
-        with self._lock:
-            return str(self._gpu(handle, "uuid")["uuid"])
-
-    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
-        with self._lock:
-            return int(self._gpu(handle, "temperature")["temperature"])
-
     def nvmlDeviceGetTemperatureThreshold(self, handle: _Handle, threshold: int) -> int:
         with self._lock:
             if threshold == NVML_TEMPERATURE_THRESHOLD_SLOWDOWN:
@@ -583,14 +641,6 @@ class FakeNvml:
             self._gpu(handle)
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
 
-    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
-        with self._lock:
-            return int(round(float(self._gpu(handle, "power")["powerUsage"]) * 1000))
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
-        with self._lock:
-            return int(round(float(self._gpu(handle, "powerLimit")["powerLimit"]) * 1000))
-
     def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, errorType: int, counterType: int) -> int:
         with self._lock:
             volatile = counterType == NVML_VOLATILE_ECC
@@ -598,11 +648,6 @@ class FakeNvml:
             if errorType != NVML_MEMORY_ERROR_TYPE_UNCORRECTED:
                 return 0
             return int(gpu["eccUncorrectedVolatile" if volatile else "eccUncorrectedAggregate"])
-
-    def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: _Handle) -> int:
-        with self._lock:
-            pending = self._gpu(handle, "retiredPages")["retiredPagesPending"]
-            return NVML_FEATURE_ENABLED if pending else NVML_FEATURE_DISABLED
 
     def nvmlDeviceGetRemappedRows(self, handle: _Handle) -> tuple[int, int, int, int]:
         with self._lock:

@@ -77,7 +77,7 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class FakeKey:
-    """A GPU key of the fake's scenario: its ``kind`` (see ``gpu.fake``: number, count, bool, text, names,
+    """A GPU key of the fake's scenario: its ``kind`` (see ``gpu.fake``: number, count, bool, text, reasons,
     ints, rows), its value when a scenario leaves it out, the name ``notSupported`` takes to make it answer
     NOT_SUPPORTED (``tag``, None: it cannot be), and the pynvml function it ``answers`` with ``to_nvml(value)``
     (None: the fake has a function of its own for it)."""
@@ -88,7 +88,6 @@ class FakeKey:
     tag: str | None = None
     answers: str | None = None
     to_nvml: Callable[[Any], Any] = lambda value: value
-    step_only: bool = False  # describes what happens when a state begins (XIDs), not a lasting state
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +319,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("xidEvents", "XID events, waited on in an event set; unknown when the GPU cannot deliver them",
            fields=(Field("xids", "events"),), reader="xid_events",
            nvml="nvmlDeviceRegisterEvents (nvmlEventTypeXidCriticalError), nvmlEventSetWait_v2",
-           fake=(FakeKey("xids", "ints", [], "events", step_only=True),), aliases=("xids", "events"),
+           fake=(FakeKey("xids", "ints", [], "events"),), aliases=("xids", "events"),
            rows=(XID_CRITICAL, XID_DEGRADED, XID_APPLICATION),
            metrics=(Metric("guywire_gpu_xid_events", "XID events seen.", lambda g: len(g.xids) or None, True),)),
     Signal("temperature", "GPU core temperature", fields=(Field("temperature_c", "°C", "temperatureC"),),
@@ -392,7 +391,7 @@ SIGNALS: tuple[Signal, ...] = (
            fields=(Field("clocks_event_mask", "bitmask"), Field("clocks_event_reasons", "names", "clocksEventReasons")),
            calls=(Call(("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"),
                        ("clocks_event_mask", "clocks_event_reasons"), convert=_clock_reasons),),
-           fake=(FakeKey("clocksEventReasons", "names", [], "clocks"),), aliases=("throttleReasons",),
+           fake=(FakeKey("clocksEventReasons", "reasons", [], "clocks"),), aliases=("throttleReasons",),
            rows=(_THROTTLE,), judge=_judge_clocks,
            metrics=(_gauge("guywire_gpu_clocks_event_reasons", "NVML clock event (throttle) reason bitmask.",
                            "clocks_event_mask"),)),
