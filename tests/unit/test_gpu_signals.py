@@ -7,12 +7,15 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client import generate_latest
 
-from guywire.gpu.classify import DEVICE_ROWS, ROWS, HealthTracker, table_rows
+from guywire.gpu.classify import (
+    DEVICE_ROWS, ROWS, HealthConfigError, HealthTable, HealthTracker, health_config_model, load_health_config,
+    table_rows,
+)
 from guywire.gpu.fake import FakeNvml, FakeScenarioError, load_scenario, scenario_model
 from guywire.gpu.metrics import GpuMetrics
 from guywire.gpu.nvml import NvmlReader
 from guywire.gpu.readings import GpuReadings
-from guywire.gpu.signals import SIGNALS, Call, FakeKey, Field, Metric, Row, Signal, get
+from guywire.gpu.signals import SIGNALS, Call, FakeKey, Field, Metric, Row, Signal, Threshold, get
 from guywire.model.gpu import Action, HealthState
 from tests.unit.test_gpu_classification import CASES
 
@@ -22,9 +25,9 @@ FAN_STOPPED = Row("fan-stopped", "nvmlDeviceGetFanSpeed", "the fan does not turn
 
 
 def _judge_fan(g, table):
-    speed = get(g, "fan_speed_pct")
-    if speed is not None and speed == 0:
-        yield FAN_STOPPED.check("the fan stands still (0 %).")
+    speed, least = get(g, "fan_speed_pct"), table.thresholds.fan_min_pct
+    if speed is not None and speed <= least:
+        yield FAN_STOPPED.check(f"the fan turns at {speed:g} % (limit {least:g} %).")
 
 
 # A signal only this test knows: no attribute of GpuReadings, no function of the fake's, no row of the table.
@@ -32,16 +35,18 @@ FAN = Signal("fan", "fan speed", fields=(Field("fan_speed_pct", "%", "fanSpeedPc
              calls=(Call(("nvmlDeviceGetFanSpeed",), ("fan_speed_pct",), convert=lambda v, nvml: float(v)),),
              fake=(FakeKey("fanSpeed", "number", 30, "fan", "nvmlDeviceGetFanSpeed", int),),
              rows=(FAN_STOPPED,), judge=_judge_fan,
+             thresholds=(Threshold("fan_min_pct", float, 0.0, "Fan speed at or below which the GPU is Degraded."),),
              metrics=(Metric("guywire_gpu_fan_speed_ratio", "Fan speed, 0 to 1.",
                              lambda g: get(g, "fan_speed_pct") / 100 if get(g, "fan_speed_pct") is not None else None),))
 WITH_FAN = SIGNALS + (FAN,)
 
 
-def _read(gpus: list[dict], signals=SIGNALS):
+def _read(gpus: list[dict], signals=SIGNALS, table: HealthTable | None = None):
     fake = FakeNvml({"gpus": gpus}, signals=signals)
     with NvmlReader(fake, clock=fake.clock, signals=signals) as reader:
         readings = reader.read()
-    report = HealthTracker(signals=signals).assess(readings, NOW)
+    table = table or HealthTable.build(health_config_model(signals)())
+    report = HealthTracker(table=table, signals=signals).assess(readings, NOW)
     metrics = GpuMetrics(signals=signals)
     metrics.update("g1", readings, report)
     return readings, report, generate_latest(metrics.registry).decode()
@@ -52,10 +57,22 @@ def test_an_extra_descriptor_reaches_every_place():
     assert [g.extra for g in readings.gpus] == [{"fan_speed_pct": 0.0}, {"fan_speed_pct": 30.0}]
     assert report.gpus[0].readings["fanSpeedPct"] == 0.0 and report.gpus[1].readings["fanSpeedPct"] == 30.0
     assert report.state is HealthState.DEGRADED and report.action is Action.INVESTIGATE
-    assert report.gpus[0].reasons == ["the fan stands still (0 %)."] and report.gpus[1].state is HealthState.HEALTHY
+    assert report.gpus[0].reasons == ["the fan turns at 0 % (limit 0 %)."] and report.gpus[1].state is HealthState.HEALTHY
     assert 'guywire_gpu_fan_speed_ratio{gpu="1",node="g1",uuid="GPU-fake0000-0000-0000-0000-000000000001"} 0.3' \
         in exposition
     assert FAN_STOPPED in table_rows(WITH_FAN) and FAN_STOPPED not in ROWS
+
+
+def test_an_extra_descriptors_threshold_is_a_health_config_setting(tmp_path):
+    config = tmp_path / "health.yaml"
+    config.write_text("thresholds: {fanMinPct: 40}\n")
+    _, report, _ = _read([{"fanSpeed": 35}], WITH_FAN, load_health_config(config, WITH_FAN))
+    assert report.gpus[0].reasons == ["the fan turns at 35 % (limit 40 %)."]
+    config.write_text("thresholds: {fanMinPct: -1}\n")
+    with pytest.raises(HealthConfigError, match="thresholds.fanMinPct: Input should be greater than or equal to 0"):
+        load_health_config(config, WITH_FAN)
+    with pytest.raises(HealthConfigError, match="thresholds.fanMinPct: Extra inputs are not permitted"):
+        load_health_config(config)
 
 
 def test_an_extra_descriptor_extends_the_scenario_schema_and_not_supported():
@@ -97,7 +114,8 @@ def test_every_field_is_a_typed_reading_and_every_name_is_unique():
     keys = [k.key for s in SIGNALS for k in s.fake]
     metrics = [m.name for s in SIGNALS for m in s.metrics]
     rows = [r.id for r in ROWS]
-    for listed in (names, keys, metrics, rows):
+    thresholds = [t.attr for s in SIGNALS for t in s.thresholds]
+    for listed in (names, keys, metrics, rows, thresholds):
         assert len(listed) == len(set(listed))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic.alias_generators import to_camel
 
 from ..clock import rfc3339
@@ -194,16 +194,20 @@ class XidSetting(_Config):
     action: Action | None = None
 
 
-class Thresholds(_Config):
-    pcie_replays_per_minute: float = Field(default=8.0, ge=0, description="DCGM_LIMIT_MAX_PCIREPLAY_RATE.")
-    ecc_uncorrected_volatile: int = Field(default=0, ge=0, description="Uncorrected volatile ECC errors tolerated.")
-    temperature_margin_c: float = Field(default=0.0, ge=0, description="Degrees below NVML's thresholds that count.")
+def thresholds_model(signals: tuple[Signal, ...] = SIGNALS) -> type[_Config]:
+    """``thresholds`` of a health config: each signal's ``thresholds``, in camelCase, none below 0."""
+    return create_model("Thresholds", __base__=_Config, **{
+        t.attr: (t.type, Field(default=t.default, ge=0, description=t.description))
+        for s in signals for t in s.thresholds})
+
+
+Thresholds = thresholds_model()
 
 
 class HealthConfig(_Config):
     """What a ``--health-config`` YAML file may set."""
 
-    thresholds: Thresholds = Field(default_factory=Thresholds)
+    thresholds: Thresholds = Field(default_factory=Thresholds)  # type: ignore[valid-type]
     xids: dict[int, XidSetting] = Field(default_factory=dict)
     unknown_xid: HealthState = D
     degraded_clock_reasons: list[str] = Field(default_factory=lambda: list(DEGRADING_CLOCK_REASONS))
@@ -216,13 +220,22 @@ class HealthConfig(_Config):
         return value
 
 
+def health_config_model(signals: tuple[Signal, ...] = SIGNALS) -> type[HealthConfig]:
+    """The health config for another set of signals (their thresholds)."""
+    if signals is SIGNALS:
+        return HealthConfig
+    thresholds = thresholds_model(signals)
+    return create_model("HealthConfig", __base__=HealthConfig,
+                        thresholds=(thresholds, Field(default_factory=thresholds)))
+
+
 class HealthConfigError(ValueError):
     """A health config that cannot be used; the message names the field."""
 
 
 @dataclass(slots=True)
 class HealthTable:
-    thresholds: Thresholds
+    thresholds: Any  # a Thresholds model (``thresholds_model``): the judges read the signals' thresholds by name
     xids: dict[int, XidRule]
     unknown_xid: HealthState
     degraded_clock_reasons: tuple[str, ...]
@@ -259,14 +272,14 @@ class HealthTable:
                        "unknownXid")
 
 
-def load_health_config(path: str | Path) -> HealthTable:
+def load_health_config(path: str | Path, signals: tuple[Signal, ...] = SIGNALS) -> HealthTable:
     """Read a YAML health config; raise HealthConfigError naming the field."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise HealthConfigError(f"{path}: cannot be read ({exc}).") from None
     try:
-        return HealthTable.build(HealthConfig.model_validate(data))
+        return HealthTable.build(health_config_model(signals).model_validate(data))
     except ValidationError as err:
         e = err.errors()[0]
         loc = ".".join(str(x) for x in e["loc"])

@@ -11,7 +11,8 @@ descriptor drives every place the signal shows up:
 - ``gpu.fake`` accepts its ``fake`` keys in a scenario (type and bounds checked by the scenario model), answers
   the pynvml function a key ``answers`` from the scenario value, and makes it NOT_SUPPORTED by name;
 - ``gpu.classify`` runs its ``judge`` on every read; its ``rows`` are its lines of the classification table
-  (state, recommended action, sources); ``position`` orders the reasons of a report;
+  (state, recommended action, sources); ``position`` orders the reasons of a report; its ``thresholds`` are
+  settings of the health config (``--health-config``);
 - ``gpu.gpu_metrics`` exports its ``metrics``, one series per GPU (labels node, gpu, uuid);
 - ``gpu.health_docs`` lists it in docs/gpu-health.md (``doc``).
 
@@ -91,6 +92,17 @@ class FakeKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Threshold:
+    """A setting of the health config's ``thresholds`` (its key is ``attr`` in camelCase; never below 0) that the
+    signal's judge reads as ``table.thresholds.<attr>``."""
+
+    attr: str
+    type: type
+    default: float
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """One line of the classification table. ``position`` orders reasons in a report (lower first) and rows of
     one state in the table."""
@@ -142,6 +154,7 @@ class Signal:
     nvml: str = ""  # the NVML source, in words, for the docs (default: the calls' functions)
     rows: tuple[Row, ...] = ()
     judge: Judge | None = None
+    thresholds: tuple[Threshold, ...] = ()
     metrics: tuple[Metric, ...] = ()
     aliases: tuple[str, ...] = ()  # further notSupported names
 
@@ -326,6 +339,7 @@ SIGNALS: tuple[Signal, ...] = (
            calls=(Call(("nvmlDeviceGetTemperature",), ("temperature_c",), ("NVML_TEMPERATURE_GPU",), _float),),
            fake=(FakeKey("temperature", "number", 40, "temperature", "nvmlDeviceGetTemperature", int),),
            rows=(_TEMP_SHUTDOWN, _TEMP_SLOWDOWN), judge=_judge_temperature,
+           thresholds=(Threshold("temperature_margin_c", float, 0.0, "Degrees below NVML's thresholds that count."),),
            metrics=(_gauge("guywire_gpu_temperature_celsius", "GPU temperature.", "temperature_c"),)),
     Signal("temperatureThresholds", "the temperatures at which the GPU slows down and shuts down",
            fields=(Field("slowdown_temperature_c", "°C", "slowdownTemperatureC"),
@@ -360,6 +374,7 @@ SIGNALS: tuple[Signal, ...] = (
            fake=(FakeKey("eccUncorrectedVolatile", "number", 0, "eccVolatile"),
                  FakeKey("eccUncorrectedAggregate", "number", 0, "eccAggregate")),
            rows=(_ECC,), judge=_judge_ecc,
+           thresholds=(Threshold("ecc_uncorrected_volatile", int, 0, "Uncorrected volatile ECC errors tolerated."),),
            metrics=(_gauge("guywire_gpu_ecc_uncorrected_volatile_errors", "Uncorrected ECC errors since the last "
                            "reset.", "ecc_uncorrected_volatile"),
                     _gauge("guywire_gpu_ecc_uncorrected_aggregate_errors", "Uncorrected ECC errors over the GPU's "
@@ -424,6 +439,7 @@ SIGNALS: tuple[Signal, ...] = (
            reader="pcie", nvml="nvmlDeviceGetPcieReplayCounter",
            fake=(FakeKey("pcieReplaysPerMinute", "number", 0, "pcie"),),
            rows=(_PCIE,), judge=_judge_pcie,
+           thresholds=(Threshold("pcie_replays_per_minute", float, 8.0, "DCGM_LIMIT_MAX_PCIREPLAY_RATE."),),
            metrics=(_gauge("guywire_gpu_pcie_replays_per_minute", "PCIe replays per minute.",
                            "pcie_replays_per_minute"),)),
     Signal("recoveryAction", "what the driver asks to recover the GPU (see the recovery action table)",
@@ -474,5 +490,5 @@ def rows_of(signals: tuple[Signal, ...] = SIGNALS) -> tuple[Row, ...]:
 
 
 __all__ = ["CLOCK_REASONS", "Call", "Check", "DEGRADING_CLOCK_REASONS", "FakeKey", "Field", "Metric",
-           "RECOVERY_ACTIONS", "Row", "SIGNALS", "Signal", "get", "not_supported_names", "put", "rows_of", "snapshot",
+           "RECOVERY_ACTIONS", "Row", "SIGNALS", "Signal", "Threshold", "get", "not_supported_names", "put", "rows_of", "snapshot",
            "text"]
