@@ -172,7 +172,7 @@ def find_checkov(given: str | None) -> str | None:
 
 
 def yaml_files(corpus: str) -> list[str]:
-    from guywire.loader import iter_files
+    from guywire.inputs.loader import iter_files
 
     return list(iter_files(corpus))
 
@@ -204,7 +204,7 @@ def parse_in_process(files: list[str], runs: int) -> tuple[float, int]:
 def guywire_in_process(corpus: str, runs: int, cluster_per: str = "input") -> float:
     """The CLI's work without interpreter start-up and imports: read, build, evaluate, render JSON."""
     from guywire.cli import build_clusters
-    from guywire.clusters import judge
+    from guywire.inputs.clusters import judge
     from guywire.model.baseline import baseline_policy
     from guywire.render.machine import render_json
     from guywire.render.report import Report
@@ -278,11 +278,11 @@ def load_corpus(corpus: str, cluster_per: str = "input"):
     earlier definition of an object read twice): each object is matched with the engine whose
     inventory holds that very definition (same file and line)."""
     from guywire.cli import build_clusters
-    from guywire.clusters import judge
-    from guywire.inventory import view_of
-    from guywire.loader import load
+    from guywire.inputs.clusters import judge
+    from guywire.views.inventory import view_of
+    from guywire.inputs.loader import load
     from guywire.model.baseline import baseline_policy
-    from guywire.workload import ParseError
+    from guywire.views.workload import ParseError
 
     docs, _, _ = load([corpus])
     objs: dict[Key, Obj] = {}
@@ -401,7 +401,7 @@ def ex_exempt(case: Case, engine):
     w = case.obj.view if case.obj else None
     eq = GUYWIRE_EQUIVALENT.get(case.check)
     if w is not None and eq and case.guywire == PASS:
-        from guywire.engine import exempted
+        from guywire.engine.core import exempted
 
         if exempted(w, eq[0]):
             return f"the workload exempts {eq[0]} with guywire.dev/exempt", w.decl.exempt_reason

@@ -11,7 +11,7 @@ that size's alone. Phases, each timed with perf_counter (views, graph+engine and
 evaluate_all: the best of ``--repeat`` runs, the one least disturbed by other processes):
 
 - generate: bench/synth.py builds the cluster as plain dicts (not part of guywire);
-- views: guywire.inventory.view_of on every object, added to an Inventory;
+- views: guywire.views.inventory.view_of on every object, added to an Inventory;
 - graph+engine: Engine(...) construction, which builds the Graph (indexes, edges,
   SCCs, depth, amplification);
 - evaluate_all: every policy x every workload x every rule, plus the result;
@@ -110,8 +110,8 @@ def run_one(n: int, changes: int, seed: int, do_profile: bool, cli: bool, verify
     """Everything for one size, in this (fresh) process."""
     base_rss = rss_mb()
     import synth  # noqa: E402 - bench/ is on sys.path
-    from guywire.engine import Engine
-    from guywire.inventory import Inventory, view_of
+    from guywire.engine.core import Engine
+    from guywire.views.inventory import Inventory, view_of
     from guywire.model.policy import baseline_policy
 
     out: dict = {"n": n, "rss_start_mb": base_rss, "rss_after_import_mb": rss_mb()}
@@ -217,8 +217,8 @@ def run_memory(n: int, seed: int) -> dict:
     inventory, graph and results of ``n`` workloads, as an operator holding them would have.
     """
     import synth
-    from guywire.engine import Engine
-    from guywire.inventory import Inventory, view_of
+    from guywire.engine.core import Engine
+    from guywire.views.inventory import Inventory, view_of
     from guywire.model.policy import baseline_policy
 
     start = rss_mb()

@@ -163,7 +163,7 @@ def kubectl_times(plane: ControlPlane, ns: str, count: int) -> list[float]:
 
 
 def main() -> None:
-    from guywire.webhookconfig import webhook_configuration
+    from guywire.kube.webhook_config import webhook_configuration
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="10k")

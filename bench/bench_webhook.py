@@ -58,9 +58,9 @@ def percentile(values: list[float], p: float) -> float:
 # ----- the server process ----------------------------------------------------------------------------
 def serve(args) -> None:
     import synth
-    from guywire.admission import Admission
-    from guywire.engine import Engine
-    from guywire.inventory import Inventory, view_of
+    from guywire.engine.admission import Admission
+    from guywire.engine.core import Engine
+    from guywire.views.inventory import Inventory, view_of
     from guywire.model.policy import parse_policy
     from guywire.operator.webhook import WebhookServer, WebhookSettings
 

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .clock import SYSTEM, Clock, parse_time
-from .gcpause import paused_gc
-from .loader import Diagnostic, load
+from .speed.gcpause import paused_gc
+from .inputs.loader import Diagnostic, load
 from .model.finding import SourceRef
 from .model.baseline import baseline_policy
 from .model.severity import Severity
 from .render.formats import FORMATS, MERGE_JSON, Format, add_format_argument
 
 if TYPE_CHECKING:
-    from .clusters import Cluster, Judged
-    from .engine import Engine
-    from .inventory import Inventory
+    from .inputs.clusters import Cluster, Judged
+    from .engine.core import Engine
+    from .views.inventory import Inventory
     from .model.policy import Policy
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -59,7 +59,7 @@ def warm_up(policy_files: list[str], *modules: str):
     def run() -> None:
         import importlib
 
-        for name in (".clusters", *modules, *((".model.policy",) if policy_files else ())):
+        for name in (".inputs.clusters", *modules, *((".model.policy",) if policy_files else ())):
             importlib.import_module(name, __package__)
     return run
 
@@ -70,8 +70,8 @@ NEXT_GRAIN = {"input": "dir", "dir": "file"}
 def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_per: str = "input",
            exclude: list[str] | None = None) -> tuple[list[Cluster], list[Policy], list[Diagnostic], int, Counter]:
     docs, diags, files = load(paths, meanwhile, exclude or [])
-    from .clusters import Cluster, cluster_of
-    from .inventory import POLICY_KINDS, ParseError, view_of
+    from .inputs.clusters import Cluster, cluster_of
+    from .views.inventory import POLICY_KINDS, ParseError, view_of
 
     clusters: dict[str, Cluster] = {}
     skipped: Counter = Counter()
@@ -177,7 +177,7 @@ def judge_inputs(paths: list[str], policy_files: list[str], now: str | None, clo
     shadow layers of definitions read twice, at ``now`` (``--now``) when given, else at the clock's time.
     The rule-fixture tests judge through it too, so a fixture's ``# now:`` means ``--now``."""
     clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile, cluster_per, exclude)
-    from .clusters import judge
+    from .inputs.clusters import judge
 
     judged = judge(clusters, policies, [baseline_policy()], now=parse_now(now, clock), keep_exempted=keep_exempted)
     return judged, diags, files, skipped
@@ -191,7 +191,7 @@ def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Judged, list
 
 def cmd_check(args) -> int:
     fmt = FORMATS["check"][args.format]
-    judged, diags, files, skipped = _engine(args, ".render.report", fmt.module, ".simulate", keep_exempted=True)
+    judged, diags, files, skipped = _engine(args, ".render.report", fmt.module, ".graph.simulate", keep_exempted=True)
     from .render.locations import SourceRoot
     from .render.report import Report
 
@@ -201,7 +201,7 @@ def cmd_check(args) -> int:
     if getattr(args, "baseline", None):
         from dataclasses import replace
 
-        from .report import new_or_worse
+        from .engine.insights import new_or_worse
         comparison = new_or_worse(result.findings, load_baseline(args.baseline, args, judged.first))
         result = replace(result, findings=comparison.findings)
     report = Report(engine=judged.first, result=result, diagnostics=[d for d in diags if not d.quiet], files=files,
@@ -231,7 +231,7 @@ def print_evaluation_errors(errors) -> None:
 def _old_judged(path: str, args, engine: Engine, option: str, forms: str) -> Judged:
     """The engines for an older state: its own policies if it has some, else the current run's. ValueError,
     naming ``option`` and the ``forms`` it accepts, when ``path`` holds no Kubernetes object or cannot be read."""
-    from .clusters import judge
+    from .inputs.clusters import judge
 
     clusters, policies, diags, _, skipped = build_clusters([path], args.policy or [], None,
                                                            getattr(args, "cluster_per", "input"),
@@ -290,7 +290,7 @@ def load_baseline(path: str, args, engine: Engine) -> list:
     judged now. A JSON report saved before findings carried their figures loads, with a note on stderr."""
     import os
 
-    from .report import REGENERATE, is_sarif, known_from_finding, known_from_json, known_from_sarif
+    from .engine.insights import REGENERATE, is_sarif, known_from_finding, known_from_json, known_from_sarif
 
     if _is_sarif(path):
         try:
@@ -336,7 +336,7 @@ def _one_cluster(judged: Judged, what: str) -> Engine:
 
 def cmd_simulate(args) -> int:
     from .model.units import parse_duration
-    from .simulate import Failure, find_workload, simulate
+    from .graph.simulate import Failure, find_workload, simulate
 
     judged, diags, _, _ = _engine(args)
     errors = _print_errors(diags)
@@ -392,7 +392,7 @@ def _per_cluster(judged: Judged, fmt: Format, render) -> str:
 
 
 def cmd_report(args) -> int:
-    from .report import ComplexityReport, complexity_report, diff_reports
+    from .engine.insights import ComplexityReport, complexity_report, diff_reports
 
     judged, diags, _, _ = _engine(args)
     errors = _print_errors(diags)
@@ -437,7 +437,7 @@ def cmd_rules(args) -> int:
 
 
 def cmd_crd(args) -> int:
-    from .crd import crds_yaml, write_crds
+    from .kube.crd import crds_yaml, write_crds
 
     if args.output_dir:
         for path in write_crds(args.output_dir):
@@ -448,7 +448,7 @@ def cmd_crd(args) -> int:
 
 
 def cmd_webhook_config(args) -> int:
-    from .webhookconfig import webhook_configuration_yaml
+    from .kube.webhook_config import webhook_configuration_yaml
 
     ns, _, name = args.service.partition("/")
     if not name:

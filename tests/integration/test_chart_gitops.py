@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from guywire.rules.gpu import why_no_agent_runs
-from guywire.workload import parse_node, parse_workload
+from guywire.views.workload import parse_node, parse_workload
 
 from .test_helm_chart import CHART, ROOT, helm, run_helm  # noqa: F401 - helm is the module's fixture
 

@@ -31,7 +31,7 @@ from kubernetes_validate.utils import latest_version, major_minor
 
 import guywire
 from guywire.model.policy import parse_policy
-from guywire.webhookconfig import webhook_configuration
+from guywire.kube.webhook_config import webhook_configuration
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +118,7 @@ BASELINE_RULES = {
 
 def operator_rules_from_code() -> set[tuple[str, str, str]]:
     """The operator's rules as its code implies them: every kind kopf watches, every kind it annotates."""
-    from guywire.kube import WORKLOAD_KINDS
+    from guywire.kube.client import WORKLOAD_KINDS
     from guywire.operator.handlers import WATCHED
 
     rules = {(g, p, v) for g, _, p in WATCHED for v in ("list", "watch")}  # kopf lists and watches; no get

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from guywire.clock import ManualClock
-from guywire.kube import KubeClient, load_config
+from guywire.kube.client import KubeClient, load_config
 
 
 def test_an_event_is_stamped_and_refreshed_by_the_client_s_clock(kube_api):

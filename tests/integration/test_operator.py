@@ -12,7 +12,7 @@ import kmock
 import pytest
 import yaml
 
-from guywire.annotations import COMPLEXITY_SCORE, VIOLATIONS
+from guywire.views.annotations import COMPLEXITY_SCORE, VIOLATIONS
 from guywire.cli import parser
 from guywire.operator.main import run_in_thread
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from guywire.cli import parser
-from guywire.model.gpu import GPU_TAINT_KEY
+from guywire.model.gpu_report import GPU_TAINT_KEY
 from guywire.operator.main import run_in_thread
 
 TIMEOUT = 20

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from cryptography import x509
 
-from guywire.admission import Admission
+from guywire.engine.admission import Admission
 from guywire.operator.webhook import WebhookServer, WebhookSettings
 from tests.certs import write_self_signed
 from tests.integration.test_webhook_server import _insecure

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from guywire.admission import Admission
+from guywire.engine.admission import Admission
 from guywire.operator.webhook import SWITCH_INTERVAL_S, WebhookServer, WebhookSettings
 from tests.integration.test_webhook_server import _insecure, post, review, tls  # noqa: F401 - tls is a fixture
 from tests.unit.test_admission import example_engine, example_object, request

@@ -7,8 +7,8 @@ import json
 import aiohttp
 import pytest
 
-from guywire import metrics
-from guywire.admission import Admission
+from guywire.operator import metrics
+from guywire.engine.admission import Admission
 from guywire.operator.webhook import WebhookServer, WebhookSettings
 from tests.examples import example
 from tests.unit.test_admission import request

@@ -8,7 +8,7 @@ import ssl
 import aiohttp
 import pytest
 
-from guywire.admission import Admission
+from guywire.engine.admission import Admission
 from guywire.operator.webhook import WebhookServer, WebhookSettings
 from tests.certs import write_self_signed
 from tests.unit.test_admission import example_engine, example_object, request

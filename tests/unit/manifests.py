@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from guywire.inventory import Inventory, view_of
+from guywire.views.inventory import Inventory, view_of
 
 
 def container(name: str = "app", image: str = "registry.example/app:1.0", *, env: dict[str, Any] | None = None,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guywire.admission import MAX_WARNING_CHARS, MAX_WARNINGS, Admission, BadReview, parse_review
+from guywire.engine.admission import MAX_WARNING_CHARS, MAX_WARNINGS, Admission, BadReview, parse_review
 from guywire.cli import build
-from guywire.engine import Engine
+from guywire.engine.core import Engine
 from tests.examples import example
 
 ROOT = Path(__file__).resolve().parents[2]

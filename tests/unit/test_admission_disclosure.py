@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from guywire.admission import Admission, told
+from guywire.engine.admission import Admission, told
 from guywire.model.finding import Finding, ObjectRef
 from guywire.model.severity import Severity
 from tests.unit.test_admission import example_engine, example_object, request

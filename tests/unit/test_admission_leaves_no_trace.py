@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import pytest
 
-from guywire.aikinds import AI_KINDS, AIKind, ai_kind_of
-from guywire.inventory import view_of
+from guywire.views.aikinds import AI_KINDS, AIKind, ai_kind_of
+from guywire.views.inventory import view_of
 from guywire.operator.state import OperatorState
-from guywire.workload import WORKLOAD_KINDS
+from guywire.views.workload import WORKLOAD_KINDS
 from tests.snapshot import deep_state, differences
 
 from . import manifests

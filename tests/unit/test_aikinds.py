@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from guywire.cli import build, main
-from guywire.engine import Engine
-from guywire.inventory import Inventory, view_of
+from guywire.engine.core import Engine
+from guywire.views.inventory import Inventory, view_of
 from guywire.model.policy import baseline_policy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "aikinds"

@@ -1,7 +1,7 @@
 """The annotation contract: depends-on, retry, retry.<dep> and exempt parse, and bad values are quoted, never raised."""
 import pytest
 
-from guywire.annotations import (
+from guywire.views.annotations import (
     DEPENDS_ON, EXEMPT, EXEMPT_REASON, MAX_DEPENDENCIES, NO_RETRY, RETRY, DependencyRef, RetryPolicy,
     parse_declarations, parse_depends_on, parse_exempt, parse_retry,
 )

@@ -10,7 +10,7 @@ import yaml
 from guywire.cli import main
 from guywire.model.finding import Finding, ObjectRef
 from guywire.model.severity import Severity
-from guywire.report import first_figure, known_from_finding, known_from_json, new_or_worse
+from guywire.engine.insights import first_figure, known_from_finding, known_from_json, new_or_worse
 
 from .manifests import deployment, service
 

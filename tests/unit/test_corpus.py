@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guywire.cli import main
-from guywire.loader import SUFFIXES
+from guywire.inputs.loader import SUFFIXES
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 

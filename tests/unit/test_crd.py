@@ -20,7 +20,7 @@ import yaml
 from kubernetes_validate.utils import latest_version, major_minor
 
 from guywire.cli import main
-from guywire.crd import CLUSTER, KINDS, NAMESPACED, crd, crd_files, crds, crds_yaml, write_crds
+from guywire.kube.crd import CLUSTER, KINDS, NAMESPACED, crd, crd_files, crds, crds_yaml, write_crds
 from guywire.model.policy import PolicyError, PolicySpec, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]

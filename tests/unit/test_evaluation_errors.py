@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guywire import metrics
-from guywire.admission import Admission
-from guywire.annotations import VIOLATIONS
+from guywire.operator import metrics
+from guywire.engine.admission import Admission
+from guywire.views.annotations import VIOLATIONS
 from guywire.cli import build, main
-from guywire.engine import Engine
+from guywire.engine.core import Engine
 from guywire.model.evaluation import EvaluationError
 from guywire.model.policy import parse_policy
 from guywire.operator.state import ERRORS_SHOWN, evaluation_errors_condition
-from guywire.policyreport import policy_reports
+from guywire.render.policy_reports import policy_reports
 from guywire.rules import REGISTRY
 from tests.examples import example
 from tests.unit.test_admission import request
@@ -85,7 +85,7 @@ def test_the_other_objects_keep_the_findings_of_the_rule_that_raised_elsewhere(m
     engine.evaluate_all()
     body = example("Deployment", "query-embedder")
     body["spec"]["template"]["spec"]["containers"][0]["image"] = "michaelf34/infinity:latest"
-    from guywire.inventory import view_of
+    from guywire.views.inventory import view_of
     engine.upsert(view_of(body))
     result = engine.result()
     assert [(f.rule, f.workload.name) for f in result.findings] == [(RULE, "query-embedder")]
@@ -97,7 +97,7 @@ def test_errors_follow_incremental_changes_and_removals(monkeypatch):
     engine = clean_engine()
     engine.evaluate_all()
     key = ("search", "Deployment", VICTIM)
-    from guywire.inventory import view_of
+    from guywire.views.inventory import view_of
     engine.upsert(view_of(example("Deployment", VICTIM)))
     assert len(engine.result().errors) == 1, "judged again: still one error, not two"
     renamed = example("Deployment", VICTIM)
@@ -110,7 +110,7 @@ def test_errors_follow_incremental_changes_and_removals(monkeypatch):
 def test_service_and_node_rules_that_raise_are_errors_too(monkeypatch):
     from guywire.model.policy import PolicySpec, Rules, SimplifyRules
     from guywire.model.policy import Policy as P
-    from guywire.workload import Node
+    from guywire.views.workload import Node
     break_rule(monkeypatch, "GW-SMP-003", victims=("query-embedder",))
     break_rule(monkeypatch, "GW-GPU-003", victims=("gpu-node-1",))
     p = P(kind="ClusterComplexityPolicy", name="smp", spec=PolicySpec(rules=Rules(simplify=SimplifyRules(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from guywire.clock import ManualClock
-from guywire.kube import ApiFailure
+from guywire.kube.client import ApiFailure
 from guywire.operator.state import OperatorState, Settings
 from tests.unit.test_operator_state import RecordingClient, example_bodies
 

@@ -1,7 +1,7 @@
 """docs/rules.md is generated from the rule registry; the committed copy must match."""
 from pathlib import Path
 
-from guywire.docs import rules_markdown
+from guywire.render.rule_catalogue import rules_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

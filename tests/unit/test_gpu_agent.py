@@ -17,9 +17,9 @@ from guywire.gpu.agent import (
 )
 from guywire.gpu.classify import HealthTracker
 from guywire.gpu.fake import FakeNvml
-from guywire.gpu.metrics import GpuMetrics
+from guywire.gpu.gpu_metrics import GpuMetrics
 from guywire.gpu.nvml import NvmlReader
-from guywire.model.gpu import HealthState, NodeGpuHealth
+from guywire.model.gpu_report import HealthState, NodeGpuHealth
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 

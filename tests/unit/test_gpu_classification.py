@@ -12,7 +12,7 @@ from guywire.gpu.classify import (
 )
 from guywire.gpu.fake import NVML_ERROR_NO_PERMISSION, NVML_ERROR_UNKNOWN, FakeNvml, NVMLError
 from guywire.gpu.nvml import NvmlReader
-from guywire.model.gpu import Action, HealthState
+from guywire.model.gpu_report import Action, HealthState
 
 H, D, U = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)

@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from guywire.gpu.classify import DEFAULT_TABLE, ROWS, SOURCES
-from guywire.gpu.docs import gpu_health_markdown
-from guywire.model.gpu import HealthState
+from guywire.gpu.health_docs import gpu_health_markdown
+from guywire.model.gpu_report import HealthState
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_gpu_health_md_matches_the_tables():
     committed = (ROOT / "docs" / "gpu-health.md").read_text()
     assert committed == gpu_health_markdown(), \
-        "docs/gpu-health.md is stale: run `python -m guywire.gpu.docs > docs/gpu-health.md`"
+        "docs/gpu-health.md is stale: run `python -m guywire.gpu.health_docs > docs/gpu-health.md`"
 
 
 def test_every_row_cites_known_sources_and_every_source_is_cited():

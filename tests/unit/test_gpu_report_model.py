@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from guywire.model.gpu import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, parse_gpu_health
+from guywire.model.gpu_report import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, parse_gpu_health
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 

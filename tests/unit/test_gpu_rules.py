@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from guywire.engine import Engine
-from guywire.inventory import Inventory, view_of
-from guywire.model.gpu import HealthState, NodeGpuHealth
+from guywire.engine.core import Engine
+from guywire.views.inventory import Inventory, view_of
+from guywire.model.gpu_report import HealthState, NodeGpuHealth
 from guywire.model.policy import baseline_policy, parse_policy
 from guywire.rules.base import Context
 from guywire.rules.gpu import node_report

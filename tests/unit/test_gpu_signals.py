@@ -12,11 +12,11 @@ from guywire.gpu.classify import (
     table_rows,
 )
 from guywire.gpu.fake import FakeNvml, FakeScenarioError, load_scenario, scenario_model
-from guywire.gpu.metrics import GpuMetrics
+from guywire.gpu.gpu_metrics import GpuMetrics
 from guywire.gpu.nvml import NvmlReader
 from guywire.gpu.readings import GpuReadings
 from guywire.gpu.signals import SIGNALS, Call, FakeKey, Field, Metric, Row, Signal, Threshold, get
-from guywire.model.gpu import Action, HealthState
+from guywire.model.gpu_report import Action, HealthState
 from tests.unit.test_gpu_classification import CASES
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from guywire.gpu.taint import NodeTaintState, has_taint, plan_taints, taint_limit, taint_spec
-from guywire.model.gpu import HealthState
+from guywire.model.gpu_report import HealthState
 
 H, D, U = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY
 

@@ -11,7 +11,7 @@ from guywire.gpu.agent import NodeAgent
 from guywire.gpu.classify import HealthTracker
 from guywire.gpu.fake import FakeNvml
 from guywire.gpu.nvml import NvmlReader
-from guywire.model.gpu import HealthState, parse_gpu_health
+from guywire.model.gpu_report import HealthState, parse_gpu_health
 
 H, D, U = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from guywire.annotations import DependencyRef, RetryPolicy, parse_declarations
-from guywire.engine import Engine
-from guywire.graph import Graph, env_hosts, service_hosts
-from guywire.inventory import Inventory
+from guywire.views.annotations import DependencyRef, RetryPolicy, parse_declarations
+from guywire.engine.core import Engine
+from guywire.graph.core import Graph, env_hosts, service_hosts
+from guywire.views.inventory import Inventory
 from guywire.model.policy import baseline_policy, parse_policy
-from guywire.workload import PodTemplate, Workload
+from guywire.views.workload import PodTemplate, Workload
 
 from .manifests import container, deployment, inventory, namespace, service, view
 

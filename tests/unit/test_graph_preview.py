@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from guywire.graph import Graph
-from guywire.overlay import Overlay, overlaid
+from guywire.graph.core import Graph
+from guywire.graph.overlay import Overlay, overlaid
 from tests.snapshot import deep_state, differences
 
 from .manifests import deployment, inventory, service, view

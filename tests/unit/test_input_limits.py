@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from guywire import loader
+from guywire.inputs import loader
 from guywire.cli import main
 from tests.unit.test_cli import GOOD, run, write
 

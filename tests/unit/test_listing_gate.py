@@ -1,7 +1,7 @@
 """The listing gate: the operator judges nothing until kopf has listed the whole cluster."""
 import asyncio
 
-from guywire.kube import ApiFailure
+from guywire.kube.client import ApiFailure
 from guywire.operator.gate import ListingGate
 from guywire.operator.state import OperatorState
 

@@ -5,8 +5,8 @@ import os
 import pytest
 import yaml
 
-from guywire import loader
-from guywire.loader import FastLoader, load, parse_text
+from guywire.inputs import loader
+from guywire.inputs.loader import FastLoader, load, parse_text
 
 
 def fast(text: str) -> list:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from guywire.annotations import RetryPolicy
-from guywire.engine import Engine
-from guywire.graph import Graph
-from guywire.inventory import ParseError, view_of
-from guywire.mesh import MeshIndex, classify_host, effective_retry
+from guywire.views.annotations import RetryPolicy
+from guywire.engine.core import Engine
+from guywire.graph.core import Graph
+from guywire.views.inventory import ParseError, view_of
+from guywire.graph.mesh import MeshIndex, classify_host, effective_retry
 from guywire.model.policy import baseline_policy
-from guywire.workload import MeshRetry, MeshRoute
+from guywire.views.workload import MeshRetry, MeshRoute
 
 from .manifests import deployment, inventory, service, view
 

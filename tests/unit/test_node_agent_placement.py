@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from guywire.rules.gpu import why_no_agent_runs
-from guywire.workload import parse_node, parse_workload
+from guywire.views.workload import parse_node, parse_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guywire.annotations import COMPLEXITY_SCORE, VIOLATIONS
-from guywire.kube import ApiFailure
+from guywire.views.annotations import COMPLEXITY_SCORE, VIOLATIONS
+from guywire.kube.client import ApiFailure
 from guywire.clock import ManualClock
 from guywire.operator.state import OperatorState, Settings, TokenBucket
 from tests.examples import example_objects

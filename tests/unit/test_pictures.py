@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from guywire.cli import build, main
-from guywire.engine import Engine
-from guywire.graph import wlabel
+from guywire.engine.core import Engine
+from guywire.graph.core import wlabel
 from guywire.model.policy import baseline_policy
 from guywire.render.graph import SEV_COLOUR, render_mermaid
 from guywire.render.html import BOX_H, BOX_W, layout_columns, render_html

@@ -6,13 +6,13 @@ import fnmatch
 
 import pytest
 
-from guywire.aikinds import AI_KINDS
-from guywire.crd import KINDS, crd
-from guywire.engine import policy_matches
-from guywire.inventory import Inventory
+from guywire.views.aikinds import AI_KINDS
+from guywire.kube.crd import KINDS, crd
+from guywire.engine.core import policy_matches
+from guywire.views.inventory import Inventory
 from guywire.model.kinds import JUDGED_KINDS
 from guywire.model.policy import MAX_GLOBS, PolicyError, compile_globs, parse_policy
-from guywire.workload import WORKLOAD_KINDS
+from guywire.views.workload import WORKLOAD_KINDS
 from tests.unit.manifests import deployment, view
 from tests.unit.test_crd import nodes
 

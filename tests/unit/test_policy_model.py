@@ -1,15 +1,15 @@
 """The ComplexityPolicy spec: defaults, refusals that name the field, overrides, and where a policy applies."""
 import pytest
 
-from guywire.annotations import parse_declarations
-from guywire.engine import policy_matches
-from guywire.inventory import Inventory
+from guywire.views.annotations import parse_declarations
+from guywire.engine.core import policy_matches
+from guywire.views.inventory import Inventory
 from guywire.model.policy import (
     BASELINE_NAME, Enforcement, LabelSelector, PolicyError, PolicySpec, baseline_policy, parse_policy,
 )
 from guywire.model.severity import Severity
 from guywire.rules import REGISTRY
-from guywire.workload import Workload
+from guywire.views.workload import Workload
 
 
 def policy(spec=None, kind="ClusterComplexityPolicy", name="p", namespace=None):

@@ -11,9 +11,9 @@ import yaml
 
 from guywire.cli import main
 from guywire.clock import ManualClock
-from guywire.engine import Engine
+from guywire.engine.core import Engine
 from guywire.model.policy import baseline_policy, parse_policy
-from guywire.policyreport import DIGEST_ANNOTATION, policy_reports, results_digest
+from guywire.render.policy_reports import DIGEST_ANNOTATION, policy_reports, results_digest
 
 from .manifests import container, deployment, inventory, service
 

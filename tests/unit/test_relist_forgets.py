@@ -6,7 +6,7 @@ import asyncio
 import copy
 
 from guywire.clock import ManualClock
-from guywire.kube import ApiFailure
+from guywire.kube.client import ApiFailure
 from guywire.operator.state import RELIST_QUIET_S, OperatorState, Settings
 from tests.unit.test_operator_state import RecordingClient, example_bodies
 

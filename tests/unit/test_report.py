@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 
 from guywire.cli import main
-from guywire.engine import Engine
+from guywire.engine.core import Engine
 from guywire.model.policy import baseline_policy
-from guywire.report import (
+from guywire.engine.insights import (
     ComplexityReport, Figures, complexity_report, describe_changes, diff_reports, simplify_suggestions,
 )
 
@@ -115,7 +115,7 @@ def test_suggestions_include_services_without_workloads():
 
 def test_enabled_simplify_policy_judges_services_and_follows_changes():
     from guywire.model.policy import parse_policy
-    from guywire.workload import parse_service
+    from guywire.views.workload import parse_service
 
     pol = parse_policy({"kind": "ClusterComplexityPolicy", "metadata": {"name": "p"},
                         "spec": {"rules": {"simplify": {"enabled": True}}}})
@@ -125,7 +125,7 @@ def test_enabled_simplify_policy_judges_services_and_follows_changes():
     assert [f.rule for f in e.result().findings if f.rule.startswith("GW-SMP")] == ["GW-SMP-003"]
     assert "GW-SMP-003" in {f.rule for f in e.policy_result(pol).findings}
     # the workload it should select arrives: the suggestion goes away
-    from guywire.inventory import view_of
+    from guywire.views.inventory import view_of
     e.upsert(view_of(deployment("gone", pod_labels={"app": "gone"})))
     assert not [f for f in e.result().findings if f.rule == "GW-SMP-003"]
     e.remove("Service", "ml", "orphan")

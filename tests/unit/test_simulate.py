@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from guywire.annotations import RetryPolicy
+from guywire.views.annotations import RetryPolicy
 from guywire.cli import main
-from guywire.engine import Engine
-from guywire.graph import Graph
+from guywire.engine.core import Engine
+from guywire.graph.core import Graph
 from guywire.model.policy import baseline_policy
-from guywire.simulate import (
+from guywire.graph.simulate import (
     Answer, Failure, backoff_delay, blast_radius, call_hop, entry_points, find_workload, simulate, top_blast_radii,
 )
 

@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guywire import compact as compact_module
-from guywire import inventory, loader
+from guywire.speed import compact as compact_module
+from guywire.inputs import loader
+from guywire.views import inventory
 from guywire.cli import main
 from guywire.clock import ManualClock
-from guywire.graph import index_add, index_discard, index_get
-from guywire.loader import FastLoader, load, load_file
+from guywire.graph.core import index_add, index_discard, index_get
+from guywire.inputs.loader import FastLoader, load, load_file
 from guywire.model.finding import SourceRef
 from tests.snapshot import deep_state, differences
 

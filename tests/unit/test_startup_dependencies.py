@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guywire.annotations import parse_depends_on
+from guywire.views.annotations import parse_depends_on
 
 from .test_cli import run
 

@@ -1,7 +1,7 @@
 """Views keep what the rules read, and leave out what only costs memory."""
 import json
 
-from guywire.inventory import view_of
+from guywire.views.inventory import view_of
 
 
 def test_kubectl_last_applied_configuration_is_not_kept_in_views():

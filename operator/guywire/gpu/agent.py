@@ -24,7 +24,7 @@ from typing import Any, Callable, TextIO
 from .. import __version__
 from ..clock import SYSTEM, Clock, rfc3339
 from ..model.messages import clip
-from ..model.gpu import (
+from ..model.gpu_report import (
     GPU_CONDITION_TYPE, GPU_COUNT_LABEL, GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, GPU_PRESENT_LABEL,
     NVIDIA_GPU_RESOURCE, HealthState, NodeGpuHealth, parse_gpu_health,
 )
@@ -331,7 +331,7 @@ def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = No
         if args.metrics_port:
             from prometheus_client import start_http_server
 
-            from .metrics import GpuMetrics
+            from .gpu_metrics import GpuMetrics
 
             metrics = GpuMetrics()
             start_http_server(args.metrics_port, registry=metrics.registry)

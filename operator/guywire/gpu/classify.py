@@ -2,7 +2,7 @@
 
 Pure: readings in, a ``NodeGpuHealth`` report out. The tables below and each signal's rows and
 judge (``gpu.signals``) are the policy (see docs/gpu-health.md, generated from them by
-``guywire.gpu.docs``); a YAML file can
+``guywire.gpu.health_docs``); a YAML file can
 change the XID table and the thresholds (``load_health_config``).
 
 ``HealthTracker`` adds the memory one read cannot have: XIDs latch (an XID is an
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 
 from ..clock import rfc3339
-from ..model.gpu import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, XidEvent
+from ..model.gpu_report import Action, GpuHealth, HealthState, LatchedXid, NodeGpuHealth, XidEvent
 from .readings import GpuReadings, NodeReadings, XidSeen
 from .signals import (
     DEGRADING_CLOCK_REASONS, RECOVERY_ACTIONS, SIGNALS, Check, Row, Signal, rows_of, snapshot,

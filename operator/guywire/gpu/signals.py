@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from ..model.gpustate import Action, HealthState
+from ..model.gpu_health import Action, HealthState
 from .readings import GpuReadings, RemappedRows
 
 H, D, U = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..model.gpu import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, HealthState
+from ..model.gpu_report import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, HealthState
 
 DEFAULT_MAX_FRACTION = 0.5
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from ..aikinds import AI_KINDS
+from ..views.aikinds import AI_KINDS
 
 from .state import OperatorState
 from .webhook import WebhookServer

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from ..clock import SYSTEM, Clock, rfc3339
-from ..kube import ConfigError, KubeClient, load_config
+from ..kube.client import ConfigError, KubeClient, load_config
 from ..model.units import parse_duration
 from .handlers import build_registry
 from .options import add_run_arguments  # noqa: F401  (re-exported for the CLI)
@@ -118,7 +118,7 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        from ..metrics import REGISTRY
+        from .metrics import REGISTRY
         start_http_server(args.metrics_port, registry=REGISTRY)
     namespaces = [n for n in args.namespace if n]
     clusterwide = args.all_namespaces or not namespaces

@@ -15,26 +15,26 @@ from collections import OrderedDict
 from urllib.parse import quote
 from dataclasses import dataclass, field
 
-from ..admission import Admission
+from ..engine.admission import Admission
 from ..clock import SYSTEM, Clock, rfc3339
-from ..compact import compact
-from ..annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, VIOLATIONS
-from ..engine import Engine, worst_first
-from ..graph import Graph
-from ..inventory import Inventory, fingerprint, view_of
-from ..annotations import GPU_HEALTH
+from ..speed.compact import compact
+from ..views.annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, VIOLATIONS
+from ..engine.core import Engine, worst_first
+from ..graph.core import Graph
+from ..views.inventory import Inventory, fingerprint, view_of
+from ..views.annotations import GPU_HEALTH
 from ..gpu.taint import NodeTaintState, has_taint, plan_taints, taint_spec
-from ..kube import NODE, POLICY_KINDS, REPORT_KINDS, WORKLOAD_KINDS, ApiFailure, Kind, KubeClient
-from ..policyreport import DIGEST_ANNOTATION, REPORT_APIS, policy_reports
+from ..kube.client import NODE, POLICY_KINDS, REPORT_KINDS, WORKLOAD_KINDS, ApiFailure, Kind, KubeClient
+from ..render.policy_reports import DIGEST_ANNOTATION, REPORT_APIS, policy_reports
 
 MANAGED_BY_SELECTOR = "app.kubernetes.io%2Fmanaged-by%3Dguywire"
-from ..report import complexity_report
-from ..model.gpu import GPU_TAINT_KEY, parse_gpu_health
+from ..engine.insights import complexity_report
+from ..model.gpu_report import GPU_TAINT_KEY, parse_gpu_health
 from ..rules.gpu import is_gpu_node
 from ..model.finding import Finding
 from ..model.policy import Enforcement, Policy, PolicyError, parse_policy
-from ..workload import ParseError, Workload
-from .. import metrics
+from ..views.workload import ParseError, Workload
+from . import metrics
 from .gate import ListingGate
 
 log = logging.getLogger("guywire.operator")

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import metrics
-from ..admission import Admission, BadReview, parse_review
+from . import metrics
+from ..engine.admission import Admission, BadReview, parse_review
 from .state import release_free_memory
 
 log = logging.getLogger("guywire.webhook")

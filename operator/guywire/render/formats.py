@@ -67,13 +67,13 @@ FORMATS: dict[str, dict[str, Format]] = _formats(
            "the same as openreports.io/v1alpha1 Reports (Kyverno 1.15, Policy Reporter 3)",
            options=("clock",), fixed={"api": "openreports"}),
 
-    Format("simulate", "text", ".render.simulate", "render_simulation_text", "txt", options=("rps",)),
-    Format("simulate", "json", ".render.simulate", "render_simulation_json", "json", options=("rps",)),
-    Format("simulate", "html", ".render.simulate", "render_simulation_html", "html",
+    Format("simulate", "text", ".render.simulation", "render_simulation_text", "txt", options=("rps",)),
+    Format("simulate", "json", ".render.simulation", "render_simulation_json", "json", options=("rps",)),
+    Format("simulate", "html", ".render.simulation", "render_simulation_html", "html",
            "one self-contained page with the graph coloured hop by hop", options=("rps",)),
 
-    Format("report", "text", ".render.complexity", "render_report_text", "txt", options=("changes",), sections="#"),
-    Format("report", "json", ".render.complexity", "render_report_json", "json", options=("changes",),
+    Format("report", "text", ".render.complexity_report", "render_report_text", "txt", options=("changes",), sections="#"),
+    Format("report", "json", ".render.complexity_report", "render_report_json", "json", options=("changes",),
            sections=MERGE_JSON),
 
     Format("graph", "text", ".render.graph", "render_graph_text", "txt", sections="#"),
@@ -83,9 +83,9 @@ FORMATS: dict[str, dict[str, Format]] = _formats(
     Format("graph", "html", ".render.html", "render_html", "html",
            "one self-contained page (inline SVG, no network) with findings on hover"),
 
-    Format("rules", "text", ".docs", "rules_text", "txt"),
-    Format("rules", "json", ".docs", "rules_json", "json"),
-    Format("rules", "markdown", ".docs", "rules_markdown", "md"),
+    Format("rules", "text", ".render.rule_catalogue", "rules_text", "txt"),
+    Format("rules", "json", ".render.rule_catalogue", "rules_json", "json"),
+    Format("rules", "markdown", ".render.rule_catalogue", "rules_markdown", "md"),
 )
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from html import escape
 
 from .. import __version__
-from ..engine import Engine
-from ..graph import Edge, Graph, WKey, wlabel
+from ..engine.core import Engine
+from ..graph.core import Edge, Graph, WKey, wlabel
 from ..model.messages import clip
 from ..model.severity import Severity
 from ..model.units import format_duration

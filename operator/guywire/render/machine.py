@@ -192,7 +192,7 @@ def render_policyreports(report: Report, clock: Clock = SYSTEM, api: str = "wgpo
     multi-document YAML (timestamps from --now, else the clock's time)."""
     import yaml
 
-    from ..policyreport import policy_reports
+    from .policy_reports import policy_reports
 
     now = report.engine.now or clock.now()
     docs = policy_reports(report.engine, now, also=report.engines[1:], api=api)

@@ -5,8 +5,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine import Engine, Result
-from ..loader import Diagnostic
+from ..engine.core import Engine, Result
+from ..inputs.loader import Diagnostic
 from ..model.evaluation import EvaluationError
 from ..model.finding import Finding
 from ..model.severity import Severity
@@ -88,9 +88,9 @@ class Report:
         }
 
     def blast_radius(self, n: int = 5) -> list[dict]:
-        """The workloads whose failure breaks the most, largest first (see guywire.simulate.blast_radius)."""
-        from ..graph import wlabel
-        from ..simulate import blast_radius, top_blast_radii
+        """The workloads whose failure breaks the most, largest first (see guywire.graph.simulate.blast_radius)."""
+        from ..graph.core import wlabel
+        from ..graph.simulate import blast_radius, top_blast_radii
 
         radii = {}
         for engine in self.cluster_engines:

@@ -13,8 +13,8 @@ from ..model.units import UNITS, render_figure
 if TYPE_CHECKING:
     from ..model.policy import Policy
     from pydantic import BaseModel
-    from ..graph import Graph
-    from ..inventory import Inventory
+    from ..graph.core import Graph
+    from ..views.inventory import Inventory
 
 RULE_ID = re.compile(r"^GW-[A-Z]{3}-\d{3}$")
 RULE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")

@@ -5,12 +5,12 @@ import math
 from typing import TYPE_CHECKING, Iterator
 
 from ..model.severity import Severity
-from ..workload import Workload
+from ..views.workload import Workload
 from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:
     from ..model.policy import ComplexityRules
-    from ..graph import Graph
+    from ..graph.core import Graph
 
 #: The weights of the score, documented in GW-CPX-001 and in docs/rules.md.
 WEIGHTS = {

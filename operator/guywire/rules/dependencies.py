@@ -5,7 +5,7 @@ import fnmatch
 from typing import TYPE_CHECKING, Iterator
 
 from ..model.severity import Severity
-from ..workload import Workload
+from ..views.workload import Workload
 from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:

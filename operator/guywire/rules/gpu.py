@@ -2,7 +2,7 @@
 without a fresh report.
 
 The report is the JSON the node agent writes in the Node annotation guywire.dev/gpu-health
-(`model.gpu`). The rules read the Node views in the inventory and, for pods already
+(`model.gpu_report`). The rules read the Node views in the inventory and, for pods already
 placed, `ctx.gpu_pods` (workload key -> node names, filled by the operator from the
 pods' spec.nodeName). Parsed reports are memoised in `ctx.node_health` per node and
 annotation value.
@@ -12,20 +12,20 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterator
 
-from ..model.gpustate import GPU_HEALTH_ANNOTATION, GPU_PRESENT_LABEL, HealthState
+from ..model.gpu_health import GPU_HEALTH_ANNOTATION, GPU_PRESENT_LABEL, HealthState
 from ..model.selectors import labels_match, node_affinity_matches
 from ..model.severity import Severity
-from ..workload import Node, PodTemplate, Workload
+from ..views.workload import Node, PodTemplate, Workload
 from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:
-    from ..model.gpu import NodeGpuHealth
+    from ..model.gpu_report import NodeGpuHealth
     from ..model.policy import GpuRules
 
 
 def node_report(ctx: Context, node: Node) -> tuple[NodeGpuHealth | None, str | None]:
     """The node's GPU health report, parsed once per annotation value. Never raises."""
-    from ..model.gpu import NodeGpuHealth, parse_gpu_health  # pydantic: only where there are GPU nodes to read
+    from ..model.gpu_report import NodeGpuHealth, parse_gpu_health  # pydantic: only where there are GPU nodes to read
 
     raw = node.annotations.get(GPU_HEALTH_ANNOTATION)
     cached = ctx.node_health.get(node.name)

@@ -9,7 +9,7 @@ from ..model.baseline import FLOATING_TAGS
 
 from ..model.severity import Severity
 from ..model.selectors import labels_match, selector_matches
-from ..workload import Container, PodTemplate, Workload
+from ..views.workload import Container, PodTemplate, Workload
 from .base import Context, Issue, rule
 
 if TYPE_CHECKING:

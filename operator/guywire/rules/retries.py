@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterator
 
-from ..graph import wlabel
+from ..graph.core import wlabel
 from ..model.severity import Severity
 from ..model.units import format_duration, render_figure
-from ..workload import Workload
+from ..views.workload import Workload
 from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Iterator
 
-from ..graph import Edge, WKey, env_hosts, index_get, service_hosts, wlabel
+from ..graph.core import Edge, WKey, env_hosts, index_get, service_hosts, wlabel
 from ..model.severity import Severity
 from ..model.units import format_duration
-from ..workload import Service, Workload
+from ..views.workload import Service, Workload
 from .base import Context, Issue, rule
 
 if TYPE_CHECKING:

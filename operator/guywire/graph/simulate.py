@@ -1,6 +1,6 @@
 """What if one workload fails? Propagate the failure through the dependency graph, hop by hop.
 
-Pure: reads a :class:`~guywire.graph.Graph`, does no I/O, reads no clock. The arithmetic is
+Pure: reads a :class:`~guywire.graph.core.Graph`, does no I/O, reads no clock. The arithmetic is
 deterministic worst case; ``--error-rate`` adds an expected case.
 
 The failure (on the *target*)
@@ -62,15 +62,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
-from .annotations import RetryPolicy
-from .graph import Edge, Graph, WKey, strongly_connected, wlabel
+from ..views.annotations import RetryPolicy
+from .core import Edge, Graph, WKey, strongly_connected, wlabel
 from .mesh import sidecar_retry
-from .model.units import format_duration
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from ..model.units import format_duration
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
@@ -250,7 +247,7 @@ def call_edge(e: Edge, answer: Answer, *, base: float = BACKOFF_BASE, cap: float
     """:func:`call_hop` for an edge, the caller's sidecar included: under each application try the sidecar
     makes its own tries (cut by its per-try timeout, the route timeout and the application's per-try
     timeout), and the application retries what the sidecar returns. The tries are the application's times
-    the sidecar's, never more than :func:`~guywire.mesh.tries_per_hop`, the count GW-RTY-001 reports.
+    the sidecar's, never more than :func:`~guywire.graph.mesh.tries_per_hop`, the count GW-RTY-001 reports.
     The last item is the sidecar's tries per application try (None without a mesh route)."""
     inner = sidecar_retry(e.app_retry, e.mesh)
     if inner is None:
@@ -516,7 +513,14 @@ class BlastRadius:
 BLAST_NAMES = 5
 
 
-def blast_radius(source: "Engine | Graph") -> dict[WKey, BlastRadius]:
+class HasGraph(Protocol):
+    """Whatever holds a dependency graph, such as an evaluated ``engine.core.Engine`` (the graph layer
+    imports nothing from the engine above it)."""
+
+    graph: Graph
+
+
+def blast_radius(source: "HasGraph | Graph") -> dict[WKey, BlastRadius]:
     """For every workload: how many entry points and workloads fail when it is down (see the module doc)."""
     graph: Graph = source if isinstance(source, Graph) else source.graph
     keys = sorted(graph.out)

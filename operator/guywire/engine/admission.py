@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .aikinds import ai_kind_of
-from .engine import Engine, policy_matches, worst_first
-from .inventory import POLICY_KINDS, fingerprint, view_of
-from .model.evaluation import EvaluationError, unique_errors
-from .model.finding import Finding
-from .model.messages import clip
-from .model.policy import Enforcement, PolicyError, parse_policy
-from .workload import WORKLOAD_GROUPS, WORKLOAD_KINDS, ParseError, Workload
+from ..views.aikinds import ai_kind_of
+from .core import Engine, policy_matches, worst_first
+from ..views.inventory import POLICY_KINDS, fingerprint, view_of
+from ..model.evaluation import EvaluationError, unique_errors
+from ..model.finding import Finding
+from ..model.messages import clip
+from ..model.policy import Enforcement, PolicyError, parse_policy
+from ..views.workload import WORKLOAD_GROUPS, WORKLOAD_KINDS, ParseError, Workload
 
 API_VERSION = "admission.k8s.io/v1"
 MAX_WARNINGS = 10

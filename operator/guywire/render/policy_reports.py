@@ -37,13 +37,13 @@ import json
 from datetime import datetime
 from typing import Iterable
 
-from .clock import seconds_and_nanos
-from .engine import Engine, exempted, merge_findings
-from .model.evaluation import EvaluationError, unique_errors
-from .model.finding import Finding
-from .model.messages import clip
-from .model.severity import Severity
-from .rules import REGISTRY
+from ..clock import seconds_and_nanos
+from ..engine.core import Engine, exempted, merge_findings
+from ..model.evaluation import EvaluationError, unique_errors
+from ..model.finding import Finding
+from ..model.messages import clip
+from ..model.severity import Severity
+from ..rules import REGISTRY
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
 #: api -> (apiVersion, namespaced kind, cluster kind)
@@ -234,7 +234,7 @@ def policy_reports(engine: Engine, now: datetime, *, max_results: int = MAX_RESU
     what a writer rebuilds after an incremental change. Call ``engine.evaluate_all()`` (or let
     ``upsert`` / ``remove`` keep results current) first. ``also``: more engines whose workload and
     Service results join the same namespaces' reports (other clusters, earlier definitions of an
-    object: guywire.clusters).
+    object: guywire.inputs.clusters).
     """
     if max_results < 1:
         raise ValueError(f"max_results must be at least 1, got {max_results}.")

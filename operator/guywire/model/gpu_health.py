@@ -1,6 +1,6 @@
 """GPU health names every reader shares: the Node annotation, label, taint and condition, and the
 health states and actions, ordered. Plain Python: the rules import this without pydantic (the report
-models themselves are in ``model.gpu``)."""
+models themselves are in ``model.gpu_report``)."""
 from __future__ import annotations
 
 from enum import Enum

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .annotations import Declarations, parse_declarations
-from .model.finding import ObjectRef, SourceRef
-from .model.units import parse_duration
+from ..model.finding import ObjectRef, SourceRef
+from ..model.units import parse_duration
 
 DEFAULT_NAMESPACE = "default"
 GPU_RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-", "amd.com/gpu", "gpu.intel.com/")

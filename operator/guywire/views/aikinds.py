@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .annotations import parse_declarations
-from .model.finding import SourceRef
+from ..model.finding import SourceRef
 from .workload import (
     DEFAULT_NAMESPACE, Container, ParseError, PodTemplate, Workload, _dict, _list, _str_dict, annotations_of,
     controller_of, object_meta, parse_container, parse_pod_template,

@@ -29,8 +29,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Iterable
 
-from .annotations import DNS_LABEL, RetryPolicy
-from .workload import ENVOY_BACKOFF, MeshRetry, MeshRoute
+from ..views.annotations import DNS_LABEL, RetryPolicy
+from ..views.workload import ENVOY_BACKOFF, MeshRetry, MeshRoute
 
 MKey = tuple[str, str, str]  # (namespace, kind, name)
 Host = tuple[str, object]  # ("svc", (ns, name)) | ("ns", ns) | ("ext", host) | ("glob", pattern)

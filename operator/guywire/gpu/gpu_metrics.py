@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ..model.gpu import HealthState, NodeGpuHealth
+from ..model.gpu_report import HealthState, NodeGpuHealth
 from .readings import NodeReadings
 from .signals import SIGNALS, Metric, Signal
 

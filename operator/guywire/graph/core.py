@@ -23,13 +23,13 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
-from .annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
-from .gcpause import paused_gc  # noqa: F401 - re-exported
-from .inventory import Inventory
+from ..views.annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
+from ..speed.gcpause import paused_gc
+from ..views.inventory import Inventory
 from .mesh import MeshIndex, effective_retry
 from .overlay import overlaid
-from .model.selectors import labels_match
-from .workload import MeshRetry, MeshRoute, Service, Workload
+from ..model.selectors import labels_match
+from ..views.workload import MeshRetry, MeshRoute, Service, Workload
 
 WKey = tuple[str, str, str]  # (namespace, kind, name)
 SKey = tuple[str, str]  # (namespace, name)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .engine import Engine, PolicyResult, Result, merge_findings
-from .model.evaluation import unique_errors
-from .inventory import Inventory
-from .workload import Service, Workload
+from ..engine.core import Engine, PolicyResult, Result, merge_findings
+from ..model.evaluation import unique_errors
+from ..views.inventory import Inventory
+from ..views.workload import Service, Workload
 
 if TYPE_CHECKING:
-    from .model.policy import Policy
+    from ..model.policy import Policy
 
 CLUSTER_PER = ("input", "dir", "file")
 

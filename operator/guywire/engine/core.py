@@ -14,17 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .graph import Graph, WKey, istio_meshed, paused_gc
-from .inventory import Inventory
-from .model.evaluation import EvaluationError, unique_errors
-from .model.finding import Finding
-from .model.severity import Severity
-from .rules import REGISTRY, Context, Rule, all_rules
-from .rules.complexity import complexity_score
-from .workload import MESH_KINDS, MeshRoute, Monitor, Namespace, Node, Service, Workload
+from ..graph.core import Graph, WKey, istio_meshed
+from ..speed.gcpause import paused_gc
+from ..views.inventory import Inventory
+from ..model.evaluation import EvaluationError, unique_errors
+from ..model.finding import Finding
+from ..model.severity import Severity
+from ..rules import REGISTRY, Context, Rule, all_rules
+from ..rules.complexity import complexity_score
+from ..views.workload import MESH_KINDS, MeshRoute, Monitor, Namespace, Node, Service, Workload
 
 if TYPE_CHECKING:
-    from .model.policy import Policy
+    from ..model.policy import Policy
 
 ALWAYS_SKIPPED = frozenset({"kube-system"})
 
@@ -105,7 +106,7 @@ def worst_first(findings: Iterable[Finding]) -> list[Finding]:
 
 def merge_findings(groups: Iterable[Iterable[Finding]]) -> list[Finding]:
     """One finding per (rule, object, location, message, definition) across policies, keeping the worst severity.
-    The definition (source) keeps apart the findings of two definitions of one object (see guywire.clusters)."""
+    The definition (source) keeps apart the findings of two definitions of one object (see guywire.inputs.clusters)."""
     best: dict[tuple, Finding] = {}
     for group in groups:
         for f in group:
@@ -336,7 +337,7 @@ class Engine:
 
     def evaluate_only(self, keys: Iterable[WKey], services: Iterable[tuple[str, str]] = ()) -> Result:
         """Judge only these workloads and Services (nodes not at all): an engine that holds a whole cluster for
-        the graph but reports on a few of its objects (an earlier definition of one, guywire.clusters)."""
+        the graph but reports on a few of its objects (an earlier definition of one, guywire.inputs.clusters)."""
         self.results = {}
         self.errors = {}
         self.exempted_results = {}

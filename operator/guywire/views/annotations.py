@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from .model.messages import clip
-from .model.units import parse_duration
+from ..model.messages import clip
+from ..model.units import parse_duration
 
 PREFIX = "guywire.dev/"
 DEPENDS_ON = PREFIX + "depends-on"

@@ -5,7 +5,7 @@ import base64
 
 import yaml
 
-from .aikinds import AI_KINDS
+from ..views.aikinds import AI_KINDS
 
 WORKLOAD_RULES = [
     {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets",

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..annotations import EXEMPT, EXEMPT_REASON
+from ..views.annotations import EXEMPT, EXEMPT_REASON
 from ..model.severity import Severity
-from ..workload import Workload
+from ..views.workload import Workload
 from .base import Context, Issue, rule
 
 

@@ -1,6 +1,6 @@
 """Cluster complexity as numbers people can track, what changed between two states, and regressions.
 
-Pure: reads an evaluated :class:`~guywire.engine.Engine` (call ``evaluate_all()`` first), does no I/O.
+Pure: reads an evaluated :class:`~guywire.engine.core.Engine` (call ``evaluate_all()`` first), does no I/O.
 
 * :func:`complexity_report` — per namespace and for the cluster: workloads, dependency edges,
   the longest chain, cycles, the worst retry amplification, mean and max complexity score,
@@ -21,15 +21,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .engine import Engine, merge_findings
-from .graph import WKey, wlabel
-from .model.evaluation import EvaluationError, unique_errors
-from .model.finding import Finding
-from .model.policy import Policy, PolicySpec, Rules, SimplifyRules
-from .model.severity import Severity
-from .model.units import figure_with_unit, render_figure
-from .rules import REGISTRY
-from .simulate import BlastRadius, blast_radius
+from .core import Engine, merge_findings
+from ..graph.core import WKey, wlabel
+from ..model.evaluation import EvaluationError, unique_errors
+from ..model.finding import Finding
+from ..model.policy import Policy, PolicySpec, Rules, SimplifyRules
+from ..model.severity import Severity
+from ..model.units import figure_with_unit, render_figure
+from ..rules import REGISTRY
+from ..graph.simulate import BlastRadius, blast_radius
 
 SIMPLIFY = "simplify"
 

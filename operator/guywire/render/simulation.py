@@ -5,9 +5,9 @@ import html
 import json
 import textwrap
 
-from ..graph import Graph, WKey, wlabel
+from ..graph.core import Graph, WKey, wlabel
 from ..model.units import format_duration
-from ..simulate import ERROR, HANG, OK, SLOW, Hop, Simulation
+from ..graph.simulate import ERROR, HANG, OK, SLOW, Hop, Simulation
 
 STATE_COLOUR = {OK: "#e8f0e8", SLOW: "#ffe8a3", ERROR: "#ff9f8f", HANG: "#d7b5ff"}
 TARGET_COLOUR = "#b3261e"

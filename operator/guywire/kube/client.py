@@ -19,8 +19,8 @@ from typing import Any
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from .aikinds import AI_KINDS
-from .clock import SYSTEM, Clock, rfc3339
+from ..views.aikinds import AI_KINDS
+from ..clock import SYSTEM, Clock, rfc3339
 
 log = logging.getLogger("guywire.kube")
 

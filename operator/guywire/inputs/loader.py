@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
-from .model.finding import SourceRef
+from ..model.finding import SourceRef
 
 try:  # the C loader is several times faster on large inputs
     YamlLoader: Any = yaml.CSafeLoader

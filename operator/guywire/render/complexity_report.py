@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..report import Change, ComplexityReport, Figures, describe_changes
+from ..engine.insights import Change, ComplexityReport, Figures, describe_changes
 
 COLUMNS = [("namespace", "{ns}"), ("workloads", "{f.workloads}"), ("edges", "{f.edges}"),
            ("chain", "{f.longest_chain}"), ("cycles", "{f.cycles}"), ("amp", "{f.worst_amplification}x"),

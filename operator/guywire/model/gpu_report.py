@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from pydantic.alias_generators import to_camel
 
 from ..clock import aware, rfc3339
-from .gpustate import (  # noqa: F401 - re-exported
+from .gpu_health import (  # noqa: F401 - re-exported
     GPU_HEALTH_ANNOTATION, GPU_HEALTH_LABEL, GPU_CONDITION_TYPE, GPU_TAINT_KEY, GPU_TAINT_VALUE, GPU_TAINT_EFFECT,
     GPU_PRESENT_LABEL, GPU_COUNT_LABEL, NVIDIA_GPU_RESOURCE, Action, HealthState,
 )

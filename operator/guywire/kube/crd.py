@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from .model.policy import (
+from ..model.policy import (
     API_GROUP,
     API_VERSION,
     LabelSelectorRequirement,

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from .model.policy import Rules
-from .rules import all_rules
-from .rules.base import Rule
+from ..model.policy import Rules
+from ..rules import all_rules
+from ..rules.base import Rule
 
 
 def _param_rows(r: Rule) -> list[tuple[str, str, str]]:
@@ -17,7 +17,7 @@ def _param_rows(r: Rule) -> list[tuple[str, str, str]]:
         alias = f.alias or name
         default = f.default_factory() if f.default_factory else f.default
         if isinstance(default, float) and r.section == "gpu":
-            from .model.units import format_duration
+            from ..model.units import format_duration
             default = format_duration(default)
         rows.append((f"rules.{r.section}.{alias}", json.dumps(default), f.description or ""))
     return rows

@@ -7,7 +7,7 @@ from typing import Any
 
 from .aikinds import ai_kind_of, parse_ai_workload
 from .annotations import OWN_ANNOTATIONS
-from .model.finding import SourceRef
+from ..model.finding import SourceRef
 from .workload import (
     DEFAULT_NAMESPACE, MESH_GROUPS, MESH_KINDS, MONITOR_KINDS, WORKLOAD_KINDS, MeshRoute, Monitor, Namespace, Node,
     ParseError, Service, Workload, parse_http_route, parse_mesh, parse_service_profile, parse_monitor, parse_namespace, parse_node, parse_service,
