@@ -15,6 +15,10 @@ TIMEOUT = 90
 UNHEALTHY = ROOT / "scenarios" / "nvml" / "h100-fallen-off-the-bus.yaml"
 HEALTHY = ROOT / "scenarios" / "nvml" / "h100-healthy.yaml"
 TAINT = "guywire.dev/gpu-unhealthy"
+# The examples' GPU workloads (query-embedder x2, llm-server, finetune) wait Pending for GPU Nodes: without this
+# taint they fill the two fake nodes' 2 GPUs each and leave this module's own Pods unschedulable. Only the
+# scenario's Deployments tolerate it (the capacity must stay 2: the agent compares it with NVML's GPU count).
+SCENARIO_TAINT = {"key": "tests.guywire.dev/gpu-scenario", "effect": "NoSchedule"}
 
 
 def gpu_node(name: str) -> dict:
@@ -23,7 +27,7 @@ def gpu_node(name: str) -> dict:
             "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
                          "labels": {"kubernetes.io/hostname": name, "type": "kwok",
                                     "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
-            "spec": {"taints": []},
+            "spec": {"taints": [SCENARIO_TAINT]},
             "status": {"capacity": resources, "allocatable": resources}}
 
 
@@ -35,7 +39,8 @@ def ready(cluster, name: str) -> bool:
 def gpu_deployment(name: str, node: str | None = None) -> dict:
     spec = {"containers": [{"name": "infer", "image": "vllm/vllm-openai:v0.6.0",
                             "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
-                                          "limits": {"nvidia.com/gpu": "1", "memory": "1Gi"}}}]}
+                                          "limits": {"nvidia.com/gpu": "1", "memory": "1Gi"}}}],
+            "tolerations": [{**SCENARIO_TAINT, "operator": "Exists"}]}
     if node:
         spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "gpu"},
