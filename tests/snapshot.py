@@ -2,8 +2,8 @@
 
 ``deep_state(x)`` walks dicts (in their order: insertion order is state too, it decides the order
 of later evaluations), lists, tuples, sets (sorted), dataclasses (every field, the memo fields
-included), pydantic models, and any other object through its ``__slots__`` and ``__dict__``,
-down to plain values. Nothing is left out silently: a value it cannot read raises.
+included), pydantic models, Prometheus registries and metrics (their samples), and any other object through its
+``__slots__`` and ``__dict__``, down to plain values. Nothing is left out silently: a value it cannot read raises.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 from pydantic import BaseModel
 
 PLAIN = (type(None), bool, int, float, complex, str, bytes, datetime.datetime, datetime.date, datetime.time,
@@ -45,6 +47,9 @@ def _walk(obj: Any, path: set[int]) -> Any:
         return ("code", getattr(obj, "__module__", None), getattr(obj, "__qualname__", repr(obj)))
     if isinstance(obj, re.Pattern):
         return ("pattern", obj.pattern, obj.flags)
+    if isinstance(obj, (CollectorRegistry, MetricWrapperBase)):  # what they count, not their locks
+        return ("metrics", type(obj).__name__, sorted((s.name, sorted(s.labels.items()), s.value)
+                                                      for m in obj.collect() for s in m.samples))
     if id(obj) in path:  # a reference back up the walk
         return ("cycle", type(obj).__name__)
     path.add(id(obj))

@@ -7,16 +7,11 @@ import json
 import aiohttp
 import pytest
 
-from guywire.operator import metrics
 from guywire.engine.admission import Admission
 from guywire.operator.webhook import WebhookServer, WebhookSettings
 from tests.examples import example
 from tests.unit.test_admission import request
 from tests.unit.test_evaluation_errors import RULE, VICTIM, break_rule, clean_engine, policy
-
-
-def sample(name: str, **labels: str) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_a_request_a_rule_could_not_evaluate_is_allowed_warned_and_counted(monkeypatch):
@@ -25,8 +20,8 @@ async def test_a_request_a_rule_could_not_evaluate_is_allowed_warned_and_counted
     engine.evaluate_all()
     server = WebhookServer(lambda: Admission(engine), WebhookSettings(host="127.0.0.1", port=0, insecure=True))
     await server.start()
-    rule_errors = sample("guywire_admission_rule_errors_total", rule=RULE)
-    requests = sample("guywire_admission_requests_total", outcome="error",
+    rule_errors = server.metrics.sample("guywire_admission_rule_errors_total", rule=RULE)
+    requests = server.metrics.sample("guywire_admission_requests_total", outcome="error",
                       policy="ClusterComplexityPolicy/everything")
     try:
         body = example("Deployment", VICTIM)
@@ -42,6 +37,6 @@ async def test_a_request_a_rule_could_not_evaluate_is_allowed_warned_and_counted
     assert answer["allowed"] is True and "status" not in answer
     (warning,) = answer["warnings"]
     assert f"rule {RULE} mutable-image" in warning and "KeyError" in warning and "boom on" in warning
-    assert sample("guywire_admission_rule_errors_total", rule=RULE) == rule_errors + 1
-    assert sample("guywire_admission_requests_total", outcome="error",
+    assert server.metrics.sample("guywire_admission_rule_errors_total", rule=RULE) == rule_errors + 1
+    assert server.metrics.sample("guywire_admission_requests_total", outcome="error",
                   policy="ClusterComplexityPolicy/everything") == requests + 1

@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guywire.operator import metrics
 from guywire.engine.admission import Admission
 from guywire.views.annotations import VIOLATIONS
 from guywire.cli import build, main
 from guywire.engine.core import Engine
 from guywire.model.evaluation import EvaluationError
 from guywire.model.policy import parse_policy
-from guywire.operator.state import ERRORS_SHOWN, evaluation_errors_condition
+from guywire.operator.status_writer import ERRORS_SHOWN, evaluation_errors_condition
 from guywire.render.policy_reports import policy_reports
 from guywire.rules import REGISTRY
 from tests.examples import example
@@ -261,10 +260,6 @@ def test_admission_says_nothing_of_an_audit_policy_s_errors(monkeypatch):
 
 
 # ----- operator ------------------------------------------------------------------------------------
-def sample(name: str, **labels: str) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 def test_the_operator_writes_no_violation_and_no_event_for_an_error_and_sets_a_condition(monkeypatch, caplog):
     break_rule(monkeypatch)
     state = started()
@@ -275,13 +270,13 @@ def test_the_operator_writes_no_violation_and_no_event_for_an_error_and_sets_a_c
     assert not [e for e in state.client.events if e["name"] == VICTIM]
     assert not [e for e in state.client.events if e["reason"] in (RULE, "GW-ANN-000")
                 and e["name"] == VICTIM]
-    status = state.status_for("ClusterComplexityPolicy/ai-baseline")
+    status = state.status_writer.status_for("ClusterComplexityPolicy/ai-baseline")
     cond = next(c for c in status["conditions"] if c["type"] == "EvaluationErrors")
     assert cond["status"] == "True" and cond["reason"] == "RuleRaised"
     assert cond["message"].startswith("1 evaluation error(s)")
     assert f"{RULE} on Deployment search/{VICTIM}: KeyError" in cond["message"]
     assert next(c for c in status["conditions"] if c["type"] == "Ready")["status"] == "True"
-    assert sample("guywire_evaluation_errors", rule=RULE, namespace="search") == 1
+    assert state.metrics.sample("guywire_evaluation_errors", rule=RULE, namespace="search") == 1
     written = [body["status"] for path, body in state.client.patches if path.endswith("ai-baseline/status")]
     assert any(c["type"] == "EvaluationErrors" and c["status"] == "True" for c in written[-1]["conditions"])
     assert any(r.getMessage().startswith("Policy ClusterComplexityPolicy/ai-baseline: 1 evaluation error(s)")
@@ -291,10 +286,10 @@ def test_the_operator_writes_no_violation_and_no_event_for_an_error_and_sets_a_c
 def test_the_condition_is_false_and_the_metric_empty_when_every_rule_evaluates():
     state = started()
     asyncio.run(drain(state))
-    status = state.status_for("ClusterComplexityPolicy/ai-baseline")
+    status = state.status_writer.status_for("ClusterComplexityPolicy/ai-baseline")
     cond = next(c for c in status["conditions"] if c["type"] == "EvaluationErrors")
     assert (cond["status"], cond["reason"]) == ("False", "NoErrors")
-    assert sample("guywire_evaluation_errors", rule=RULE, namespace="search") == 0
+    assert state.metrics.sample("guywire_evaluation_errors", rule=RULE, namespace="search") == 0
 
 
 def test_the_condition_names_the_first_few_and_counts_the_rest():

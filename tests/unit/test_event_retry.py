@@ -6,7 +6,8 @@ import asyncio
 
 from guywire.clock import ManualClock
 from guywire.kube.client import ApiFailure
-from guywire.operator.state import OperatorState, Settings
+from guywire.operator.settings import Settings
+from guywire.operator.state import OperatorState
 from tests.unit.test_operator_state import RecordingClient, example_bodies
 
 
@@ -36,14 +37,14 @@ def warmed(status: int = 503) -> tuple[OperatorState, FlakyEvents, ManualClock]:
 
 
 async def post_all(state: OperatorState) -> None:
-    state.requeue_due_events()
-    while state.events:
-        ident, event = state.events.popitem(last=False)
-        await state._post_event(ident, event)
+    state.event_writer.requeue_due()
+    while state.event_writer.queue:
+        ident, event = state.event_writer.queue.popitem(last=False)
+        await state.event_writer.post(ident, event)
 
 
 def gateway_warning(state: OperatorState) -> tuple:
-    return next(i for i in list(state.events) if i[0][2] == "gateway" and i[1] == "GW-RTY-002")
+    return next(i for i in list(state.event_writer.queue) if i[0][2] == "gateway" and i[1] == "GW-RTY-002")
 
 
 def test_a_failed_warning_is_retried_until_accepted_and_only_then_announced():
@@ -52,12 +53,12 @@ def test_a_failed_warning_is_retried_until_accepted_and_only_then_announced():
     key = ident[0]
     for _ in range(6):  # more than the client's own five attempts: still not lost
         asyncio.run(post_all(state))
-        assert ident in state.event_retries and "GW-RTY-002" not in state.announced.get(key, set())
+        assert ident in state.event_writer.retries and "GW-RTY-002" not in state.event_writer.announced.get(key, set())
         clock.advance(10_000)
     client.failures = 0
     asyncio.run(post_all(state))
-    assert ident not in state.event_retries
-    assert "GW-RTY-002" in state.announced[key]
+    assert ident not in state.event_writer.retries
+    assert "GW-RTY-002" in state.event_writer.announced[key]
     assert [e for e in client.events if e["name"] == "gateway" and e["reason"] == "GW-RTY-002"]
 
 
@@ -68,12 +69,12 @@ def test_a_retry_waits_for_its_backoff_and_is_not_posted_twice():
     tries = client.tries
     asyncio.run(post_all(state))  # not due yet: nothing posted
     assert client.tries == tries
-    state.dirty.add(ident[0])
+    state.annotation_writer.dirty.add(ident[0])
     asyncio.run(state.flush())  # the workload judged again: one pending event for the rule, not two
-    assert list(state.events).count(ident) == 1 and ident not in state.event_retries
+    assert list(state.event_writer.queue).count(ident) == 1 and ident not in state.event_writer.retries
 
 
 def test_an_invalid_event_is_dropped_not_retried():
     state, client, _ = warmed(422)
     asyncio.run(post_all(state))
-    assert not state.event_retries and not state.events
+    assert not state.event_writer.retries and not state.event_writer.queue

@@ -89,27 +89,27 @@ def test_count_cluster_reads_one_item_and_the_remaining_count():
         "/apis/networking.istio.io/v1/virtualservices?limit=1": _list("VirtualService", 1),
     })
     state = OperatorState(client)
-    asyncio.run(state.count_cluster([("apps", "v1", "deployments"), ("", "v1", "services"),
+    asyncio.run(state.index.count_cluster([("apps", "v1", "deployments"), ("", "v1", "services"),
                                      ("ray.io", "v1", "rayclusters"),  # not served: 404, nothing to wait for
                                      ("networking.istio.io", None, "virtualservices")]))
-    assert state.gate.expected == {"Deployment": 42, "Service": 0, "VirtualService": 1}
+    assert state.index.gate.expected == {"Deployment": 42, "Service": 0, "VirtualService": 1}
 
 
 def test_count_cluster_falls_back_to_quiet_periods_when_a_count_fails():
     client = FakeClient({"/apis/apps/v1/deployments?limit=1": ApiFailure(403, "Forbidden")})
     state = OperatorState(client)
-    asyncio.run(state.count_cluster([("apps", "v1", "deployments")]))
-    assert state.gate.expected is None
+    asyncio.run(state.index.count_cluster([("apps", "v1", "deployments")]))
+    assert state.index.gate.expected is None
     paged_without_count = FakeClient({"/api/v1/pods?limit=1": {"kind": "PodList", "items": [{}],
                                                                 "metadata": {"continue": "x"}}})
     state = OperatorState(paged_without_count)
-    asyncio.run(state.count_cluster([("", "v1", "pods")]))
-    assert state.gate.expected is None
+    asyncio.run(state.index.count_cluster([("", "v1", "pods")]))
+    assert state.index.gate.expected is None
 
 
 def test_objects_listed_before_the_gate_opens_are_only_inventoried():
     state = OperatorState(None)
-    state.gate.counted({"Deployment": 1})
+    state.index.gate.counted({"Deployment": 1})
     body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "namespace": "ml"},
             "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}}}
     state.observe(body)
@@ -117,7 +117,7 @@ def test_objects_listed_before_the_gate_opens_are_only_inventoried():
     assert not state.warm and ("ml", "Deployment", "a") in state.engine.inventory.workloads
 
     async def run():
-        await asyncio.wait_for(state.gate_loop(poll=0.01), timeout=5)
+        await asyncio.wait_for(state.index.gate_loop(poll=0.01), timeout=5)
 
     asyncio.run(run())
     assert state.warm and state.engine.graph is not None

@@ -12,7 +12,9 @@ import yaml
 from guywire.views.annotations import COMPLEXITY_SCORE, VIOLATIONS
 from guywire.kube.client import ApiFailure
 from guywire.clock import ManualClock
-from guywire.operator.state import OperatorState, Settings, TokenBucket
+from guywire.operator.event_writer import TokenBucket
+from guywire.operator.settings import Settings
+from guywire.operator.state import OperatorState
 from tests.examples import example_objects
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +74,9 @@ def started(client=None) -> OperatorState:
 
 async def drain(state: OperatorState) -> None:
     await state.flush()
-    while state.events:
-        ident, ev = state.events.popitem(last=False)
-        await state._post_event(ident, ev)
+    while state.event_writer.queue:
+        ident, ev = state.event_writer.queue.popitem(last=False)
+        await state.event_writer.post(ident, ev)
 
 
 def annotation_patches(client) -> dict[str, dict]:
@@ -101,7 +103,7 @@ def test_a_second_pass_with_nothing_changed_writes_nothing():
     writes = [p for p, _ in state.client.patches]
     n_events = len(state.client.events)
     state.full_audit()
-    state.last_insights = 0.0
+    state.figures.last = 0.0
     asyncio.run(drain(state))
     assert [p for p, _ in state.client.patches] == writes, "annotations, status and reports are all unchanged"
     assert len(state.client.events) == n_events
@@ -113,9 +115,9 @@ def test_own_annotation_changes_are_ignored():
     body = next(b for b in example_bodies() if b["metadata"]["name"] == "gateway")
     body["metadata"]["annotations"][VIOLATIONS] = "GW-RTY-002"
     body["metadata"]["annotations"]["guywire.dev/evaluated-at"] = "2026-11-24T00:00:00Z"
-    state.dirty.clear()
+    state.annotation_writer.dirty.clear()
     state.observe(body)
-    assert not state.dirty
+    assert not state.annotation_writer.dirty
 
 
 def test_fixing_a_workload_clears_its_annotation_and_posts_a_normal_event():
@@ -159,18 +161,18 @@ def test_a_bad_policy_is_not_ready_and_the_others_keep_working():
     bad = {"apiVersion": "guywire.dev/v1alpha1", "kind": "ClusterComplexityPolicy",
            "metadata": {"name": "broken", "generation": 2}, "spec": {"enforcement": "Sometimes"}}
     state.observe(bad)
-    status = state.status_for("ClusterComplexityPolicy/broken")
+    status = state.status_writer.status_for("ClusterComplexityPolicy/broken")
     assert status["conditions"][0]["status"] == "False"
     assert "spec.enforcement" in status["conditions"][0]["message"]
     assert status["observedGeneration"] == 2
-    good = state.status_for("ClusterComplexityPolicy/ai-baseline")
+    good = state.status_writer.status_for("ClusterComplexityPolicy/ai-baseline")
     assert good["conditions"][0]["status"] == "True" and good["matched"] > 0 and good["violating"] > 0
 
 
 def test_status_findings_are_capped_worst_first_with_a_truncated_count():
     state = started()
     state.settings.findings_cap = 3
-    status = state.status_for("ClusterComplexityPolicy/ai-baseline")
+    status = state.status_writer.status_for("ClusterComplexityPolicy/ai-baseline")
     assert len(status["findings"]) == 3 and status["truncated"] > 0
     ranks = {"Critical": 4, "High": 3, "Medium": 2, "Low": 1}
     sev = [ranks[f["severity"]] for f in status["findings"]]
@@ -182,9 +184,9 @@ def test_a_failed_patch_is_retried_on_the_next_pass():
     state = started(client)
     client.fail_next = 1
     asyncio.run(state.flush())
-    assert state.dirty, "the failed workload stays pending"
+    assert state.annotation_writer.dirty, "the failed workload stays pending"
     asyncio.run(state.flush())
-    assert not state.dirty
+    assert not state.annotation_writer.dirty
 
 
 def test_the_event_bucket_refills_with_the_clock():
@@ -207,12 +209,12 @@ def test_events_are_rate_limited_not_dropped():
         state.observe(body)
     state.warm_up()
     asyncio.run(state.flush())
-    queued = len(state.events)
+    queued = len(state.event_writer.queue)
     assert queued > 5
     start = clock.monotonic()
 
     async def post_while_the_clock_moves() -> None:
-        task = asyncio.ensure_future(state.post_events())
+        task = asyncio.ensure_future(state.event_writer.run())
         try:
             await until(lambda: len(client.events) == 2)  # the burst, at once
             for n in (3, 4, 5):  # then one per quarter second of the operator's clock
@@ -224,7 +226,7 @@ def test_events_are_rate_limited_not_dropped():
 
     asyncio.run(post_while_the_clock_moves())
     assert [e["at"] - start for e in client.events] == [0.0, 0.0, 0.25, 0.5, 0.75]
-    assert len(state.events) == queued - len(client.events), "the rest wait in the queue"
+    assert len(state.event_writer.queue) == queued - len(client.events), "the rest wait in the queue"
 
 
 async def until(predicate, timeout: float = 10.0) -> None:

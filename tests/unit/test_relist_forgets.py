@@ -7,7 +7,9 @@ import copy
 
 from guywire.clock import ManualClock
 from guywire.kube.client import ApiFailure
-from guywire.operator.state import RELIST_QUIET_S, OperatorState, Settings
+from guywire.operator.index import RELIST_QUIET_S
+from guywire.operator.settings import Settings
+from guywire.operator.state import OperatorState
 from tests.unit.test_operator_state import RecordingClient, example_bodies
 
 
@@ -56,12 +58,12 @@ def test_a_deployment_deleted_while_the_watch_was_broken_is_forgotten_after_the_
     for body in deployments(client.bodies):  # kopf lists again after the watch broke
         state.observe(copy.deepcopy(body))
         state.listed("Deployment", "apps/v1", "deployments")
-    asyncio.run(state.sweep_relisted())
+    asyncio.run(state.index.sweep_relisted())
     assert key in state.engine.inventory.workloads, "not before the re-listing has gone quiet"
     clock.advance(RELIST_QUIET_S)
-    asyncio.run(state.sweep_relisted())
+    asyncio.run(state.index.sweep_relisted())
     assert key not in state.engine.inventory.workloads and key not in state.engine.results
-    assert ("Deployment", key[0], key[2]) not in state.fingerprints
+    assert ("Deployment", key[0], key[2]) not in state.index.fingerprints
     assert key not in state.engine.graph.out and key not in state.engine.graph.callers
     assert any(p.startswith("/apis/apps/v1/deployments?limit=") for p in client.lists)
     assert len(client.lists) >= 2, "the listing is paged"
@@ -76,12 +78,12 @@ def test_a_failed_listing_is_tried_again():
     client.fail = True
     state.listed("Deployment", "apps/v1", "deployments")
     clock.advance(RELIST_QUIET_S)
-    asyncio.run(state.sweep_relisted())
-    assert "Deployment" in state.relists
+    asyncio.run(state.index.sweep_relisted())
+    assert "Deployment" in state.index.relists
     client.fail = False
     clock.advance(RELIST_QUIET_S)
-    asyncio.run(state.sweep_relisted())
-    assert "Deployment" not in state.relists
+    asyncio.run(state.index.sweep_relisted())
+    assert "Deployment" not in state.index.relists
     gone = deployments(bodies)[0]["metadata"]
     assert (gone["namespace"], "Deployment", gone["name"]) not in state.engine.inventory.workloads
 
@@ -92,4 +94,4 @@ def test_the_initial_listing_triggers_no_sweep():
     for body in bodies:
         state.observe(body)
         state.listed(body["kind"], body.get("apiVersion"), body["kind"].lower() + "s")
-    assert state.relists == {}
+    assert state.index.relists == {}

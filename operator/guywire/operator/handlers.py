@@ -98,12 +98,13 @@ def build_registry() -> kopf.OperatorRegistry:
         settings.watching.server_timeout = memo.get("watch_timeout", 300)
         settings.watching.client_timeout = memo.get("watch_timeout", 300) + 30
         state = _state(memo)
-        state.watch_namespaces = list(memo.get("namespaces") or []) or None
+        state.index.watch_namespaces = list(memo.get("namespaces") or []) or None
         if memo.get("clusterwide", True):
-            await state.count_cluster(WATCHED)  # before kopf lists anything: see gate.py
+            await state.index.count_cluster(WATCHED)  # before kopf lists anything: see gate.py
         state.start()
         if memo.get("webhook") is not None:
-            server = WebhookServer(state.admission, memo["webhook"], engine_lock=state.engine_lock)
+            server = WebhookServer(state.admission, memo["webhook"], engine_lock=state.engine_lock,
+                                   metrics=memo.get("metrics") or state.metrics)
             await server.start()
             memo["webhook_server"] = server
 

@@ -15,10 +15,12 @@ import kopf
 
 from ..clock import SYSTEM, Clock, rfc3339
 from ..kube.client import ConfigError, KubeClient, load_config
+from .metrics import OperatorMetrics
 from ..model.units import parse_duration
 from .handlers import build_registry
 from .options import add_run_arguments  # noqa: F401  (re-exported for the CLI)
-from .state import OperatorState, Settings
+from .settings import Settings
+from .state import OperatorState
 from .webhook import WebhookSettings
 
 log = logging.getLogger("guywire.operator")
@@ -94,8 +96,10 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
 
 
 def make_memo(state: OperatorState, **extra: Any) -> kopf.Memo:
+    """kopf's memo: the operator's state and its metrics (the webhook counts into them too), and ``extra``."""
     memo = kopf.Memo()
     memo["state"] = state
+    memo["metrics"] = state.metrics
     memo.update(extra)
     return memo
 
@@ -108,7 +112,8 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
     if configuration is None:
         configuration = load_config(args.kubeconfig, args.context)
     client = KubeClient(configuration, clock=clock)
-    state = OperatorState(client, settings_from(args), clock=clock)
+    metrics = OperatorMetrics()  # this operator's own registry: another one in this process counts apart
+    state = OperatorState(client, settings_from(args), clock=clock, metrics=metrics)
     registry = build_registry()
 
     @kopf.on.login(registry=registry)
@@ -118,8 +123,7 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        from .metrics import REGISTRY
-        start_http_server(args.metrics_port, registry=REGISTRY)
+        start_http_server(args.metrics_port, registry=metrics.registry)
     namespaces = [n for n in args.namespace if n]
     clusterwide = args.all_namespaces or not namespaces
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None

@@ -25,9 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import metrics
 from ..engine.admission import Admission, BadReview, parse_review
-from .state import release_free_memory
+from .metrics import OperatorMetrics
+from .index import release_free_memory
 
 log = logging.getLogger("guywire.webhook")
 MAX_BODY = 3 * 1024 * 1024
@@ -80,14 +80,14 @@ class ConnectionGuard(asyncio.Protocol):
 
     def _expire(self, reason: str) -> None:
         self.timer = None
-        metrics.WEBHOOK_CONNECTIONS_CLOSED.labels(reason).inc()
+        self.guards.metrics.webhook_connections_closed.labels(reason).inc()
         if self.transport is not None:
             self.transport.abort()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         if not self.guards.admit(self):
-            metrics.WEBHOOK_CONNECTIONS_CLOSED.labels("cap").inc()
+            self.guards.metrics.webhook_connections_closed.labels("cap").inc()
             transport.abort()
             return
         self.held = True
@@ -145,8 +145,10 @@ class ConnectionGuard(asyncio.Protocol):
 class Guards:
     """The open connections: at most ``max_connections``, each found again from its transport."""
 
-    def __init__(self, settings: WebhookSettings, factory: Any, large_busy: Any = lambda: False):
+    def __init__(self, settings: WebhookSettings, factory: Any, large_busy: Any = lambda: False,
+                 metrics: OperatorMetrics | None = None):
         self.settings, self.factory, self.large_busy = settings, factory, large_busy
+        self.metrics = metrics or OperatorMetrics()
         self.open: dict[Any, ConnectionGuard] = {}
         self.closed_since_trim = 0
         self.trim = release_free_memory
@@ -160,7 +162,7 @@ class Guards:
         found = _CONTENT_LENGTH.search(first, 0, end if end >= 0 else min(len(first), 8192))
         if found is None or int(found.group(1)) <= self.settings.large_body:
             return False
-        metrics.ADMISSION_SHED.inc()
+        self.metrics.admission_shed.inc()
         return True
 
     def __call__(self) -> ConnectionGuard:
@@ -170,12 +172,12 @@ class Guards:
         if len(self.open) >= self.settings.max_connections:
             return False
         self.open[guard.transport] = guard
-        metrics.WEBHOOK_CONNECTIONS.set(len(self.open))
+        self.metrics.webhook_connections.set(len(self.open))
         return True
 
     def release(self, guard: ConnectionGuard) -> None:
         self.open.pop(guard.transport, None)
-        metrics.WEBHOOK_CONNECTIONS.set(len(self.open))
+        self.metrics.webhook_connections.set(len(self.open))
         self.closed_since_trim += 1
         if self.closed_since_trim >= TRIM_AFTER_CLOSED and len(self.open) <= self.settings.max_connections // 8:
             # Many connections came and went (each holds ~300 KB of TLS and parser buffers): hand the freed
@@ -262,9 +264,12 @@ class CertReloader:
 
 
 class WebhookServer:
-    def __init__(self, admission_factory: Any, settings: WebhookSettings, engine_lock: asyncio.Lock | None = None):
+    def __init__(self, admission_factory: Any, settings: WebhookSettings, engine_lock: asyncio.Lock | None = None,
+                 metrics: OperatorMetrics | None = None):
         """``engine_lock``: held by whoever changes the engine (the operator's watch handlers and loops); a large
-        review is judged in a worker thread while the webhook holds it, so the event loop keeps answering."""
+        review is judged in a worker thread while the webhook holds it, so the event loop keeps answering.
+        ``metrics``: the operator's (through kopf's memo); a webhook on its own counts into its own."""
+        self.metrics = metrics or OperatorMetrics()
         self.admission_factory = admission_factory  # () -> Admission, so it sees the current engine
         self.settings = settings
         self.runner: web.AppRunner | None = None
@@ -308,7 +313,7 @@ class WebhookServer:
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"error": f"body above {MAX_BODY} bytes."}, status=413)
         except asyncio.TimeoutError:
-            metrics.WEBHOOK_CONNECTIONS_CLOSED.labels("body").inc()
+            self.metrics.webhook_connections_closed.labels("body").inc()
             resp = web.json_response({"error": f"the body did not arrive within {self.settings.body_timeout:g} s."},
                                      status=408)
             resp.force_close()
@@ -334,14 +339,14 @@ class WebhookServer:
         if review_request is None:
             return web.json_response({"error": decision}, status=400)
         elapsed = time.perf_counter() - started
-        metrics.ADMISSION_SECONDS.observe(elapsed)
+        self.metrics.admission_seconds.observe(elapsed)
         if not decision.dry_run:
             for ref in decision.policies or ["none"]:
-                metrics.ADMISSION_REQUESTS.labels(decision.outcome, ref).inc()
+                self.metrics.admission_requests.labels(decision.outcome, ref).inc()
             if decision.outcome == "error":
-                metrics.ADMISSION_ERRORS.inc()
+                self.metrics.admission_errors.inc()
             for e in decision.errors:  # a rule that raised: allowed for it, counted per rule
-                metrics.ADMISSION_RULE_ERRORS.labels(e.rule).inc()
+                self.metrics.admission_rule_errors.labels(e.rule).inc()
         for e in decision.errors:
             log.warning("Admission: %s", e.render())
         if decision.outcome in ("denied", "warned", "error"):
@@ -362,7 +367,7 @@ class WebhookServer:
     def _shed(self, why: str) -> web.Response:
         """Answer 503 at once instead of queueing: the API server applies the webhook's failurePolicy
         (Ignore: allowed) within milliseconds, instead of waiting out its timeout behind this work."""
-        metrics.ADMISSION_SHED.inc()
+        self.metrics.admission_shed.inc()
         resp = web.json_response({"error": f"guywire is overloaded ({why}); not evaluated."}, status=503,
                                  headers={"Retry-After": "1"})
         resp.force_close()  # the body was not read
@@ -388,7 +393,7 @@ class WebhookServer:
             context = self.reloader.context
             self.task = asyncio.get_running_loop().create_task(self._reload_loop())
         # Served through our own listener (not aiohttp's TCPSite) so that every connection passes the guard.
-        self.guards = Guards(self.settings, self.runner.server, lambda: self.large_in_flight)
+        self.guards = Guards(self.settings, self.runner.server, lambda: self.large_in_flight, self.metrics)
         self.server = await asyncio.get_running_loop().create_server(
             self.guards, self.settings.host, self.settings.port, ssl=context, reuse_address=True,
             backlog=self.settings.max_connections,
