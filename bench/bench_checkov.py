@@ -505,6 +505,18 @@ def _images(case: Case, which) -> str:
                              and which(c["image"])}))
 
 
+def _own_question_verdict(case: Case) -> str | None:
+    """guywire's verdict on ``case`` asked as Checkov asks it: for CKV_K8S_14, fail only for an image whose
+    tag is ``latest`` or absent (a placeholder's "render first" stays a fail, as GW-OBS-007 reports it)."""
+    from guywire.rules.observability import mutable_because, reference_is_placeholder
+
+    if case.check != "CKV_K8S_14" or case.guywire != FAIL:
+        return case.guywire
+    images = [c["image"] for c in _containers(case.obj.raw) if isinstance(c.get("image"), str)]
+    narrow = any(reference_is_placeholder(i) or mutable_because(i) in ("", "latest") for i in images)
+    return FAIL if narrow else PASS
+
+
 def ex_floating_tag(case: Case, engine):
     from guywire.rules.observability import mutable_because
 
@@ -710,6 +722,14 @@ def main() -> int:
           f"{sum(1 for c in shared if c.guywire is None)} of the {len(shared) - len(agreed)} others have no guywire "
           "verdict")
     table.append({"check": "+".join(SHARED), "checkov_verdicts": len(shared), "agree": len(agreed)})
+    # CKV_K8S_14 asks a narrower question than GW-OBS-007 ("latest or no tag" vs "a floating tag", issue 15 part 2):
+    # asked that question, guywire's verdict is its own verdict, except that a fail whose only mutable images match
+    # a floating pattern other than latest (nightly, main, latest-gpu...) answers "no".
+    own = [c for c in shared if _own_question_verdict(c) == c.checkov]
+    print(f"  asked CKV_K8S_14's own question (`latest` or no tag; guywire also flags other floating tags, issue 15 "
+          f"part 2): guywire agrees on {len(own)} of {len(shared)} verdicts ({100 * len(own) / max(1, len(shared)):.1f}%)")
+    table.append({"check": "+".join(SHARED) + " (CKV_K8S_14's own question)", "checkov_verdicts": len(shared),
+                  "agree": len(own)})
 
     total = sum(sum(c.values()) for c in classes.values()) + len(unexplained)
     print(f"\ndisagreements explained ({total - len(unexplained)} of {total}), by check and class:")
