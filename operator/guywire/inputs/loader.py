@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 import yaml
 
 from ..model.finding import SourceRef
+from ..speed.forked_call import ChildFailed, ForkedCall, can_fork
 
 try:  # the C loader is several times faster on large inputs
     YamlLoader: Any = yaml.CSafeLoader
@@ -419,7 +420,7 @@ PARALLEL_MIN_BYTES = 256 * 1024
 
 
 def _can_fork(names: list[str]) -> bool:
-    if os.environ.get("GUYWIRE_PARALLEL", "1") == "0" or not hasattr(os, "fork") or "-" in names:
+    if not can_fork() or "-" in names:
         return False
     if len(names) < PARALLEL_MIN_FILES:
         return False
@@ -434,6 +435,24 @@ def _can_fork(names: list[str]) -> bool:
     return threading.active_count() == 1
 
 
+_FRONT, _BACK = 0, 8  # where the next index each side takes is, in the page the two processes share
+
+
+def _parse_from_the_front(names: list[str], limits: list[int], order: list[int], shared: Any
+                          ) -> dict[int, tuple[list[Document], list[Diagnostic]]]:
+    """The child's share: the files in ``order`` from the front until it meets the parent coming from the back."""
+    import struct
+
+    slot = struct.Struct("q")
+    done = {}
+    k = 0
+    while k <= slot.unpack_from(shared, _BACK)[0]:
+        slot.pack_into(shared, _FRONT, k + 1)
+        done[order[k]] = load_file(names[order[k]], limits[order[k]])
+        k += 1
+    return done
+
+
 def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None, limits: list[int]
                    ) -> dict[int, tuple[list[Document], list[Diagnostic]]] | None:
     """Parse the files in two processes. Parsing is most of ``guywire check``'s work, and libyaml holds
@@ -446,7 +465,6 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None, lim
     Anything going wrong with the child (it dies, its answer does not unpickle) only means the parent
     parses what the child did not send. None: too few bytes to be worth it, or no fork; parse in one."""
     import mmap
-    import pickle
     import struct
 
     sizes = []
@@ -460,51 +478,25 @@ def _load_parallel(names: list[str], meanwhile: Callable[[], object] | None, lim
     order = [i for _, i in sorted(sizes, key=lambda x: -x[0])]
     shared = mmap.mmap(-1, 16)  # anonymous and shared across fork: [next front index, next back index]
     slot = struct.Struct("q")
-    FRONT, BACK = 0, 8
-    slot.pack_into(shared, FRONT, 0)
-    slot.pack_into(shared, BACK, len(order) - 1)
-    read_fd, write_fd = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
+    slot.pack_into(shared, _FRONT, 0)
+    slot.pack_into(shared, _BACK, len(order) - 1)
+    child = ForkedCall(_parse_from_the_front, names, limits, order, shared, nice=0)
+    if not child.forked:
+        shared.close()
         return None
-    if pid == 0:  # the child: parse from the front, send, and leave without running the parent's cleanup
-        status = 1
-        try:
-            os.close(read_fd)
-            done = {}
-            k = 0
-            while k <= slot.unpack_from(shared, BACK)[0]:
-                slot.pack_into(shared, FRONT, k + 1)
-                done[order[k]] = load_file(names[order[k]], limits[order[k]])
-                k += 1
-            data = pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(data)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
     if meanwhile:
         meanwhile()
     results = {}
     k = len(order) - 1
-    while k >= slot.unpack_from(shared, FRONT)[0]:
-        slot.pack_into(shared, BACK, k - 1)
+    while k >= slot.unpack_from(shared, _FRONT)[0]:
+        slot.pack_into(shared, _BACK, k - 1)
         results[order[k]] = load_file(names[order[k]], limits[order[k]])
         k -= 1
-    with os.fdopen(read_fd, "rb") as inp:
-        data = inp.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        received: Any = child.wait()
+    except ChildFailed:  # parsed again below
+        received = {}
     shared.close()
-    received: Any = {}
-    if status == 0:
-        try:
-            received = pickle.loads(data)
-        except Exception:  # noqa: BLE001 - a broken answer is parsed again here
-            received = {}
     for i in range(len(names)):
         if i not in results:
             results[i] = received[i] if isinstance(received, dict) and i in received else \
