@@ -1,9 +1,11 @@
 """The webhook bounds what one client may hold: connections that send nothing, headers that trickle in, a body
 that never comes, kept-alive idlers, and more connections than the cap are all closed; well-formed reviews are
-still answered. Also: request.kind as a string is a 400, and a kind from an unknown group is not judged."""
+still answered. Also: request.kind as a string is a 400, a kind from an unknown group is not judged, and a large
+review is judged in a child forked while the engine is locked (a thread where there is no fork), one at a time."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 
@@ -130,10 +132,16 @@ async def test_a_deployment_from_an_unknown_group_is_not_judged(server, tls):
 
 
 
-async def test_a_large_review_is_judged_off_the_event_loop_while_the_engine_is_locked(server, tls):
-    seen: list[tuple[bool, bool]] = []
-    intervals: list[float] = []
-    before = sys.getswitchinterval()
+def small_and_large() -> tuple[dict, dict]:
+    small = example_object("Deployment", "gateway")
+    large = example_object("Deployment", "gateway")
+    large["metadata"]["annotations"]["example.com/padding"] = "x" * (2 * LARGE)
+    return request(small, "UPDATE", old=small), request(large, "UPDATE", old=small)
+
+
+async def judge_small_then_large(server, tls, record) -> tuple[int, int, dict, dict]:
+    """A small review, then a large one, each decision recorded by ``record()`` where it is made: the two
+    statuses, the large one's answer, and what this process decides for the large one itself."""
     real = server.admission_factory
 
     def watched():
@@ -141,23 +149,69 @@ async def test_a_large_review_is_judged_off_the_event_loop_while_the_engine_is_l
         decide = admission.decide
 
         def recording(req):
-            seen.append((threading.current_thread() is threading.main_thread(), server.engine_lock.locked()))
-            intervals.append(sys.getswitchinterval())
+            record()
             return decide(req)
         admission.decide = recording
         return admission
     server.admission_factory = watched
+    small_req, large_req = small_and_large()
     try:
-        small = example_object("Deployment", "gateway")
-        status, _ = await post(server, tls, review(request(small, "UPDATE", old=small)))
-        large = example_object("Deployment", "gateway")
-        large["metadata"]["annotations"]["example.com/padding"] = "x" * (2 * LARGE)
-        status_large, answer = await post(server, tls, review(request(large, "UPDATE", old=small)))
+        status, _ = await post(server, tls, review(small_req))
+        status_large, answer = await post(server, tls, review(large_req))
     finally:
         server.admission_factory = real
-    assert status == 200 and status_large == 200 and "response" in answer
-    assert seen == [(True, False), (False, True)]  # the small one on the loop; the large one in a thread, locked
-    assert intervals == [before, SWITCH_INTERVAL_S] and sys.getswitchinterval() == before
+    return status, status_large, answer, real().decide(large_req).review()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forking needs a POSIX system")
+async def test_a_large_review_is_judged_in_a_child_forked_while_the_engine_is_locked(server, tls, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.delenv("GUYWIRE_PARALLEL", raising=False)
+    seen = tmp_path / "seen"  # a file, as the child's memory is its own: "pid locked" per decision
+
+    def record():
+        with open(seen, "a") as fh:
+            fh.write(f"{os.getpid()} {server.engine_lock.locked()}\n")
+    status, status_large, answer, in_process = await judge_small_then_large(server, tls, record)
+    assert status == 200 and status_large == 200
+    (small_pid, small_locked), (large_pid, large_locked) = [line.split() for line in seen.read_text().splitlines()]
+    assert small_pid == str(os.getpid()) and small_locked == "False"  # the small one on the loop
+    assert large_pid != str(os.getpid()) and large_locked == "True"  # forked while the engine was locked
+    assert answer == in_process
+    assert not server.engine_lock.locked() and not server.large_in_flight
+
+
+async def test_without_fork_a_large_review_is_judged_in_a_thread_while_the_engine_is_locked(server, tls,
+                                                                                             monkeypatch):
+    monkeypatch.setenv("GUYWIRE_PARALLEL", "0")
+    seen: list[tuple[bool, bool, float]] = []
+    before = sys.getswitchinterval()
+    status, status_large, answer, in_process = await judge_small_then_large(server, tls, lambda: seen.append(
+        (threading.current_thread() is threading.main_thread(), server.engine_lock.locked(), sys.getswitchinterval())))
+    assert status == 200 and status_large == 200
+    assert seen == [(True, False, before), (False, True, SWITCH_INTERVAL_S)]  # the large one in a thread, locked
+    assert sys.getswitchinterval() == before
+    assert answer == in_process
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forking needs a POSIX system")
+async def test_a_large_review_whose_child_fails_is_answered_503_and_frees_the_slot(server, tls, monkeypatch,
+                                                                                    caplog):
+    monkeypatch.delenv("GUYWIRE_PARALLEL", raising=False)
+
+    def broken():
+        raise RuntimeError("the engine is gone")
+    real, server.admission_factory = server.admission_factory, broken
+    _, large_req = small_and_large()
+    try:
+        status_large, answer = await post(server, tls, review(large_req))
+    finally:
+        server.admission_factory = real
+    assert status_large == 503 and "not judged" in answer["error"] and "engine is gone" not in answer["error"]
+    assert any("RuntimeError: the engine is gone" in r.getMessage() for r in caplog.records)  # said in the log
+    assert not server.large_in_flight and not server.engine_lock.locked()
+    status, _ = await post(server, tls, review(large_req))  # the next large review is judged
+    assert status == 200
 
 
 async def test_a_second_large_review_is_answered_503_at_once_and_small_ones_still_judged(server, tls):

@@ -3,9 +3,11 @@
 Runs inside the operator's event loop and reads the operator's engine, so decisions
 see the same indexes. A decision only reads the engine: an ordinary review is judged
 synchronously on the loop, so no watch event interleaves with it; a large one (above
-``large_body``) is judged in a worker thread while the webhook holds the engine lock that
-every writer of the engine takes, one at a time, so the loop keeps answering the others,
-and a second large review meanwhile is answered 503 at once (shed, never queued).
+``large_body``) is judged in a forked child at a lower CPU priority (speed/forked_call.py),
+forked while the webhook holds the engine lock that every writer of the engine takes, so the
+child sees the engine between two changes and the loop keeps the GIL to answer the others.
+One large review is judged at a time: a second one meanwhile is answered 503 at once (shed,
+never queued), and a child not done within ``large_timeout`` is stopped and answered 503.
 Malformed bodies get a 4xx that says what is wrong; the API server's failurePolicy
 Ignore means a crash or a timeout here never blocks a deployment.
 """
@@ -26,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ..engine.admission import Admission, BadReview, parse_review
+from ..speed.forked_call import ChildFailed, ForkedCall
 from .metrics import OperatorMetrics
 from .index import release_free_memory
 
@@ -35,11 +38,14 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d{1,12})[ \t]*\r\n", 
 _SHED_BODY = b'{"error": "guywire is overloaded (another large review is being judged); not evaluated."}'
 SHED_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
                  b"Connection: close\r\nContent-Length: " + str(len(_SHED_BODY)).encode() + b"\r\n\r\n" + _SHED_BODY)
-MAX_PEM_BYTES = 1024 * 1024
-# While a worker thread judges a large review, the interpreter hands the GIL over every 1 ms instead of 5 ms,
-# so the event loop waits less for it between the small reviews it answers (bench_webhook_hostile.py).
+MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or key file read for the webhook
+# Where no child can be forked and a worker thread judges a large review instead, the interpreter hands the
+# GIL over every 1 ms instead of 5 ms, so the event loop waits less for it between the small reviews it answers.
 SWITCH_INTERVAL_S = 0.001
-TRIM_AFTER_CLOSED = 64  # connections closed before the freed heap is handed back (see Guards.release)  # a certificate chain or key file read for the webhook
+# A large review's child runs at the lowest priority: it takes the CPU the event loop leaves (weight 15 against
+# the loop's 1024), so a small review arriving meanwhile gets the core at once.
+LARGE_NICE = 19
+TRIM_AFTER_CLOSED = 64  # connections closed before the freed heap is handed back (see Guards.release)
 
 
 @dataclass
@@ -58,6 +64,9 @@ class WebhookSettings:
     idle_timeout: float = 30.0  # a kept-alive connection with no request
     max_connections: int = 256  # open at once; beyond, a new connection is closed at once
     large_body: int = 256 * 1024  # a review above this is judged off the event loop, one at a time; others: 503
+    # A large review not judged by then is answered 503: a little under the API server's default timeoutSeconds
+    # (3 s), after which it applies the failurePolicy and throws a later answer away anyway.
+    large_timeout: float = 2.5
 
 
 class ConnectionGuard(asyncio.Protocol):
@@ -267,7 +276,7 @@ class WebhookServer:
     def __init__(self, admission_factory: Any, settings: WebhookSettings, engine_lock: asyncio.Lock | None = None,
                  metrics: OperatorMetrics | None = None):
         """``engine_lock``: held by whoever changes the engine (the operator's watch handlers and loops); a large
-        review is judged in a worker thread while the webhook holds it, so the event loop keeps answering.
+        review's child is forked while the webhook holds it, so it sees the engine between two changes.
         ``metrics``: the operator's (through kopf's memo); a webhook on its own counts into its own."""
         self.metrics = metrics or OperatorMetrics()
         self.admission_factory = admission_factory  # () -> Admission, so it sees the current engine
@@ -324,13 +333,11 @@ class WebhookServer:
                     return self._shed("another large review is being judged")
                 self.large_in_flight = True
             try:
-                async with self.engine_lock:  # no watch event changes the engine while the thread reads it
-                    interval = sys.getswitchinterval()
-                    sys.setswitchinterval(SWITCH_INTERVAL_S)
-                    try:
-                        review_request, decision = await asyncio.to_thread(self._decide, raw)
-                    finally:
-                        sys.setswitchinterval(interval)
+                try:
+                    review_request, decision = await self._decide_large(raw)
+                except ChildFailed as exc:  # the reason goes to the log, not to the client
+                    log.warning("A large review (%d bytes) was not judged: %s.", len(raw), exc)
+                    return self._shed("this large review was not judged: it failed or ran past its time")
             finally:
                 if not reserved:
                     self.large_in_flight = False
@@ -354,6 +361,29 @@ class WebhookServer:
                      review_request.get("namespace"), review_request.get("name"),
                      " (dry run)" if decision.dry_run else "")
         return web.json_response(decision.review())
+
+    async def _decide_large(self, raw: bytes) -> tuple[dict | None, Any]:
+        """A large review judged in a forked child: forked while the engine lock is held, so between two changes
+        of the engine, never inside one; the child reads its copy of the engine as it was then while the loop
+        goes on. Where no child can be forked, a worker thread judges it while the lock is held (no watch event
+        changes the engine under it), with the GIL handed over every 1 ms."""
+        async with self.engine_lock:
+            child = ForkedCall(self._decide_summary, raw, nice=LARGE_NICE)
+            if not child.forked:
+                interval = sys.getswitchinterval()
+                sys.setswitchinterval(SWITCH_INTERVAL_S)
+                try:
+                    return await child.result(self.settings.large_timeout)
+                finally:
+                    sys.setswitchinterval(interval)
+        return await child.result(self.settings.large_timeout)
+
+    def _decide_summary(self, raw: bytes) -> tuple[dict | None, Any]:
+        """What a child sends back: the Decision, and of the request only what the parent logs."""
+        review_request, decision = self._decide(raw)
+        if review_request is None:
+            return None, decision
+        return {k: review_request.get(k) for k in ("kind", "namespace", "name")}, decision
 
     def _decide(self, raw: bytes) -> tuple[dict | None, Any]:
         """(the request, its Decision), or (None, why the body is not a review)."""
