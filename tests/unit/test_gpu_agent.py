@@ -171,6 +171,46 @@ def test_the_agent_writes_on_change_and_heartbeat_only():
     reader.close()
 
 
+class RefusingClient(MemoryClient):
+    """Reads its Node; every write is refused the way the API server refuses one (an ApiException with a Status)."""
+
+    def __init__(self, node: dict, status: int, reason: str, body: str):
+        super().__init__(node)
+        self.refusal = (status, reason, body)
+
+    def write(self, report: NodeGpuHealth, node: dict | None, now: datetime) -> None:
+        from kubernetes.client.rest import ApiException
+
+        status, reason, body = self.refusal
+        exc = ApiException(status=status, reason=reason)
+        exc.body = body
+        raise exc
+
+
+@pytest.mark.parametrize("body, said", [
+    (json.dumps({"kind": "Status", "message": "nodes \"g2\" is forbidden: ValidatingAdmissionPolicy 'own-node' "
+                 "denied request: the agent may change only its own Node. Set restrictToOwnNode=false."}),
+     ": nodes \"g2\" is forbidden: ValidatingAdmissionPolicy 'own-node' denied request: the agent may change only "
+     "its own Node. Set restrictToOwnNode=false."),
+    ("<html>proxy error</html>", "."),  # no Status: the HTTP reason alone
+    (json.dumps({"kind": "Status", "message": "x" * 5000}), None),
+])
+def test_a_refused_write_logs_what_the_api_server_said(body, said):
+    fake = FakeNvml({"bootId": "b1", "gpus": [{}]})
+    reader = NvmlReader(fake, clock=fake.clock)
+    reader.open()
+    err = io.StringIO()
+    client = RefusingClient({"metadata": {"name": "g2"}}, 403, "Forbidden", body)
+    agent = NodeAgent(reader, node_name="g2", client=client, clock=ManualClock(T0), err=err)
+    assert agent.cycle() is False
+    line = next(ln for ln in err.getvalue().splitlines() if "cannot write Node g2" in ln)
+    if said is None:  # a huge message is clipped, never dumped whole
+        assert "HTTP 403 Forbidden: xxx" in line and len(line) < 1200
+    else:
+        assert line.endswith("(no report yet): HTTP 403 Forbidden" + said), line
+    reader.close()
+
+
 def test_the_agent_restores_latches_from_its_node():
     clock = ManualClock(T0)
     fake = FakeNvml({"bootId": "b1", "gpus": [{"uuid": "GPU-a", "xids": [48]}]}, clock)

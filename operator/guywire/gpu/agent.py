@@ -277,9 +277,14 @@ class NodeAgent:
 
 
 def _api_error(exc: Exception) -> str:
+    """``HTTP 403 Forbidden: <the API server's message>.``; the message says which policy refused what."""
     status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
     if status:
-        return f"HTTP {status} {reason or ''}".strip() + "."
+        from ..kube.client import api_message
+
+        said = api_message(exc)
+        said = f": {clip(said, 1000)}" if said and said != reason else ""
+        return f"HTTP {status} {reason or ''}".strip() + said.rstrip(".") + "."
     return f"{type(exc).__name__}: {exc}".rstrip(".") + "."
 
 

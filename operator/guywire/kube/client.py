@@ -158,7 +158,7 @@ class KubeClient:
                                            _request_timeout=self.timeout)
                 resp = result[0] if isinstance(result, tuple) else result
         except ApiException as exc:
-            raise ApiFailure(exc.status or 0, _reason(exc)) from None
+            raise ApiFailure(exc.status or 0, api_message(exc)) from None
         except Exception as exc:  # connection refused, timeouts, TLS
             raise ApiFailure(0, f"{type(exc).__name__}: {exc}") from None
         raw = resp.data
@@ -218,8 +218,11 @@ class KubeClient:
         return "exists"
 
 
-def _reason(exc: ApiException) -> str:
+def api_message(exc: Exception) -> str:
+    """What the API server said about a refused request: its Status ``message`` (an admission policy's or
+    webhook's denial, RBAC's refusal), else the HTTP reason."""
+    reason = getattr(exc, "reason", None) or ""
     try:
-        return json.loads(exc.body).get("message") or exc.reason or ""
-    except Exception:
-        return exc.reason or ""
+        return json.loads(getattr(exc, "body", None) or "").get("message") or reason
+    except Exception:  # noqa: BLE001 - no body, not JSON, not an object
+        return reason
