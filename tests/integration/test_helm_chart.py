@@ -1065,6 +1065,8 @@ def test_the_node_agent_may_change_only_its_own_node(rendered):
         assert rule["resources"] == ["nodes", "nodes/status"] and rule["operations"] == ["UPDATE"]
         check = policy["spec"]["validations"][0]["expression"]
         assert "authentication.kubernetes.io/node-name" in check and "object.metadata.name" in check
+        said = policy["spec"]["validations"][0]["messageExpression"]  # what was refused, and how to fix it
+        assert "object.metadata.name" in said and "nodeAgent.restrictToOwnNode=false" in said
         binding = case.one("ValidatingAdmissionPolicyBinding")
         assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert not rendered["netpol-off"].of("ValidatingAdmissionPolicy")
