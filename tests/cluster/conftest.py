@@ -104,7 +104,7 @@ class Release:
         configuration with the URL patched in (``Operator.register_webhook``); left in the release, helm v4's
         server-side apply would fight over ``clientConfig`` at every upgrade. The agent here runs with a token
         bound to no pod, so no node: the chart's own-node admission policy (nodeAgent.restrictToOwnNode)
-        would refuse its writes, and is left out."""
+        would refuse its writes, and is left out (test_node_agent_policy turns it on, with a pod-bound token)."""
         helm(self.cluster, self.tools, "upgrade", "--install", self.name, str(CHART), "--namespace",
              self.namespace, "--create-namespace", "--wait=hookOnly", "--set", "webhook.enabled=false",
              "--set", "nodeAgent.restrictToOwnNode=false", *extra)

@@ -242,9 +242,12 @@ class ControlPlane:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stderr}")
         return json.loads(out.stdout)
 
-    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path:
-        """A kubeconfig that authenticates as the ServiceAccount, with a TokenRequest token."""
-        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path, pod: str | None = None) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount, with a TokenRequest token; with ``pod``, one
+        bound to that Pod (the API server puts the pod's node in the token's user extra, as for a mounted token)."""
+        bound = ["--bound-object-kind=Pod", f"--bound-object-name={pod}"] if pod else []
+        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h",
+                             *bound).stdout.strip()
         return self.write_kubeconfig(path, f"{namespace}-{service_account}", token=token)
 
     def audit_events(self) -> Iterator[dict]:

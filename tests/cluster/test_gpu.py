@@ -3,37 +3,17 @@ on a workload whose Pod the real scheduler placed on an Unhealthy node, tainting
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from tests.cluster.conftest import RELEASE
 from tests.cluster.controlplane import ROOT, wait_until
+from tests.cluster.gpunodes import SCENARIO_TAINT, gpu_node, ready, run_agent
 
 TIMEOUT = 90
 UNHEALTHY = ROOT / "scenarios" / "nvml" / "h100-fallen-off-the-bus.yaml"
 HEALTHY = ROOT / "scenarios" / "nvml" / "h100-healthy.yaml"
 TAINT = "guywire.dev/gpu-unhealthy"
-# The examples' GPU workloads (query-embedder x2, llm-server, finetune) wait Pending for GPU Nodes: without this
-# taint they fill the two fake nodes' 2 GPUs each and leave this module's own Pods unschedulable. Only the
-# scenario's Deployments tolerate it (the capacity must stay 2: the agent compares it with NVML's GPU count).
-SCENARIO_TAINT = {"key": "tests.guywire.dev/gpu-scenario", "effect": "NoSchedule"}
-
-
-def gpu_node(name: str) -> dict:
-    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "2"}
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                         "labels": {"kubernetes.io/hostname": name, "type": "kwok",
-                                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
-            "spec": {"taints": [SCENARIO_TAINT]},
-            "status": {"capacity": resources, "allocatable": resources}}
-
-
-def ready(cluster, name: str) -> bool:
-    node = cluster.get("node", name) or {}
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions") or [])
 
 
 def gpu_deployment(name: str, node: str | None = None) -> dict:
@@ -51,19 +31,6 @@ def gpu_deployment(name: str, node: str | None = None) -> dict:
 def pod_node(cluster, app: str) -> str | None:
     pods = json.loads(cluster.kubectl("get", "pods", "-n", "gpu", "-l", f"app={app}", "-o", "json").stdout)["items"]
     return next((p["spec"].get("nodeName") for p in pods if p["spec"].get("nodeName")), None)
-
-
-def run_agent(operator, node: str, scenario, boot_id: str = "boot-1") -> subprocess.CompletedProcess:
-    """One pass of the chart's node-agent command line; a new ``boot_id`` is a reboot (XIDs latch until one)."""
-    boot = operator.cluster.dir / f"boot-id-{node}"
-    boot.write_text(boot_id + "\n")
-    args = [a.replace("$(NODE_NAME)", node) for a in operator.release.container_args("DaemonSet")
-            if not a.startswith("--metrics-port")]
-    out = subprocess.run([sys.executable, "-m", "guywire.cli", *args, "--once", f"--fake-nvml={scenario}", f"--boot-id-file={boot}",
-                          f"--kubeconfig={operator.release.agent_kubeconfig}"],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert out.returncode in (0, 1), out.stderr
-    return out
 
 
 def has_taint(cluster, node: str) -> bool:
@@ -84,14 +51,15 @@ def gpu_nodes(operator):
 
 def test_the_agent_writes_condition_label_and_annotation_with_its_own_rbac(gpu_nodes):
     cluster = gpu_nodes.cluster
-    out = run_agent(gpu_nodes, "gpu-1", UNHEALTHY)
+    out = run_agent(gpu_nodes.release, "gpu-1", UNHEALTHY)
     node = cluster.get("node", "gpu-1")
     cond = next(c for c in node["status"]["conditions"] if c["type"] == "GPUUnhealthy")
     assert cond["status"] == "True", (cond, out.stderr)
     assert node["metadata"]["labels"]["guywire.dev/gpu-health"] == "Unhealthy"
     assert json.loads(node["metadata"]["annotations"]["guywire.dev/gpu-health"])["state"] == "Unhealthy"
     assert ready(cluster, "gpu-1"), "kwok's Ready condition survived the agent's status patch"
-    assert cluster.forbidden(gpu_nodes.release.agent_user) == []
+    # (test_node_agent_policy's agent is refused on purpose, on its own Nodes)
+    assert [r for r in cluster.forbidden(gpu_nodes.release.agent_user) if "/nodes/gpu-" in r] == []
 
 
 def test_a_gpu_pod_on_the_unhealthy_node_gets_gw_gpu_001(gpu_nodes):
@@ -114,7 +82,7 @@ def test_tainting_moves_the_next_pod_and_the_breaker_holds_back(gpu_nodes):
         wait_until(lambda: has_taint(cluster, "gpu-1"), TIMEOUT, "the operator to taint gpu-1")
         cluster.apply(gpu_deployment("free"))
         assert wait_until(lambda: pod_node(cluster, "free"), TIMEOUT, "the scheduler to bind the free Pod") == "gpu-2"
-        run_agent(operator, "gpu-2", UNHEALTHY)
+        run_agent(operator.release, "gpu-2", UNHEALTHY)
 
         def held_back() -> bool:
             items = json.loads(cluster.kubectl("get", "events", "-n", "default", "-o", "json").stdout)["items"]
@@ -122,7 +90,7 @@ def test_tainting_moves_the_next_pod_and_the_breaker_holds_back(gpu_nodes):
 
         wait_until(held_back, TIMEOUT, "a GPUTaintHeldBack Event on gpu-2")
         assert not has_taint(cluster, "gpu-2"), "the breaker keeps half the GPU nodes untainted"
-        run_agent(operator, "gpu-1", HEALTHY, boot_id="boot-2")
+        run_agent(operator.release, "gpu-1", HEALTHY, boot_id="boot-2")
         wait_until(lambda: not has_taint(cluster, "gpu-1"), TIMEOUT, "gpu-1 untainted after it recovered")
         assert cluster.forbidden(operator.release.operator_user) == []
     finally:
