@@ -1,12 +1,14 @@
 """The chart's own-node admission policy (``nodeAgent.restrictToOwnNode``) on the real API server: the node agent's
 ServiceAccount, with a token bound to its Pod (as the DaemonSet pod's mounted token is), writes its GPU report on the
-Node that Pod runs on; on another Node, and with a token bound to no pod, the API server refuses with the policy's
-message, which says what was refused and how to fix it.
+Node that Pod runs on; on another Node, and with a token that names no node (bound to no pod, or a long-lived Secret
+token, which has no user extra at all), the API server refuses with the policy's message, which says what was
+refused and how to fix it.
 
 The other modules run the agent with a token bound to no pod, so the release goes back to
 ``restrictToOwnNode=false`` at the end, and this module's Nodes and Pod are deleted (test_gpu counts GPU Nodes)."""
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +148,7 @@ def test_a_token_bound_to_no_pod_is_refused_on_every_node(own_node):
     for node in (NODE_A, NODE_B):
         # UNHEALTHY: a state NODE_A does not have yet, so the agent has something to write there
         out = run_agent(own_node.release, node, UNHEALTHY, codes=(2,))
-        assert_refused(out, node, own_node.policy, "its token is bound to no pod")
+        assert_refused(out, node, own_node.policy, "its token names no node (it is bound to no pod)")
     assert untouched(cluster, NODE_B)
     assert cluster.get("node", NODE_A)["metadata"]["labels"].get(HEALTH) != "Unhealthy"
 
@@ -158,3 +160,24 @@ def test_other_identities_are_not_restricted(own_node):
     out = own_node.cluster.kubectl("patch", "node", NODE_B, "--dry-run=server", "--type=merge", "-p", patch,
                                    check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_long_lived_secret_token_is_refused_with_the_policys_message(own_node):
+    # such a token carries no user extra at all: the policy must still say what and why, not fail on the CEL
+    cluster, release = own_node.cluster, own_node.release
+    name = "node-agent-long-lived-token"
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                   "metadata": {"name": name, "namespace": release.namespace,
+                                "annotations": {"kubernetes.io/service-account.name": own_node.service_account}}})
+    try:
+        token = wait_until(lambda: ((cluster.get("secret", name, release.namespace) or {}).get("data") or {})
+                           .get("token"), TIMEOUT, "the token controller to fill the Secret")
+        kubeconfig = cluster.write_kubeconfig(cluster.dir / f"{name}.kubeconfig", name,
+                                              token=base64.b64decode(token).decode())
+        user = json.loads(cluster.kubectl("auth", "whoami", "-o", "json", kubeconfig=kubeconfig).stdout)
+        assert "extra" not in user["status"]["userInfo"]
+        out = run_agent(release, NODE_B, UNHEALTHY, kubeconfig=kubeconfig, codes=(2,))
+        assert_refused(out, NODE_B, own_node.policy, "its token names no node (it is bound to no pod)")
+        assert untouched(cluster, NODE_B)
+    finally:
+        cluster.kubectl("delete", "secret", name, "-n", release.namespace, "--ignore-not-found")

@@ -1063,8 +1063,11 @@ def test_the_node_agent_may_change_only_its_own_node(rendered):
         assert condition == f'request.userInfo.username == "system:serviceaccount:{case.namespace}:{sa}"'
         rule = policy["spec"]["matchConstraints"]["resourceRules"][0]
         assert rule["resources"] == ["nodes", "nodes/status"] and rule["operations"] == ["UPDATE"]
+        nodes = policy["spec"]["variables"][0]
+        assert "authentication.kubernetes.io/node-name" in nodes["expression"]
+        assert "has(request.userInfo.extra)" in nodes["expression"]  # a Secret token has no extra at all
         check = policy["spec"]["validations"][0]["expression"]
-        assert "authentication.kubernetes.io/node-name" in check and "object.metadata.name" in check
+        assert check == f"object.metadata.name in variables.{nodes['name']}"
         said = policy["spec"]["validations"][0]["messageExpression"]  # what was refused, and how to fix it
         assert "object.metadata.name" in said and "nodeAgent.restrictToOwnNode=false" in said
         binding = case.one("ValidatingAdmissionPolicyBinding")
