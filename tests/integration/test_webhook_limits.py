@@ -98,19 +98,95 @@ async def test_a_kept_alive_connection_is_closed_once_idle(server):
     writer.close()
 
 
-async def test_connections_beyond_the_cap_are_closed_and_reviews_still_answered(server, tls):
+@pytest.fixture(scope="module")
+async def capped(tls):
+    """A server whose timeouts are far away, so that only the cap closes connections."""
+    _, cert, key = tls
+    engine = example_engine()
+    srv = WebhookServer(lambda: Admission(engine), WebhookSettings(
+        host="127.0.0.1", port=0, cert=str(cert), key=str(key), handshake_timeout=GUARD_S,
+        header_timeout=GUARD_S, body_timeout=GUARD_S, idle_timeout=GUARD_S, max_connections=CAP))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+def raw_review() -> bytes:
+    body = review(request(example_object("Deployment", "gateway"), "UPDATE", old=example_object("Deployment", "gateway")))
+    return (b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+async def answered(reader) -> bytes:
+    """One whole answer read from a kept-alive connection: its status line and headers, then its body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD_S)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    await asyncio.wait_for(reader.readexactly(length), GUARD_S)
+    return head
+
+
+async def reviewed(reader, writer) -> bool:
+    """Whether a review sent on this kept-alive connection is answered 200."""
+    writer.write(raw_review())
+    return (await answered(reader)).startswith(b"HTTP/1.1 200")
+
+
+async def hang_up(server, connections) -> None:
+    for _, writer in connections:
+        writer.close()
     await until_no_connections(server)
-    held = [await connect(server) for _ in range(CAP)]
-    extra_reader, extra_writer = await connect(server)
-    assert await closed_by_server(extra_reader)
-    assert len(server.guards.open) <= CAP
-    for _, w in held:
-        w.close()
-    extra_writer.close()
-    await until_no_connections(server)
+
+
+def evicted(server) -> float:
+    return server.metrics.webhook_connections_closed.labels("evicted")._value.get()
+
+
+async def test_at_the_cap_a_new_connection_takes_the_place_of_the_oldest_that_was_never_answered(capped, tls):
+    await until_no_connections(capped)
+    used_reader, used_writer = await connect(capped)  # a client that uses its place, as the API server does
+    assert await reviewed(used_reader, used_writer)
+    silent = [await connect(capped) for _ in range(CAP - 1)]  # idle clients fill the rest
+    assert len(capped.guards.open) == CAP
+    before = evicted(capped)
     obj = example_object("Deployment", "gateway")
-    status, _ = await post(server, tls, review(request(obj, "UPDATE", old=obj)))
+    status, _ = await post(capped, tls, review(request(obj, "UPDATE", old=obj)))  # a new client is answered
     assert status == 200
+    assert await closed_by_server(silent[0][0])  # the oldest silent one made room for it
+    assert evicted(capped) == before + 1
+    assert len(capped.guards.open) <= CAP
+    assert await reviewed(used_reader, used_writer)  # the answered client kept its place
+    await hang_up(capped, [*silent, (used_reader, used_writer)])
+
+
+async def test_at_the_cap_among_answered_clients_the_one_answered_longest_ago_makes_room(capped):
+    await until_no_connections(capped)
+    clients = [await connect(capped) for _ in range(CAP)]
+    for reader, writer in clients:  # all answered once, the first one first
+        assert await reviewed(reader, writer)
+    first_reader, first_writer = clients[0]
+    assert await reviewed(first_reader, first_writer)  # the first one again: the second now waited longest
+    new_reader, new_writer = await connect(capped)
+    assert await reviewed(new_reader, new_writer)
+    assert await closed_by_server(clients[1][0])
+    assert await reviewed(first_reader, first_writer)
+    await hang_up(capped, [*clients, (new_reader, new_writer)])
+
+
+async def test_at_the_cap_a_connection_being_answered_is_never_evicted(capped):
+    await until_no_connections(capped)
+    held = [await connect(capped) for _ in range(CAP)]
+    guards = list(capped.guards.open.values())
+    for guard in guards:  # as while each is being answered
+        guard.phase = "busy"
+    try:
+        extra_reader, extra_writer = await connect(capped)
+        assert await closed_by_server(extra_reader)  # no place to take: the new one is closed
+        assert all(g.transport is not None and not g.transport.is_closing() for g in guards)
+    finally:
+        for guard in guards:
+            guard.phase = "headers"
+    assert len(capped.guards.open) == CAP
+    await hang_up(capped, [*held, (extra_reader, extra_writer)])
 
 
 async def test_request_kind_as_a_string_is_a_400(server, tls):
@@ -250,3 +326,35 @@ async def test_memory_is_handed_back_once_many_connections_have_come_and_gone(se
         from guywire.operator.index import release_free_memory
         server.guards.trim = release_free_memory
     assert trims and trims[0] <= CAP
+
+
+class _Asked:
+    def __init__(self, query: dict):
+        self.query = query
+
+
+@pytest.mark.parametrize("query, budget", [
+    ({}, 2.5), ({"timeout": "3s"}, 2.5), ({"timeout": "10s"}, 2.5), ({"timeout": "1s"}, 0.5),
+    ({"timeout": "2s"}, 1.5), ({"timeout": "1m0s"}, 2.5), ({"timeout": "soon"}, 2.5), ({"timeout": "0s"}, 0.0),
+])
+async def test_a_large_review_s_budget_is_what_the_api_server_waits_less_the_answer_s_way_back(server, query,
+                                                                                                budget):
+    assert server.settings.large_timeout == 2.5
+    assert server.large_budget(_Asked(query)) == pytest.approx(budget)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forking needs a POSIX system")
+async def test_a_large_review_does_not_wait_for_the_engine_past_the_api_server_s_timeout(server, tls,
+                                                                                          monkeypatch):
+    monkeypatch.delenv("GUYWIRE_PARALLEL", raising=False)
+    _, large_req = small_and_large()
+    await server.engine_lock.acquire()  # as while a full audit changes the engine
+    try:
+        status, answer = await post(server, tls, review(large_req), path="/validate/workloads?timeout=1s")
+        assert server.engine_lock.locked()  # answered while the engine was still busy, not after
+    finally:
+        server.engine_lock.release()
+    assert status == 503 and "not judged" in answer["error"]
+    assert not server.large_in_flight
+    status, _ = await post(server, tls, review(large_req), path="/validate/workloads?timeout=3s")
+    assert status == 200  # the engine free again: judged

@@ -45,7 +45,8 @@ class OperatorMetrics:
         self.webhook_connections = Gauge("guywire_webhook_connections", "Open connections to the admission "
                                          "webhook.", registry=r)
         self.webhook_connections_closed = Counter("guywire_webhook_connections_closed_total", "Webhook connections "
-                                                  "closed by guywire, by reason: cap, headers, body, idle.",
+                                                  "closed by guywire, by reason: cap (every connection being answered), "
+                                                  "evicted (its place taken at the cap), headers, body, idle.",
                                                   ["reason"], registry=r)
         self.admission_rule_errors = Counter("guywire_admission_rule_errors_total", "Admission requests on which a "
                                              "rule raised, by rule: the request was allowed for that rule (never "

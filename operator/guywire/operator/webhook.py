@@ -7,7 +7,9 @@ synchronously on the loop, so no watch event interleaves with it; a large one (a
 forked while the webhook holds the engine lock that every writer of the engine takes, so the
 child sees the engine between two changes and the loop keeps the GIL to answer the others.
 One large review is judged at a time: a second one meanwhile is answered 503 at once (shed,
-never queued), and a child not done within ``large_timeout`` is stopped and answered 503.
+never queued), and one not judged within its budget (``large_timeout``, or less when the API server's
+``?timeout=`` is shorter; the wait for the engine lock counts) is stopped and answered 503. At the
+connection cap a new connection takes the place of one not being answered (Guards.victim).
 Malformed bodies get a 4xx that says what is wrong; the API server's failurePolicy
 Ignore means a crash or a timeout here never blocks a deployment.
 """
@@ -28,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from ..engine.admission import Admission, BadReview, parse_review
+from ..model.units import parse_duration
 from ..speed.forked_call import ChildFailed, ForkedCall
 from .metrics import OperatorMetrics
 from .index import release_free_memory
@@ -46,6 +49,8 @@ SWITCH_INTERVAL_S = 0.001
 # the loop's 1024), so a small review arriving meanwhile gets the core at once.
 LARGE_NICE = 19
 TRIM_AFTER_CLOSED = 64  # connections closed before the freed heap is handed back (see Guards.release)
+# Kept from the time the API server says it waits (?timeout=) for the answer to travel back and be read.
+ANSWER_MARGIN_S = 0.5
 
 
 @dataclass
@@ -62,10 +67,13 @@ class WebhookSettings:
     header_timeout: float = 5.0  # from the connection (or the first byte after idling) to a request's full headers
     body_timeout: float = 10.0  # a request's body, once its headers are in
     idle_timeout: float = 30.0  # a kept-alive connection with no request
-    max_connections: int = 256  # open at once; beyond, a new connection is closed at once
+    # Open at once. At the cap a new connection takes the place of one not being answered (Guards.victim), so
+    # idle or slow clients cannot lock the API server out; only when every one is being answered is it closed.
+    max_connections: int = 256
     large_body: int = 256 * 1024  # a review above this is judged off the event loop, one at a time; others: 503
-    # A large review not judged by then is answered 503: a little under the API server's default timeoutSeconds
-    # (3 s), after which it applies the failurePolicy and throws a later answer away anyway.
+    # A large review not judged by then is answered 503: a little under guywire's default timeoutSeconds (3 s),
+    # after which the API server applies the failurePolicy and throws a later answer away anyway. Less when the
+    # API server says it waits less (WebhookServer.large_budget); the wait for the engine lock counts too.
     large_timeout: float = 2.5
 
 
@@ -81,6 +89,8 @@ class ConnectionGuard(asyncio.Protocol):
         self.phase = "headers"  # headers (a request is arriving) | busy (being answered) | idle (kept alive)
         self.fresh = True  # the next bytes begin a request
         self.held = False
+        self.served = False  # an answer was sent on it: a client that uses its place
+        self.turn = 0  # when it was admitted or last answered, in the Guards' own count (no clock needed)
 
     def _arm(self, seconds: float, reason: str) -> None:
         if self.timer is not None:
@@ -88,6 +98,8 @@ class ConnectionGuard(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(seconds, self._expire, reason)
 
     def _expire(self, reason: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         self.timer = None
         self.guards.metrics.webhook_connections_closed.labels(reason).inc()
         if self.transport is not None:
@@ -100,6 +112,7 @@ class ConnectionGuard(asyncio.Protocol):
             transport.abort()
             return
         self.held = True
+        self.turn = self.guards.next_turn()
         self.inner.connection_made(transport)
         self._arm(self.guards.settings.header_timeout, "headers")  # nothing sent yet counts too
 
@@ -127,6 +140,7 @@ class ConnectionGuard(asyncio.Protocol):
 
     def request_done(self) -> None:
         self.phase = "idle"
+        self.served, self.turn = True, self.guards.next_turn()
         if self.held and self.transport is not None and not self.transport.is_closing():
             self._arm(self.guards.settings.idle_timeout, "idle")
 
@@ -152,7 +166,8 @@ class ConnectionGuard(asyncio.Protocol):
 
 
 class Guards:
-    """The open connections: at most ``max_connections``, each found again from its transport."""
+    """The open connections: at most ``max_connections``, each found again from its transport. At the cap a new
+    connection evicts the one that has held its place longest without being answered (see :meth:`victim`)."""
 
     def __init__(self, settings: WebhookSettings, factory: Any, large_busy: Any = lambda: False,
                  metrics: OperatorMetrics | None = None):
@@ -161,6 +176,7 @@ class Guards:
         self.open: dict[Any, ConnectionGuard] = {}
         self.closed_since_trim = 0
         self.trim = release_free_memory
+        self.turns = 0
 
     def shed_early(self, first: bytes) -> bool:
         """Whether a request whose first bytes are ``first`` announces a large body while a large review is
@@ -177,12 +193,37 @@ class Guards:
     def __call__(self) -> ConnectionGuard:
         return ConnectionGuard(self, self.factory())
 
+    def next_turn(self) -> int:
+        self.turns += 1
+        return self.turns
+
     def admit(self, guard: ConnectionGuard) -> bool:
+        """Whether ``guard``'s connection may stay: below the cap always; at the cap only in the place of a
+        :meth:`victim`, which is closed (``reason="evicted"``)."""
         if len(self.open) >= self.settings.max_connections:
-            return False
+            victim = self.victim()
+            if victim is None:
+                return False
+            self.open.pop(victim.transport, None)
+            victim._expire("evicted")
         self.open[guard.transport] = guard
         self.metrics.webhook_connections.set(len(self.open))
         return True
+
+    def victim(self) -> ConnectionGuard | None:
+        """The connection a new one replaces at the cap, never one being answered: first the oldest that was
+        never answered (an idle or slow client holding a place it has not used: the API server sends its review
+        within milliseconds of connecting), else the kept-alive one answered longest ago. None when every
+        connection is being answered. A scan of the open connections, only at the cap."""
+        oldest_served = None
+        for guard in self.open.values():  # in the order they were admitted
+            if guard.phase == "busy":
+                continue
+            if not guard.served:
+                return guard
+            if oldest_served is None or guard.turn < oldest_served.turn:
+                oldest_served = guard
+        return oldest_served
 
     def release(self, guard: ConnectionGuard) -> None:
         self.open.pop(guard.transport, None)
@@ -311,12 +352,27 @@ class WebhookServer:
                 return self._shed("another large review is being judged")
             self.large_in_flight = True
         try:
-            return await self._read_and_decide(request, started, large)
+            return await self._read_and_decide(request, started, large, self.large_budget(request))
         finally:
             if large:
                 self.large_in_flight = False
 
-    async def _read_and_decide(self, request: web.Request, started: float, reserved: bool) -> web.Response:
+    def large_budget(self, request: web.Request) -> float:
+        """How long a large review may take, the wait for the engine lock included: ``large_timeout``, or less when
+        the API server waits less. It says how long with every call (``?timeout=3s``: the webhook's
+        timeoutSeconds, rounded up to a second); an answer later than that is thrown away, so the work stops in
+        time for the answer to travel back. A value that is not a duration is ignored."""
+        budget = self.settings.large_timeout
+        given = request.query.get("timeout")
+        if given:
+            try:
+                budget = min(budget, parse_duration(given) - ANSWER_MARGIN_S)
+            except ValueError:
+                pass
+        return max(budget, 0.0)
+
+    async def _read_and_decide(self, request: web.Request, started: float, reserved: bool,
+                               budget: float) -> web.Response:
         try:
             raw = await asyncio.wait_for(request.read(), self.settings.body_timeout)
         except web.HTTPRequestEntityTooLarge:
@@ -334,7 +390,7 @@ class WebhookServer:
                 self.large_in_flight = True
             try:
                 try:
-                    review_request, decision = await self._decide_large(raw)
+                    review_request, decision = await self._decide_large(raw, budget)
                 except ChildFailed as exc:  # the reason goes to the log, not to the client
                     log.warning("A large review (%d bytes) was not judged: %s.", len(raw), exc)
                     return self._shed("this large review was not judged: it failed or ran past its time")
@@ -362,21 +418,30 @@ class WebhookServer:
                      " (dry run)" if decision.dry_run else "")
         return web.json_response(decision.review())
 
-    async def _decide_large(self, raw: bytes) -> tuple[dict | None, Any]:
+    async def _decide_large(self, raw: bytes, budget: float) -> tuple[dict | None, Any]:
         """A large review judged in a forked child: forked while the engine lock is held, so between two changes
         of the engine, never inside one; the child reads its copy of the engine as it was then while the loop
-        goes on. Where no child can be forked, a worker thread judges it while the lock is held (no watch event
-        changes the engine under it), with the GIL handed over every 1 ms."""
-        async with self.engine_lock:
-            child = ForkedCall(self._decide_summary, raw, nice=LARGE_NICE)
-            if not child.forked:
-                interval = sys.getswitchinterval()
-                sys.setswitchinterval(SWITCH_INTERVAL_S)
-                try:
-                    return await child.result(self.settings.large_timeout)
-                finally:
-                    sys.setswitchinterval(interval)
-        return await child.result(self.settings.large_timeout)
+        goes on. The wait for the lock (a full audit may hold it) and the child share ``budget`` seconds; past
+        it, :class:`ChildFailed` (the child killed). Where no child can be forked, a worker thread judges it
+        while the lock is held (no watch event changes the engine under it), with the GIL handed over every
+        1 ms; a thread cannot be stopped, so only its wait for the lock is bounded."""
+        if budget <= 0:
+            raise ChildFailed("the API server's timeout leaves no time to judge it")
+        try:
+            async with asyncio.timeout(budget) as deadline:
+                async with self.engine_lock:
+                    child = ForkedCall(self._decide_summary, raw, nice=LARGE_NICE)
+                    if not child.forked:
+                        deadline.reschedule(None)
+                        interval = sys.getswitchinterval()
+                        sys.setswitchinterval(SWITCH_INTERVAL_S)
+                        try:
+                            return await child.result(budget)
+                        finally:
+                            sys.setswitchinterval(interval)
+                return await child.result(budget)  # the deadline above ends it first; result() kills the child
+        except TimeoutError:
+            raise ChildFailed(f"not judged within {budget:g} s (the engine busy, or the child too slow)") from None
 
     def _decide_summary(self, raw: bytes) -> tuple[dict | None, Any]:
         """What a child sends back: the Decision, and of the request only what the parent logs."""
