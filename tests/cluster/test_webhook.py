@@ -35,6 +35,8 @@ def test_warn_prints_warning_lines_and_allows(webhook):
     warnings = [ln for ln in out.stderr.splitlines() if ln.startswith("Warning: ")]
     assert any(ln.startswith("Warning: [GW-RTY-005") for ln in warnings), out.stderr
     assert cluster.get("deployment", "retriever-b", "ml") is not None
+    # the API server says how long it waits (the chart's timeoutSeconds), which bounds a large review's work
+    assert "(?timeout=3s): a large review gets 2.5 s." in webhook.log(), webhook.log()[-3000:]
 
 
 def test_enforce_refuses_with_guywires_message(webhook):

@@ -328,6 +328,7 @@ class WebhookServer:
         self.port: int | None = None
         self.guards: Guards | None = None
         self.large_in_flight = False
+        self.timeout_seen: str | None = None  # the API server's last ?timeout=, logged when it changes
         self.engine_lock = engine_lock if engine_lock is not None else asyncio.Lock()
         self.server: asyncio.AbstractServer | None = None
 
@@ -369,7 +370,12 @@ class WebhookServer:
                 budget = min(budget, parse_duration(given) - ANSWER_MARGIN_S)
             except ValueError:
                 pass
-        return max(budget, 0.0)
+        budget = max(budget, 0.0)
+        if given != self.timeout_seen:  # said once, and again when it changes
+            self.timeout_seen = given
+            log.info("The API server waits %s for an answer (?timeout=%s): a large review gets %g s.",
+                     given or "as long as it is configured to", given or "", budget)
+        return budget
 
     async def _read_and_decide(self, request: web.Request, started: float, reserved: bool,
                                budget: float) -> web.Response:
