@@ -23,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -278,6 +279,7 @@ def main() -> None:
         if op is not None:
             op.stop()
         plane.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
