@@ -207,7 +207,7 @@ def guywire_in_process(corpus: str, runs: int, cluster_per: str = "input") -> fl
     from guywire.inputs.clusters import judge
     from guywire.model.baseline import baseline_policy
     from guywire.render.machine import render_json
-    from guywire.render.report import Report
+    from guywire.render.check_result import Report
     from guywire.model.severity import Severity
 
     best = float("inf")
@@ -401,7 +401,7 @@ def ex_exempt(case: Case, engine):
     w = case.obj.view if case.obj else None
     eq = GUYWIRE_EQUIVALENT.get(case.check)
     if w is not None and eq and case.guywire == PASS:
-        from guywire.engine.core import exempted
+        from guywire.engine.evaluator import exempted
 
         if exempted(w, eq[0]):
             return f"the workload exempts {eq[0]} with guywire.dev/exempt", w.decl.exempt_reason

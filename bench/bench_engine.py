@@ -110,7 +110,7 @@ def run_one(n: int, changes: int, seed: int, do_profile: bool, cli: bool, verify
     """Everything for one size, in this (fresh) process."""
     base_rss = rss_mb()
     import synth  # noqa: E402 - bench/ is on sys.path
-    from guywire.engine.core import Engine
+    from guywire.engine.evaluator import Engine
     from guywire.views.inventory import Inventory, view_of
     from guywire.model.policy import baseline_policy
 
@@ -217,7 +217,7 @@ def run_memory(n: int, seed: int) -> dict:
     inventory, graph and results of ``n`` workloads, as an operator holding them would have.
     """
     import synth
-    from guywire.engine.core import Engine
+    from guywire.engine.evaluator import Engine
     from guywire.views.inventory import Inventory, view_of
     from guywire.model.policy import baseline_policy
 

@@ -59,7 +59,7 @@ def percentile(values: list[float], p: float) -> float:
 def serve(args) -> None:
     import synth
     from guywire.engine.admission import Admission
-    from guywire.engine.core import Engine
+    from guywire.engine.evaluator import Engine
     from guywire.views.inventory import Inventory, view_of
     from guywire.model.policy import parse_policy
     from guywire.operator.webhook import WebhookServer, WebhookSettings

@@ -18,7 +18,7 @@ from .render.formats import FORMATS, MERGE_JSON, Format, add_format_argument
 
 if TYPE_CHECKING:
     from .inputs.clusters import Cluster, Judged
-    from .engine.core import Engine
+    from .engine.evaluator import Engine
     from .views.inventory import Inventory
     from .model.policy import Policy
 
@@ -191,9 +191,9 @@ def _engine(args, *warm: str, keep_exempted: bool = False) -> tuple[Judged, list
 
 def cmd_check(args) -> int:
     fmt = FORMATS["check"][args.format]
-    judged, diags, files, skipped = _engine(args, ".render.report", fmt.module, ".graph.simulate", keep_exempted=True)
+    judged, diags, files, skipped = _engine(args, ".render.check_result", fmt.module, ".graph.simulate", keep_exempted=True)
     from .render.locations import SourceRoot
-    from .render.report import Report
+    from .render.check_result import Report
 
     result = judged.evaluate_all()
     fail_on = Severity.parse(args.fail_on)

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from guywire.rules.gpu import why_no_agent_runs
+from guywire.rules.gpu_nodes import why_no_agent_runs
 from guywire.views.workload import parse_node, parse_workload
 
 from .test_helm_chart import CHART, ROOT, helm, run_helm  # noqa: F401 - helm is the module's fixture

@@ -323,7 +323,7 @@ async def test_memory_is_handed_back_once_many_connections_have_come_and_gone(se
                 break
             await asyncio.sleep(0.05)
     finally:
-        from guywire.operator.index import release_free_memory
+        from guywire.speed.memory import release_free_memory
         server.guards.trim = release_free_memory
     assert trims and trims[0] <= CAP
 

@@ -10,7 +10,7 @@ import yaml
 
 from guywire.engine.admission import MAX_WARNING_CHARS, MAX_WARNINGS, Admission, BadReview, parse_review
 from guywire.cli import build
-from guywire.engine.core import Engine
+from guywire.engine.evaluator import Engine
 from tests.examples import example
 
 ROOT = Path(__file__).resolve().parents[2]

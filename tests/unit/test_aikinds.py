@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from guywire.cli import build, main
-from guywire.engine.core import Engine
+from guywire.engine.evaluator import Engine
 from guywire.views.inventory import Inventory, view_of
 from guywire.model.policy import baseline_policy
 

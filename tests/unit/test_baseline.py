@@ -209,7 +209,7 @@ def reword(monkeypatch) -> None:
     from dataclasses import replace
 
     from guywire.model.units import render_figure
-    from guywire.rules import complexity, dependencies, gpu, retries
+    from guywire.rules import complexity, dependencies, gpu_nodes, retries
     from guywire.rules.base import measured
 
     def reworded(template, *, observed, limit, unit, **kw):
@@ -217,7 +217,7 @@ def reword(monkeypatch) -> None:
         over = f"over its limit of {render_figure(limit, unit)}" if limit is not None else "over"
         return replace(issue, message=f"is {over} at {render_figure(observed, unit)}.")
 
-    for module in (complexity, dependencies, gpu, retries):
+    for module in (complexity, dependencies, gpu_nodes, retries):
         monkeypatch.setattr(module, "measured", reworded)
 
 

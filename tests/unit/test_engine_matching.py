@@ -1,7 +1,7 @@
 """Which policies look at which workloads, exemptions, overrides, and one finding per problem across policies."""
 import pytest
 
-from guywire.engine.core import Engine, policy_matches
+from guywire.engine.evaluator import Engine, policy_matches
 from guywire.model.policy import parse_policy
 from guywire.model.severity import Severity
 

@@ -21,7 +21,7 @@ import yaml
 from guywire.engine.admission import Admission
 from guywire.views.annotations import VIOLATIONS
 from guywire.cli import build, main
-from guywire.engine.core import Engine
+from guywire.engine.evaluator import Engine
 from guywire.model.evaluation import EvaluationError
 from guywire.model.policy import parse_policy
 from guywire.operator.status_writer import ERRORS_SHOWN, evaluation_errors_condition

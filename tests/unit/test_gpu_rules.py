@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from guywire.engine.core import Engine
+from guywire.engine.evaluator import Engine
 from guywire.views.inventory import Inventory, view_of
 from guywire.model.gpu_report import HealthState, NodeGpuHealth
 from guywire.model.policy import baseline_policy, parse_policy
 from guywire.rules.base import Context
-from guywire.rules.gpu import node_report
+from guywire.rules.gpu_nodes import node_report
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 

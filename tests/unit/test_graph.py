@@ -9,8 +9,8 @@ import time
 import pytest
 
 from guywire.views.annotations import DependencyRef, RetryPolicy, parse_declarations
-from guywire.engine.core import Engine
-from guywire.graph.core import Graph, env_hosts, service_hosts
+from guywire.engine.evaluator import Engine
+from guywire.graph.dependency_graph import Graph, env_hosts, service_hosts
 from guywire.views.inventory import Inventory
 from guywire.model.policy import baseline_policy, parse_policy
 from guywire.views.workload import PodTemplate, Workload
@@ -121,7 +121,7 @@ def test_env_values_are_never_shown():
     for f in result.findings:
         assert secret not in f.render() and "admin" not in f.render()
         assert secret not in str(f.to_dict())
-    from guywire.render.graph import render_dot, render_graph_json, render_graph_text, render_mermaid
+    from guywire.render.graph_formats import render_dot, render_graph_json, render_graph_text, render_mermaid
     for render in (render_dot, render_graph_json, render_graph_text, render_mermaid):
         assert secret not in render(engine)
 

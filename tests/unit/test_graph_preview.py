@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guywire.graph.core import Graph
+from guywire.graph.dependency_graph import Graph
 from guywire.graph.overlay import Overlay, overlaid
 from tests.snapshot import deep_state, differences
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from guywire.views.annotations import RetryPolicy
-from guywire.engine.core import Engine
-from guywire.graph.core import Graph
+from guywire.engine.evaluator import Engine
+from guywire.graph.dependency_graph import Graph
 from guywire.views.inventory import ParseError, view_of
 from guywire.graph.mesh import MeshIndex, classify_host, effective_retry
 from guywire.model.policy import baseline_policy
@@ -203,7 +203,7 @@ def test_check_reports_the_conflict_and_the_combined_attempts():
 def test_graph_json_shows_the_mesh_part_of_an_edge():
     import json
 
-    from guywire.render.graph import render_graph_json
+    from guywire.render.graph_formats import render_graph_json
     engine = Engine([baseline_policy()], inventory(deployment("chat", depends_on="llm", retry="attempts=2"),
                                                    deployment("llm"), service("llm"), vs()))
     engine.evaluate_all()

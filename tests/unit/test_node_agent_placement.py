@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from guywire.rules.gpu import why_no_agent_runs
+from guywire.rules.gpu_nodes import why_no_agent_runs
 from guywire.views.workload import parse_node, parse_workload
 
 ROOT = Path(__file__).resolve().parents[2]

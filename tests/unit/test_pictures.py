@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from guywire.cli import build, main
-from guywire.engine.core import Engine
-from guywire.graph.core import wlabel
+from guywire.engine.evaluator import Engine
+from guywire.graph.dependency_graph import wlabel
 from guywire.model.policy import baseline_policy
-from guywire.render.graph import SEV_COLOUR, render_mermaid
+from guywire.render.graph_formats import SEV_COLOUR, render_mermaid
 from guywire.render.html import BOX_H, BOX_W, layout_columns, render_html
 
 from .manifests import container, deployment, inventory, service

@@ -8,7 +8,7 @@ import pytest
 
 from guywire.views.aikinds import AI_KINDS
 from guywire.kube.crd import KINDS, crd
-from guywire.engine.core import policy_matches
+from guywire.engine.evaluator import policy_matches
 from guywire.views.inventory import Inventory
 from guywire.model.kinds import JUDGED_KINDS
 from guywire.model.policy import MAX_GLOBS, PolicyError, compile_globs, parse_policy

@@ -2,7 +2,7 @@
 import pytest
 
 from guywire.views.annotations import parse_declarations
-from guywire.engine.core import policy_matches
+from guywire.engine.evaluator import policy_matches
 from guywire.views.inventory import Inventory
 from guywire.model.policy import (
     BASELINE_NAME, Enforcement, LabelSelector, PolicyError, PolicySpec, baseline_policy, parse_policy,

@@ -11,7 +11,7 @@ import yaml
 
 from guywire.cli import main
 from guywire.clock import ManualClock
-from guywire.engine.core import Engine
+from guywire.engine.evaluator import Engine
 from guywire.model.policy import baseline_policy, parse_policy
 from guywire.render.policy_reports import DIGEST_ANNOTATION, policy_reports, results_digest
 

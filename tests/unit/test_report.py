@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from guywire.cli import main
-from guywire.engine.core import Engine
+from guywire.engine.evaluator import Engine
 from guywire.model.policy import baseline_policy
 from guywire.engine.insights import (
     ComplexityReport, Figures, complexity_report, describe_changes, diff_reports, simplify_suggestions,

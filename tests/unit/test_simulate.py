@@ -11,8 +11,8 @@ import pytest
 
 from guywire.views.annotations import RetryPolicy
 from guywire.cli import main
-from guywire.engine.core import Engine
-from guywire.graph.core import Graph
+from guywire.engine.evaluator import Engine
+from guywire.graph.dependency_graph import Graph
 from guywire.model.policy import baseline_policy
 from guywire.graph.simulate import (
     Answer, Failure, backoff_delay, blast_radius, call_hop, entry_points, find_workload, simulate, top_blast_radii,

@@ -25,7 +25,7 @@ from guywire.inputs import loader
 from guywire.views import inventory
 from guywire.cli import main
 from guywire.clock import ManualClock
-from guywire.graph.core import index_add, index_discard, index_get
+from guywire.graph.dependency_graph import index_add, index_discard, index_get
 from guywire.inputs.loader import FastLoader, load, load_file
 from guywire.model.finding import SourceRef
 from tests.snapshot import deep_state, differences

@@ -63,6 +63,6 @@ def test_figures_render_as_their_unit_writes_them(value, unit, text, with_unit):
 @pytest.mark.parametrize("age, shown", [(61.2, 62), (119.5, 120), (1200, 1200), (1201, 1260), (7200, 7200),
                                         (7201, 10800), (259200, 259200)])
 def test_a_report_age_is_rounded_up_to_what_the_message_shows(age, shown):
-    from guywire.rules.gpu import report_age
+    from guywire.rules.gpu_nodes import report_age
 
     assert report_age(age) == shown and shown >= age

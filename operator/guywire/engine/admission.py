@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..views.aikinds import ai_kind_of
-from .core import Engine, policy_matches, worst_first
+from .evaluator import Engine, policy_matches, worst_first
 from ..views.inventory import POLICY_KINDS, fingerprint, view_of
 from ..model.evaluation import EvaluationError, unique_errors
 from ..model.finding import Finding

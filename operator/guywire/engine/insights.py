@@ -1,6 +1,6 @@
 """Cluster complexity as numbers people can track, what changed between two states, and regressions.
 
-Pure: reads an evaluated :class:`~guywire.engine.core.Engine` (call ``evaluate_all()`` first), does no I/O.
+Pure: reads an evaluated :class:`~guywire.engine.evaluator.Engine` (call ``evaluate_all()`` first), does no I/O.
 
 * :func:`complexity_report` — per namespace and for the cluster: workloads, dependency edges,
   the longest chain, cycles, the worst retry amplification, mean and max complexity score,
@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .core import Engine, merge_findings
-from ..graph.core import WKey, wlabel
+from .evaluator import Engine, merge_findings
+from ..graph.dependency_graph import WKey, wlabel
 from ..model.evaluation import EvaluationError, unique_errors
 from ..model.finding import Finding
 from ..model.policy import Policy, PolicySpec, Rules, SimplifyRules

@@ -1,6 +1,6 @@
 """What if one workload fails? Propagate the failure through the dependency graph, hop by hop.
 
-Pure: reads a :class:`~guywire.graph.core.Graph`, does no I/O, reads no clock. The arithmetic is
+Pure: reads a :class:`~guywire.graph.dependency_graph.Graph`, does no I/O, reads no clock. The arithmetic is
 deterministic worst case; ``--error-rate`` adds an expected case.
 
 The failure (on the *target*)
@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from ..views.annotations import RetryPolicy
-from .core import Edge, Graph, WKey, strongly_connected, wlabel
+from .dependency_graph import Edge, Graph, WKey, strongly_connected, wlabel
 from .mesh import sidecar_retry
 from ..model.units import format_duration
 
@@ -514,7 +514,7 @@ BLAST_NAMES = 5
 
 
 class HasGraph(Protocol):
-    """Whatever holds a dependency graph, such as an evaluated ``engine.core.Engine`` (the graph layer
+    """Whatever holds a dependency graph, such as an evaluated ``engine.evaluator.Engine`` (the graph layer
     imports nothing from the engine above it)."""
 
     graph: Graph

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..engine.core import Engine, PolicyResult, Result, merge_findings
+from ..engine.evaluator import Engine, PolicyResult, Result, merge_findings
 from ..model.evaluation import unique_errors
 from ..views.inventory import Inventory
 from ..views.workload import Service, Workload

@@ -21,7 +21,9 @@ from kubernetes.client.rest import ApiException
 
 from ..views.aikinds import AI_KINDS
 from ..clock import SYSTEM, Clock, rfc3339
+from ..model.messages import clip
 
+EVENT_MESSAGE_MAX = 1024  # the Events API's limit (in bytes: the ellipsis is ASCII)
 log = logging.getLogger("guywire.kube")
 
 
@@ -203,7 +205,8 @@ class KubeClient:
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "guywire"}},
-            "involvedObject": involved, "reason": reason, "message": message[:1024], "type": type_,
+            "involvedObject": involved, "reason": reason, "type": type_,
+            "message": clip(message, EVENT_MESSAGE_MAX, "..."),
             "source": {"component": "guywire"}, "reportingComponent": "guywire.dev/operator",
             "reportingInstance": instance[:128], "firstTimestamp": now, "lastTimestamp": now, "count": 1,
             "action": "Evaluate",

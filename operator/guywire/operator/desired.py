@@ -7,7 +7,7 @@ from typing import Callable, NamedTuple
 
 from ..views.annotations import BLAST_RADIUS, COMPLEXITY_SCORE, EVALUATED_AT, VIOLATIONS
 from ..clock import rfc3339
-from ..engine.core import worst_first
+from ..engine.evaluator import worst_first
 from ..model.finding import Finding
 from ..model.policy import Enforcement
 from ..views.workload import Workload

@@ -6,7 +6,7 @@ import logging
 import time  # perf_counter only: durations for the log, never the time of day
 
 from ..clock import SYSTEM, Clock
-from ..engine.core import Engine
+from ..engine.evaluator import Engine
 from .metrics import OperatorMetrics
 from ..engine.insights import complexity_report
 

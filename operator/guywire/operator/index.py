@@ -4,7 +4,6 @@ state, which tells the writers)."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time  # perf_counter only: durations for metrics, never the time of day
 from typing import Protocol
@@ -12,8 +11,9 @@ from urllib.parse import quote
 
 from ..clock import SYSTEM, Clock
 from ..speed.compact import compact
-from ..engine.core import Engine
-from ..graph.core import Graph
+from ..speed.memory import freeze_long_lived, release_free_memory
+from ..engine.evaluator import Engine
+from ..graph.dependency_graph import Graph
 from ..views.inventory import Inventory, fingerprint, view_of
 from ..kube.client import POLICY_KINDS, ApiFailure, Kind, KubeClient
 from .metrics import OperatorMetrics
@@ -26,17 +26,6 @@ log = logging.getLogger("guywire.operator")
 WKey = tuple[str, str, str]
 RELIST_QUIET_S = 5.0  # a re-listing that has sent nothing for this long is over: sweep the kind
 RELIST_PAGE = 500
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim). The start-up listing frees much more
-    than the index keeps; without this the process keeps the start-up peak as its resident size."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 class Changes(Protocol):
@@ -368,8 +357,7 @@ class Index:
         self.engine.graph = Graph(self.engine.inventory)
         self.warm = True
         self.reevaluate_all()
-        gc.collect()
-        gc.freeze()  # the index is long-lived: keep full collections from rescanning it (admission latency)
+        freeze_long_lived()  # the index is long-lived: keep full collections from rescanning it
         release_free_memory()
         log.info("Indexed %d workloads, %d Services, %d policies; evaluated all.",
                  len(self.engine.inventory.workloads), len(self.engine.inventory.services), len(self.policies))

@@ -14,14 +14,15 @@ import logging
 
 from ..engine.admission import Admission
 from ..clock import SYSTEM, Clock
-from ..engine.core import Engine
+from ..engine.evaluator import Engine
 from ..kube.client import KubeClient
 from .metrics import OperatorMetrics
 from ..views.workload import Workload
 from .annotation_writer import AnnotationWriter
 from .event_writer import EventWriter
 from .figures import GraphFigures
-from .index import Index, WKey, release_free_memory
+from ..speed.memory import release_free_memory
+from .index import Index, WKey
 from .report_writer import ReportWriter
 from .settings import Settings
 from .status_writer import StatusWriter

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 
 from ..clock import SYSTEM, Clock, rfc3339
+from ..model.messages import clip
 from ..kube.client import POLICY_KINDS, ApiFailure, KubeClient
 from .metrics import OperatorMetrics
 from .index import Index
 from .settings import Settings
+
+MESSAGE_MAX = 1024  # characters of a condition or finding message in a policy's status
 
 log = logging.getLogger("guywire.operator")
 ERRORS_SHOWN = 3  # evaluation errors named in a policy's EvaluationErrors condition
@@ -24,7 +27,7 @@ def evaluation_errors_condition(errors: list, generation) -> dict:
     more = f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else ""
     message = (f"{len(errors)} evaluation error(s), not counted as violations: {shown}{more}. A rule raised: "
                "report it to guywire's maintainers with the object.")
-    return {"type": "EvaluationErrors", "status": "True", "reason": "RuleRaised", "message": message[:1024],
+    return {"type": "EvaluationErrors", "status": "True", "reason": "RuleRaised", "message": clip(message, MESSAGE_MAX),
             "observedGeneration": generation}
 
 
@@ -44,12 +47,12 @@ class StatusWriter:
         if ref in self.index.policy_errors:
             return {"observedGeneration": gen, "matched": 0, "violating": 0, "findings": [], "truncated": 0,
                     "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
-                                    "message": self.index.policy_errors[ref][:1024], "observedGeneration": gen}]}
+                                    "message": clip(self.index.policy_errors[ref], MESSAGE_MAX), "observedGeneration": gen}]}
         policy = self.index.policies[ref]
         pr = self.index.engine.policy_result(policy)
         cap = self.settings.findings_cap
         findings = [{"rule": f.rule, "severity": f.severity.value, "workload": str(f.workload),
-                     "message": f.render()[:1024]} for f in pr.findings[:cap]]
+                     "message": clip(f.render(), MESSAGE_MAX)} for f in pr.findings[:cap]]
         return {"observedGeneration": gen, "matched": pr.matched, "violating": pr.violating, "findings": findings,
                 "truncated": max(0, len(pr.findings) - cap),
                 "conditions": [{"type": "Ready", "status": "True", "reason": "Evaluated",

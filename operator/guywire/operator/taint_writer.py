@@ -10,7 +10,7 @@ from ..gpu.taint import NodeTaintState, TaintPlan, has_taint, plan_taints, taint
 from ..kube.client import NODE, ApiFailure, KubeClient
 from .metrics import OperatorMetrics
 from ..model.gpu_report import GPU_TAINT_KEY, parse_gpu_health
-from ..rules.gpu import is_gpu_node
+from ..rules.gpu_nodes import is_gpu_node
 from .event_writer import EventWriter
 from .index import Index
 from .settings import Settings

@@ -33,7 +33,7 @@ from ..engine.admission import Admission, BadReview, parse_review
 from ..model.units import parse_duration
 from ..speed.forked_call import ChildFailed, ForkedCall
 from .metrics import OperatorMetrics
-from .index import release_free_memory
+from ..speed.memory import release_free_memory
 
 log = logging.getLogger("guywire.webhook")
 MAX_BODY = 3 * 1024 * 1024

@@ -76,10 +76,10 @@ FORMATS: dict[str, dict[str, Format]] = _formats(
     Format("report", "json", ".render.complexity_report", "render_report_json", "json", options=("changes",),
            sections=MERGE_JSON),
 
-    Format("graph", "text", ".render.graph", "render_graph_text", "txt", sections="#"),
-    Format("graph", "dot", ".render.graph", "render_dot", "dot", sections="//"),
-    Format("graph", "mermaid", ".render.graph", "render_mermaid", "mmd", sections="%%"),
-    Format("graph", "json", ".render.graph", "render_graph_json", "json", sections=MERGE_JSON),
+    Format("graph", "text", ".render.graph_formats", "render_graph_text", "txt", sections="#"),
+    Format("graph", "dot", ".render.graph_formats", "render_dot", "dot", sections="//"),
+    Format("graph", "mermaid", ".render.graph_formats", "render_mermaid", "mmd", sections="%%"),
+    Format("graph", "json", ".render.graph_formats", "render_graph_json", "json", sections=MERGE_JSON),
     Format("graph", "html", ".render.html", "render_html", "html",
            "one self-contained page (inline SVG, no network) with findings on hover"),
 

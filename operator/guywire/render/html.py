@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from html import escape
 
 from .. import __version__
-from ..engine.core import Engine
-from ..graph.core import Edge, Graph, WKey, wlabel
+from ..engine.evaluator import Engine
+from ..graph.dependency_graph import Edge, Graph, WKey, wlabel
 from ..model.messages import clip
 from ..model.severity import Severity
 from ..model.units import format_duration
-from .graph import SEV_COLOUR, _retry_text, _worst, graph_edges
+from .graph_formats import SEV_COLOUR, _retry_text, _worst, graph_edges
 
 BOX_W, BOX_H, COL_GAP, ROW_GAP, PAD, HEAD = 230, 58, 150, 34, 24, 34
 RED, ORANGE, GREY = "#d62728", "#ff7f0e", "#6b6b6b"

@@ -8,7 +8,7 @@ from ..clock import SYSTEM, Clock
 from ..model.severity import Severity
 from ..rules import REGISTRY
 from .locations import SourceRoot
-from .report import Report
+from .check_result import Report
 
 SARIF_LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning", Severity.LOW: "note"}
 SECURITY_SEVERITY = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5", Severity.LOW: "2.0"}

@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import Iterable
 
 from ..clock import seconds_and_nanos
-from ..engine.core import Engine, exempted, merge_findings
+from ..engine.evaluator import Engine, exempted, merge_findings
 from ..model.evaluation import EvaluationError, unique_errors
 from ..model.finding import Finding
 from ..model.messages import clip

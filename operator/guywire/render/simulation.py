@@ -5,7 +5,8 @@ import html
 import json
 import textwrap
 
-from ..graph.core import Graph, WKey, wlabel
+from ..graph.dependency_graph import Graph, WKey, wlabel
+from ..model.messages import clip
 from ..model.units import format_duration
 from ..graph.simulate import ERROR, HANG, OK, SLOW, Hop, Simulation
 
@@ -308,10 +309,10 @@ def render_simulation_html(sim: Simulation, graph: Graph, rps: float | None = No
                                                                   load != healthy else "")
         svg.append(f'<g opacity="{opacity}"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="8" '
                    f'fill="{fill}" stroke="#495057"/>'
-                   f'<text x="{x + 10}" y="{y + 19}" class="name" fill="{ink}">{esc(k[2][:26])}</text>'
-                   f'<text x="{x + 10}" y="{y + 36}" class="meta" fill="{ink}">{esc(line2[:38])}</text>'
-                   f'<text x="{x + 10}" y="{y + 52}" class="meta" fill="{ink}">{esc(line3[:38])}</text>'
-                   f'<text x="{x + 10}" y="{y + 68}" class="meta" fill="{ink}">{esc(line4[:38])}</text>'
+                   f'<text x="{x + 10}" y="{y + 19}" class="name" fill="{ink}">{esc(clip(k[2], 26))}</text>'
+                   f'<text x="{x + 10}" y="{y + 36}" class="meta" fill="{ink}">{esc(clip(line2, 38))}</text>'
+                   f'<text x="{x + 10}" y="{y + 52}" class="meta" fill="{ink}">{esc(clip(line3, 38))}</text>'
+                   f'<text x="{x + 10}" y="{y + 68}" class="meta" fill="{ink}">{esc(clip(line4, 38))}</text>'
                    f"<title>{esc(wlabel(k))}: {esc(line3)}{esc(' · ' + line4 if line4 else '')}</title></g>")
     svg.append("</svg>")
     legend = "".join(f'<span class="sw" style="background:{c}"></span>{esc(name)} '

@@ -5,7 +5,7 @@ from collections import Counter
 from itertools import groupby
 
 from ..model.severity import Severity
-from .report import Report
+from .check_result import Report
 
 COLOURS = {Severity.CRITICAL: "\033[1;31m", Severity.HIGH: "\033[31m", Severity.MEDIUM: "\033[33m",
            Severity.LOW: "\033[36m"}

@@ -13,7 +13,7 @@ from ..model.units import UNITS, render_figure
 if TYPE_CHECKING:
     from ..model.policy import Policy
     from pydantic import BaseModel
-    from ..graph.core import Graph
+    from ..graph.dependency_graph import Graph
     from ..views.inventory import Inventory
 
 RULE_ID = re.compile(r"^GW-[A-Z]{3}-\d{3}$")

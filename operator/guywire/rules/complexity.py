@@ -10,7 +10,7 @@ from .base import Context, Issue, measured, rule
 
 if TYPE_CHECKING:
     from ..model.policy import ComplexityRules
-    from ..graph.core import Graph
+    from ..graph.dependency_graph import Graph
 
 #: The weights of the score, documented in GW-CPX-001 and in docs/rules.md.
 WEIGHTS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterator
 
-from ..graph.core import wlabel
+from ..graph.dependency_graph import wlabel
 from ..model.severity import Severity
 from ..model.units import format_duration, render_figure
 from ..views.workload import Workload

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Iterator
 
-from ..graph.core import Edge, WKey, env_hosts, index_get, service_hosts, wlabel
+from ..graph.dependency_graph import Edge, WKey, env_hosts, index_get, service_hosts, wlabel
 from ..model.severity import Severity
 from ..model.units import format_duration
 from ..views.workload import Service, Workload

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..graph.core import Graph, WKey, istio_meshed
+from ..graph.dependency_graph import Graph, WKey, istio_meshed
 from ..speed.gcpause import paused_gc
 from ..views.inventory import Inventory
 from ..model.evaluation import EvaluationError, unique_errors

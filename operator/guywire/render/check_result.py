@@ -5,7 +5,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.core import Engine, Result
+from ..engine.evaluator import Engine, Result
 from ..inputs.loader import Diagnostic
 from ..model.evaluation import EvaluationError
 from ..model.finding import Finding
@@ -89,7 +89,7 @@ class Report:
 
     def blast_radius(self, n: int = 5) -> list[dict]:
         """The workloads whose failure breaks the most, largest first (see guywire.graph.simulate.blast_radius)."""
-        from ..graph.core import wlabel
+        from ..graph.dependency_graph import wlabel
         from ..graph.simulate import blast_radius, top_blast_radii
 
         radii = {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import re
 
-from ..engine.core import Engine
-from ..graph.core import Edge, WKey, wlabel
+from ..engine.evaluator import Engine
+from ..graph.dependency_graph import Edge, WKey, wlabel
 from ..model.severity import Severity
 
 SEV_COLOUR = {None: "#d9f2d9", Severity.LOW: "#dceefc", Severity.MEDIUM: "#fff2b3", Severity.HIGH: "#ffc9a8",
