@@ -12,6 +12,7 @@ from .clock import SYSTEM, Clock, parse_time
 from .speed.gcpause import paused_gc
 from .inputs.loader import Diagnostic, load
 from .model.finding import SourceRef
+from .model.kinds import NEVER_JUDGED_NAMESPACES
 from .model.baseline import baseline_policy
 from .model.severity import Severity
 from .render.formats import FORMATS, MERGE_JSON, Format, add_format_argument
@@ -72,6 +73,7 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_pe
     docs, diags, files = load(paths, meanwhile, exclude or [])
     from .inputs.clusters import Cluster, cluster_of
     from .views.inventory import POLICY_KINDS, ParseError, view_of
+    from .views.workload import Workload
 
     clusters: dict[str, Cluster] = {}
     skipped: Counter = Counter()
@@ -115,13 +117,20 @@ def _build(paths: list[str], policy_files: list[str], meanwhile=None, cluster_pe
                                     "skipped.", error=False, quiet=True))
             continue
         held, earlier = cluster.add(view)
+        never = isinstance(view, Workload) and view.namespace in NEVER_JUDGED_NAMESPACES
         if earlier is not None:
             hint = NEXT_GRAIN.get(cluster_per)
+            judged = (f"neither is judged ({view.namespace} never is)" if never
+                      else "both are judged on their own")
             diags.append(Diagnostic(
                 doc.source, f"{kind} {view.namespace}/{view.name} is defined again (first at "
-                f"{earlier.source or 'another input'}); this definition is the one in the graph, and both are judged "
-                "on their own." + (f" If they belong to different clusters, give --cluster-per {hint}." if hint else ""),
+                f"{earlier.source or 'another input'}); this definition is the one in the graph, and {judged}."
+                + (f" If they belong to different clusters, give --cluster-per {hint}." if hint else ""),
                 error=False, warning=True))
+        elif never and held:
+            diags.append(Diagnostic(doc.source, f"{kind} {view.namespace}/{view.name}: in {view.namespace}, whose "
+                                    "workloads guywire never judges (the cluster's own components); read for the "
+                                    "graph only.", error=False, quiet=True))
         if not held:
             skipped[f"{kind} (evaluated through its owner)"] += 1
             diags.append(Diagnostic(doc.source, f"{kind} {view.namespace}/{view.name}: evaluated through the object "

@@ -549,3 +549,31 @@ def test_console_script_runs_as_a_real_process(tmp_path):
     write(tmp_path, "bad.yaml", "kind: [\n")
     bad = subprocess.run([str(exe), "check", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bad.yaml" in bad.stderr
+
+
+KUBE_SYSTEM_DNS = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: dns, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: dns}}
+  template:
+    metadata: {labels: {app: dns}}
+    spec:
+      containers: [{name: c, image: "x:latest"}]
+"""
+
+
+def test_workloads_in_kube_system_are_left_out_out_loud(tmp_path, capsys):
+    path = write(tmp_path, "dns.yaml", KUBE_SYSTEM_DNS)
+    rc, out, err = run(capsys, "check", path)
+    assert rc == 0 and "Not judged: 1 workload(s) in kube-system, which guywire never judges" in out
+    rc, out, err = run(capsys, "check", path, "-v")
+    assert "Deployment kube-system/dns: in kube-system, whose workloads guywire never judges" in err
+
+
+def test_a_kube_system_workload_defined_twice_is_not_said_to_be_judged(tmp_path, capsys):
+    write(tmp_path, "a/dns.yaml", KUBE_SYSTEM_DNS)
+    write(tmp_path, "b/dns.yaml", KUBE_SYSTEM_DNS)
+    rc, out, err = run(capsys, "check", tmp_path)
+    assert "is defined again" in err and "neither is judged (kube-system never is)" in err
+    assert "both are judged" not in err

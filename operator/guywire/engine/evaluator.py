@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from ..graph.dependency_graph import Graph, WKey, istio_meshed
 from ..speed.gcpause import paused_gc
 from ..views.inventory import Inventory
+from ..model.kinds import NEVER_JUDGED_NAMESPACES
 from ..model.evaluation import EvaluationError, unique_errors
 from ..model.finding import Finding
 from ..model.severity import Severity
@@ -27,7 +28,7 @@ from ..views.workload import MESH_KINDS, MeshRoute, Monitor, Namespace, Node, Se
 if TYPE_CHECKING:
     from ..model.policy import Policy
 
-ALWAYS_SKIPPED = frozenset({"kube-system"})
+ALWAYS_SKIPPED = NEVER_JUDGED_NAMESPACES
 
 
 @dataclass(slots=True)

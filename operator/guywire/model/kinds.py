@@ -12,3 +12,7 @@ JUDGED_KINDS: tuple[str, ...] = (
     "PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob", "JAXJob", "TrainJob", "LeaderWorkerSet", "JobSet",
     "KnativeService",
 )
+
+# Namespaces whose workloads guywire never judges (DESIGN.md: the cluster's own system components), in
+# check, the operator and admission alike. check says how many it left out, and -v names each.
+NEVER_JUDGED_NAMESPACES: frozenset[str] = frozenset({"kube-system"})

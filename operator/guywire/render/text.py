@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from itertools import groupby
 
+from ..model.kinds import NEVER_JUDGED_NAMESPACES
 from ..model.severity import Severity
 from .check_result import Report
 
@@ -69,6 +70,9 @@ def render_text(report: Report, colour: bool = False) -> str:
         lines.append(f"Exempted: {len(report.exempted)} finding(s) on {len({f.workload for f in report.exempted})} "
                      f"object(s) not counted above, by guywire.dev/exempt with a reason ({by_rule}); "
                      "--format json or sarif lists them.")
+    if s["skippedWorkloads"]:
+        lines.append(c(DIM, f"Not judged: {s['skippedWorkloads']} workload(s) in {', '.join(sorted(NEVER_JUDGED_NAMESPACES))}"
+                            ", which guywire never judges (read for the graph only; -v names them)."))
     if s["skippedKinds"]:
         total = sum(s["skippedKinds"].values())
         kinds = ", ".join(f"{k} {n}" for k, n in list(s["skippedKinds"].items())[:8])
