@@ -166,6 +166,15 @@ def test_the_readme_workflow_uploads_the_sarif_guywire_writes(capsys, monkeypatc
         if m:
             written[m.group(2)] = m.group(1).split()
     assert uploads and set(uploads) == set(written)
+    # GitHub runs each step with bash -e and skips the rest after a failing one: a check step exits 1 on findings,
+    # so each goes on (continue-on-error), the uploads run, and a last step fails the job on any check's failure
+    checks = [s for s in steps if "guywire check" in s.get("run", "")]
+    assert all(s.get("continue-on-error") is True and s.get("id") for s in checks), checks
+    last = steps[-1]
+    assert "exit 1" in last.get("run", "") and all(f"steps.{s['id']}.outcome == 'failure'" in last.get("if", "")
+                                                    for s in checks), last
+    assert steps.index(last) > max(i for i, s in enumerate(steps) if s.get("uses", "").startswith(
+        "github/codeql-action/upload-sarif"))
     monkeypatch.chdir(EXAMPLES.parent)
     for argv in written.values():  # the same flags on the bundled examples, read from stdin where the step pipes
         assert "--format" in argv and argv[argv.index("--format") + 1] == "sarif"
