@@ -16,13 +16,18 @@ HEALTHY = ROOT / "scenarios" / "nvml" / "h100-healthy.yaml"
 TAINT = "guywire.dev/gpu-unhealthy"
 
 
-def gpu_deployment(name: str, node: str | None = None) -> dict:
+def gpu_deployment(name: str, node: str | None = None, prefer: str | None = None) -> dict:
+    """A one-GPU Deployment in ``gpu``: pinned to ``node``, or preferring ``prefer`` (weight 100)."""
     spec = {"containers": [{"name": "infer", "image": "vllm/vllm-openai:v0.6.0",
                             "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
                                           "limits": {"nvidia.com/gpu": "1", "memory": "1Gi"}}}],
             "tolerations": [{**SCENARIO_TAINT, "operator": "Exists"}]}
     if node:
         spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    if prefer:
+        term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [prefer]}]}
+        spec["affinity"] = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": term}]}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "gpu"},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}}
@@ -80,7 +85,9 @@ def test_tainting_moves_the_next_pod_and_the_breaker_holds_back(gpu_nodes):
     operator.start()
     try:
         wait_until(lambda: has_taint(cluster, "gpu-1"), TIMEOUT, "the operator to taint gpu-1")
-        cluster.apply(gpu_deployment("free"))
+        # The free Pod prefers gpu-1 (weight 100, NodeAffinity's score x2 outweighs the default scorers'
+        # small preference for the emptier gpu-2): only the NoSchedule taint keeps it off gpu-1.
+        cluster.apply(gpu_deployment("free", prefer="gpu-1"))
         assert wait_until(lambda: pod_node(cluster, "free"), TIMEOUT, "the scheduler to bind the free Pod") == "gpu-2"
         run_agent(operator.release, "gpu-2", UNHEALTHY)
 
