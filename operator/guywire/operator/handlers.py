@@ -61,27 +61,34 @@ def _state(memo: Any) -> OperatorState:
     return memo["state"]
 
 
+def _object_event(plural: str):
+    """The event handler of one watched kind: a function per kind, so each tells ``listed`` its own plural (a
+    closure over the loop's variable would give every kind the last one's)."""
+
+    async def object_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        state = _state(memo)
+        meta = body.get("metadata", {})
+        async with state.engine_lock:  # not while the webhook's worker thread reads the engine
+            if type == "DELETED":
+                state.forget(body.get("kind"), meta.get("namespace"), meta.get("name"))
+                return
+            try:
+                state.observe(dict(body))
+            except Exception:  # a bad object must not stop the others
+                log.exception("Cannot read %s %s.", body.get("kind"), meta.get("name"))
+        if type is None:  # from kopf's listing: the initial one, or again after a broken watch
+            state.listed(body.get("kind"), body.get("apiVersion"), plural)
+
+    return object_event
+
+
 def build_registry() -> kopf.OperatorRegistry:
     """A fresh registry with guywire's handlers, so tests can run several operators in one process."""
     registry = kopf.OperatorRegistry()
 
     for group, version, plural in WATCHED:
         res = _resource(group, version, plural)
-
-        async def object_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-            state = _state(memo)
-            meta = body.get("metadata", {})
-            async with state.engine_lock:  # not while the webhook's worker thread reads the engine
-                if type == "DELETED":
-                    state.forget(body.get("kind"), meta.get("namespace"), meta.get("name"))
-                    return
-                try:
-                    state.observe(dict(body))
-                except Exception:  # a bad object must not stop the others
-                    log.exception("Cannot read %s %s.", body.get("kind"), meta.get("name"))
-            if type is None:  # from kopf's listing: the initial one, or again after a broken watch
-                state.listed(body.get("kind"), body.get("apiVersion"), plural)
-
+        object_event = _object_event(plural)
         ident = f"{plural}.{group}" if group else plural
         object_event.__name__ = f"{plural}_event"
         kopf.on.event(**res, id=f"{ident}_event", registry=registry)(object_event)
