@@ -218,9 +218,9 @@ def stack(cluster, release) -> ControlPlane:
 @pytest.fixture(scope="session")
 def operator(stack, release) -> Iterator[Operator]:
     op = Operator(stack, release)
-    op.start()
-    op.register_webhook()
     try:
+        op.start()  # a start that fails (its webhook never up) leaves a process to stop too
+        op.register_webhook()
         yield op
     finally:
         op.stop()
