@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from tests.cluster.controlplane import ROOT, wait_until
 
+#: the printer columns both kinds show (kubectl get; with -A, NAMESPACE first for the namespaced one)
+COLUMNS = ["NAME", "ENFORCEMENT", "MATCHED", "VIOLATING", "READY", "AGE"]
+
 
 def policy(kind: str, name: str, spec: dict, namespace: str | None = None) -> dict:
     meta = {"name": name, **({"namespace": namespace} if namespace else {})}
@@ -56,10 +59,15 @@ def test_kubectl_get_shows_the_printer_columns(cluster):
     wait_until(lambda: established(cluster), 30, "both CRDs Established")
     cluster.apply(policy("ClusterComplexityPolicy", "columns", {"enforcement": "Audit"}))
     header = cluster.kubectl("get", "ccxp").stdout.splitlines()[0].split()
-    assert header == ["NAME", "ENFORCEMENT", "MATCHED", "VIOLATING", "READY", "AGE"], header
+    assert header == COLUMNS, header
     row = cluster.kubectl("get", "ccxp", "columns").stdout.splitlines()[1].split()
     assert row[:2] == ["columns", "Audit"], row
-    assert cluster.kubectl("get", "cxp", "-A").returncode == 0
-    both = cluster.kubectl("get", "guywire", "-A").stdout  # the category
-    assert "clustercomplexitypolicy.guywire.dev/columns" in both, both
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crd-columns"}})
+    cluster.apply(policy("ComplexityPolicy", "columns", {"enforcement": "Warn"}, "crd-columns"))
+    header, *rows = cluster.kubectl("get", "cxp", "-A").stdout.splitlines()
+    assert header.split() == ["NAMESPACE", *COLUMNS], header
+    assert ["crd-columns", "columns", "Warn"] in [r.split()[:3] for r in rows], rows
+    both = cluster.kubectl("get", "guywire", "-A").stdout.split()  # the category
+    assert {"clustercomplexitypolicy.guywire.dev/columns", "complexitypolicy.guywire.dev/columns"} <= set(both), both
     cluster.kubectl("delete", "ccxp", "columns")
+    cluster.kubectl("delete", "namespace", "crd-columns", "--wait=false")
