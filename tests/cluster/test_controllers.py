@@ -55,6 +55,16 @@ def test_the_deployment_is_judged_once_never_its_replicaset_or_pods(operator):
     report = cluster.get("policyreports.wgpolicyk8s.io", "guywire-ml", "ml")
     judged = {r["resources"][0]["name"] for r in report["results"]}
     assert not judged & names, judged & names
+
+    # judged once: the report's rows for the Deployment are the rules of its violations annotation, none twice
+    def rules() -> list[str] | None:
+        report = cluster.get("policyreports.wgpolicyk8s.io", "guywire-ml", "ml")
+        rows = sorted(r["rule"] for r in report["results"] if r["resources"][0]["name"] == "reranker-ctrl")
+        held = cluster.get("deployment", "reranker-ctrl", "ml")["metadata"]["annotations"]["guywire.dev/violations"]
+        return rows if set(rows) == set(held.split(",")) else None
+
+    rows = wait_until(rules, TIMEOUT, "reranker-ctrl's PolicyReport rows to name the rules of its annotation")
+    assert len(rows) == len(set(rows)), f"a rule reported twice for reranker-ctrl: {rows}"
     items = json.loads(cluster.kubectl("get", "events", "-n", "ml", "-o", "json").stdout)["items"]
     mine = [e for e in items if (e.get("source") or {}).get("component") == "guywire"
             or e.get("reportingComponent") == "guywire"]
