@@ -237,11 +237,46 @@ def print_evaluation_errors(errors) -> None:
         print(f"guywire: error: {e.render()}{where}", file=sys.stderr)
 
 
+REPORT_KINDS = {("wgpolicyk8s.io", "PolicyReport"): "a PolicyReport", ("wgpolicyk8s.io", "ClusterPolicyReport"):
+                "a ClusterPolicyReport", ("openreports.io", "Report"): "an OpenReports Report",
+                ("openreports.io", "ClusterReport"): "an OpenReports ClusterReport"}
+
+
+def _saved_report(path: str) -> str | None:
+    """What kind of saved report ``path`` is when it is one that cannot stand for manifests (a JUnit XML,
+    a PolicyReport or an OpenReports Report, as ``guywire check -o junit|policyreport|openreports`` writes),
+    else None."""
+    import os
+
+    from .inputs.loader import load_file
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096).lstrip()
+    except OSError:
+        return None
+    if head.startswith("<"):
+        return "a JUnit XML report" if "<testsuite" in head else "an XML file"
+    for doc in load_file(path)[0]:
+        obj = doc.obj if isinstance(doc.obj, dict) else {}
+        group = str(obj.get("apiVersion") or "").partition("/")[0]
+        if (group, obj.get("kind")) in REPORT_KINDS:
+            return REPORT_KINDS[(group, obj.get("kind"))]
+    return None
+
+
 def _old_judged(path: str, args, engine: Engine, option: str, forms: str) -> Judged:
     """The engines for an older state: its own policies if it has some, else the current run's. ValueError,
-    naming ``option`` and the ``forms`` it accepts, when ``path`` holds no Kubernetes object or cannot be read."""
+    naming ``option`` and the ``forms`` it accepts, when ``path`` is a saved report that records no manifests
+    (JUnit, PolicyReport, OpenReports), holds no Kubernetes object or cannot be read."""
     from .inputs.clusters import judge
 
+    report = _saved_report(path)
+    if report:
+        raise ValueError(f"{option} {path} is {report}, not manifests nor a report guywire reads back; "
+                         f"give {forms}.")
     clusters, policies, diags, _, skipped = build_clusters([path], args.policy or [], None,
                                                            getattr(args, "cluster_per", "input"),
                                                            getattr(args, "exclude", None))

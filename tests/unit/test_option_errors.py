@@ -50,3 +50,23 @@ def test_a_baseline_without_kubernetes_objects_is_refused(tmp_path, capsys):
     # a real baseline still works: the same manifests leave nothing new
     rc, out, err = run(capsys, "check", "-o", "json", app, "--baseline", app)
     assert rc == 0 and json.loads(out)["findings"] == []
+
+
+@pytest.mark.parametrize("fmt,what", [("policyreport", "is a PolicyReport"),
+                                      ("openreports", "is an OpenReports Report"),
+                                      ("junit", "is a JUnit XML report")])
+def test_a_saved_report_that_is_not_json_or_sarif_is_refused_as_a_baseline(tmp_path, capsys, fmt, what):
+    app = write(tmp_path, "app.yaml", SLOPPY)
+    rc, out, _ = run(capsys, "check", "-o", fmt, app)
+    saved = write(tmp_path, f"old.{'xml' if fmt == 'junit' else 'yaml'}", out)
+    rc, out, err = run(capsys, "check", app, "--baseline", saved)
+    assert rc == 2 and out == ""  # not "every finding new" nor a YAML syntax error
+    assert f"--baseline {saved} {what}" in err and "--format json" in err and "syntax error" not in err
+
+
+def test_a_cluster_report_is_refused_as_a_baseline(tmp_path, capsys):
+    app = write(tmp_path, "app.yaml", SLOPPY)
+    saved = write(tmp_path, "old.yaml", "apiVersion: wgpolicyk8s.io/v1alpha2\nkind: ClusterPolicyReport\n"
+                                        "metadata: {name: guywire}\nresults: []\n")
+    rc, _, err = run(capsys, "check", app, "--baseline", saved)
+    assert rc == 2 and "is a ClusterPolicyReport" in err
