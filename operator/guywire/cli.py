@@ -492,7 +492,7 @@ def cmd_crd(args) -> int:
 
 
 def cmd_webhook_config(args) -> int:
-    from .kube.webhook_config import webhook_configuration_yaml
+    from .kube.webhook_config import ca_bundle_problem, webhook_configuration_yaml
 
     ns, _, name = args.service.partition("/")
     if not name:
@@ -504,8 +504,14 @@ def cmd_webhook_config(args) -> int:
                 ca = fh.read()
         except OSError as exc:
             raise ValueError(f"--ca-file {args.ca_file}: cannot be read ({exc.strerror or exc}).") from None
-    else:
-        print("guywire: warning: no --ca-file, so the configuration has no caBundle: unless the webhook's "
+        problem = ca_bundle_problem(ca)
+        if problem and problem[0] == "error":
+            raise ValueError(f"--ca-file {args.ca_file} {problem[1]}.")
+        if problem:
+            ca = None
+    if ca is None:
+        missing = f"--ca-file {args.ca_file} {problem[1]}" if args.ca_file and problem else "no --ca-file"
+        print(f"guywire: warning: {missing}, so the configuration has no caBundle: unless the webhook's "
               "certificate is signed by a CA the API server already trusts, every call fails TLS and, with "
               "failurePolicy Ignore, every request goes unjudged. Pass --ca-file CA.crt, or let cert-manager's "
               "cainjector fill it in (annotation cert-manager.io/inject-ca-from).", file=sys.stderr)
@@ -604,7 +610,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--service", default="guywire/guywire", metavar="NS/NAME",
                    help="the webhook's Service (default guywire/guywire)")
     p.add_argument("--base-url", metavar="URL", help="call an operator outside the cluster at this URL instead")
-    p.add_argument("--ca-file", metavar="FILE", help="CA certificate to put in caBundle")
+    p.add_argument("--ca-file", metavar="FILE", help="PEM CA certificate to put in caBundle (a private key is refused)")
     p.add_argument("--service-account", default="guywire", help="the operator's ServiceAccount (never judged)")
     p.set_defaults(func=cmd_webhook_config)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import yaml
 
@@ -22,6 +23,25 @@ WORKLOAD_RULES += [{"apiGroups": [g], "apiVersions": [v], "resources": sorted(se
                    for (g, v, namespaced), p in sorted(_AI_GROUPS.items())]
 POLICY_RULES = [{"apiGroups": ["guywire.dev"], "apiVersions": ["v1alpha1"],
                  "resources": ["complexitypolicies", "clustercomplexitypolicies"]}]
+
+
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def ca_bundle_problem(data: bytes) -> tuple[str, str] | None:
+    """Why ``data`` cannot be a caBundle, or None when it holds PEM certificates and nothing secret.
+
+    ``("error", why)`` when it holds a private key (never to be put into a cluster object), ``("warning",
+    why)`` when it holds no ``CERTIFICATE`` block (so the API server would trust nothing)."""
+    labels = [m.group(1).decode() for m in _PEM_BEGIN.finditer(data)]
+    keys = [label for label in labels if "PRIVATE KEY" in label]
+    if keys:
+        return "error", (f"holds a {keys[0]}, which must never go into caBundle (it would be readable by anyone "
+                         "who can read the webhook configuration); give the CA's certificate (ca.crt), not its key")
+    if "CERTIFICATE" not in labels:
+        found = f"only {', '.join(sorted(set(labels)))} blocks" if labels else "no PEM block"
+        return "warning", f"holds {found}, not a PEM CERTIFICATE (-----BEGIN CERTIFICATE-----)"
+    return None
 
 
 def webhook_configuration(*, namespace: str = "guywire", service: str | None = "guywire", port: int = 443,
