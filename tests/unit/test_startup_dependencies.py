@@ -24,6 +24,11 @@ def test_the_annotation_reads_the_startup_flag():
                                                                      ("models", True)]
     deps, (error,) = parse_depends_on("hf-mirror;boot")
     assert deps == [] and "the one flag is ;startup" in error.message
+    for spaced in ("hf-mirror; startup", "hf-mirror ;startup", "hf-mirror  ;\tstartup, llm"):
+        deps, errors = parse_depends_on(spaced)
+        assert errors == [] and [(d.name, d.startup) for d in deps][0] == ("hf-mirror", True), spaced
+    deps, (error,) = parse_depends_on("hf-mirror; boot")  # the flag named, not a dependency "boot"
+    assert deps == [] and '"hf-mirror;boot": \'boot\' is not a dependency flag' in error.message
 
 
 def test_a_startup_dependency_is_drawn_but_off_the_request_path(tmp_path, capsys):

@@ -150,7 +150,7 @@ def parse_depends_on(value: str) -> tuple[list[DependencyRef], list[AnnotationEr
     deps: list[DependencyRef] = []
     errors: list[AnnotationError] = []
     seen: set[tuple] = set()
-    items = split_list(value)
+    items = split_list(re.sub(r"\s*;\s*", ";", value))  # "hf-mirror ; startup" is hf-mirror;startup
     if len(items) > MAX_DEPENDENCIES:
         errors.append(AnnotationError(DEPENDS_ON, value, f"lists {len(items)} dependencies; only the first "
                                       f"{MAX_DEPENDENCIES} are read."))
