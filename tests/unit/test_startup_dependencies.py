@@ -50,3 +50,12 @@ def test_an_unresolved_startup_dependency_is_still_reported(tmp_path, capsys):
     rc, out, _ = run(capsys, "check", "-o", "json", typo)
     (f,) = [f for f in json.loads(out)["findings"] if f["rule"] == "GW-DEP-001"]
     assert 'depends on "hf-mirorr" (at start-up), but no Service or workload hf-mirorr' in f["message"]
+
+
+def test_the_text_graph_draws_the_startup_edge_and_counts_edges_as_json_does(capsys):
+    rc, out, _ = run(capsys, "graph", FIXTURE)
+    assert "└─ ml/hf-mirror (Deployment, worst Medium) [5x 10m/try startup]" in out
+    rc, js, _ = run(capsys, "graph", "-o", "json", FIXTURE)
+    graph = json.loads(js)
+    assert len(graph["edges"]) == graph["stats"]["edges"] == 2
+    assert "3 workload(s), 2 edge(s)," in out

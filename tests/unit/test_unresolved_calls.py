@@ -29,3 +29,9 @@ def test_inferred_and_declared_unresolved_calls_are_edges_and_findings(tmp_path,
     assert 'depends on "qdrant-database", but no Service or workload qdrant-database' in found[0][1]
     assert "calls Service search/opensearch (env SEARCH_ENDPOINT), which is not among the inputs (unresolved)" \
         in found[1][1]
+
+
+def test_the_text_graph_says_unresolved_once(capsys):
+    rc, out, _ = run(capsys, "graph", FIXTURE)
+    assert "├─ ml/qdrant-database [unresolved undeclared]" in out
+    assert out.count("unresolved") == 2, out

@@ -797,7 +797,8 @@ class Graph:
         return worst
 
     def stats(self) -> dict:
-        edges = sum(len(v) for v in self.out.values())
+        # as the graph's JSON lists them: one per target, start-up edges included
+        edges = sum(max(1, len(e.targets)) for v in (*self.out.values(), *self.startup.values()) for e in v)
         return {
             "workloads": len(self.out),
             "edges": edges,

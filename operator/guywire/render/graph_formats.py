@@ -163,7 +163,10 @@ def render_graph_text(engine: Engine) -> str:
     worst = _worst(engine)
     hot = _amplified_pairs(engine)
     lines: list[str] = []
-    roots = [k for k in sorted(g.out) if not g.callers.get(k) and g.out.get(k)]
+    def calls(key: WKey) -> tuple[Edge, ...]:
+        return (*g.out.get(key, ()), *g.startup.get(key, ()))
+
+    roots = [k for k in sorted(g.out) if not g.callers.get(k) and calls(k)]
     in_cycles = {k for members in g.sccs.values() for k in members}
     roots += [k for k in sorted(in_cycles) if all(c in in_cycles for c in g.callers.get(k, ()))
               and not any(k in g.sccs[sid] and k != min(g.sccs[sid]) for sid in g.sccs)]
@@ -182,19 +185,18 @@ def render_graph_text(engine: Engine) -> str:
 
     def walk(key: WKey, prefix: str, seen: tuple[WKey, ...]) -> None:
         expanded.add(key)
-        edges = g.out.get(key, ())
-        items = [(e, t) for e in edges for t in (e.targets or (None,))]
+        items = [(e, t) for e in calls(key) for t in (e.targets or (None,))]
         for i, (e, t) in enumerate(items):
             last = i == len(items) - 1
             branch = "└─" if last else "├─"
             flags = edge_flags(engine, e, t, hot)
             note = " ".join([_retry_text(e), *flags]).strip()
             note = f" [{note}]" if note else ""
-            if t is None:
-                lines.append(f"{prefix}{branch} {e.label}{note}")
+            if t is None:  # the flag says "unresolved"; the label need not say it again
+                lines.append(f"{prefix}{branch} {e.label.removesuffix(' (unresolved)')}{note}")
             elif t in seen:
                 lines.append(f"{prefix}{branch} {wlabel(t)}{note} ↺ cycle")
-            elif t in expanded and g.out.get(t):
+            elif t in expanded and calls(t):
                 lines.append(f"{prefix}{branch} {tag(t)}{note} (dependencies shown above)")
             else:
                 lines.append(f"{prefix}{branch} {tag(t)}{note}")
