@@ -257,22 +257,25 @@ def missing_labels(w: Workload, params: ObservabilityRules, ctx: Context) -> Ite
                     "metadata.labels.")
 
 
-# $IMAGE, ${REGISTRY}/app, <image>, {{ .Values.image }}, __IMAGE__, %IMAGE%: text a pipeline substitutes before
-# applying, not a reference a node can pull
-_PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]|<[^<>]*>|\{\{|__[A-Za-z0-9_]+__|%[A-Za-z_][A-Za-z0-9_]*%")
+# $IMAGE, ${REGISTRY}/app, $(IMAGE), <image>, {{ .Values.image }}, __IMAGE__, %IMAGE%: text a pipeline
+# substitutes before applying, not a reference a node can pull
+_PLACEHOLDER = re.compile(r"\$[{(]?[A-Za-z_]|<[^<>]*>|\{\{|__[A-Za-z0-9_]+__|%[A-Za-z_][A-Za-z0-9_]*%")
+# REPLACE_ME, IMAGE_PLACEHOLDER, YOUR_IMAGE:1.0: a whole reference, no registry or path, in capitals, which an
+# image name never is (repository names are lower case)
+_CAPITALS = re.compile(r"[A-Z][A-Z0-9_]*(?::[A-Za-z0-9_.-]+)?")
 
 
 def image_is_placeholder(image: str) -> bool:
     """Whether ``image`` still holds a placeholder anywhere (``$IMAGE_URL``, ``<image>``, ``${...}``,
-    ``<REPO>/app:1.0``)."""
-    return bool(_PLACEHOLDER.search(image))
+    ``$(IMAGE)``, ``<REPO>/app:1.0``) or is one in capitals (``REPLACE_ME``)."""
+    return bool(_PLACEHOLDER.search(image) or _CAPITALS.fullmatch(image))
 
 
 def reference_is_placeholder(image: str) -> bool:
     """Whether a placeholder hides what decides mutability: the image's last path component, its name and tag
     or digest (``$IMAGE_URL``, ``app:${TAG}``, ``<image>``). ``<REPO>/app:1.0`` and ``gcr.io/<PROJECT>/app:latest``
     keep a literal tag, which is judged like any other whatever registry the pipeline puts in front of it."""
-    return bool(_PLACEHOLDER.search(image.rsplit("/", 1)[-1]))
+    return bool(_PLACEHOLDER.search(image.rsplit("/", 1)[-1]) or _CAPITALS.fullmatch(image))
 
 
 def mutable_because(image: str, floating: Iterable[str] = FLOATING_TAGS) -> str | None:
@@ -302,7 +305,8 @@ def mutable_image(w: Workload, params: ObservabilityRules, ctx: Context) -> Iter
     one of the policy's floatingTags globs (default latest, latest-*, *-latest, nightly, nightly-*,
     main, master, edge, dev, stable: rayproject/ray:latest-gpu and vllm/vllm-openai:nightly move as
     :latest does). The message names the pattern that matched. A digest (@sha256:...) always pins.
-    A placeholder image (``$IMAGE_URL``, ``${...}``, ``<image>``, ``{{ ... }}``) means the manifest was
+    A placeholder image (``$IMAGE_URL``, ``${...}``, ``$(IMAGE)``, ``<image>``, ``{{ ... }}``, or a bare name in
+    capitals such as ``REPLACE_ME``, which no repository name is) means the manifest was
     checked before it was rendered: it is reported once per workload, Low, saying to render first, never
     as a mutable tag. Where the placeholder is only in the registry or repository path and the tag is
     literal (``<REPO>/app:1.0``, ``gcr.io/<PROJECT>/app:latest``), the tag is judged as usual. Skipped when mutableImageTags is true."""
