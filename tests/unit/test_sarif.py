@@ -138,6 +138,18 @@ def test_exempted_findings_are_suppressed_results_and_counted(tmp_path, capsys, 
     assert "Exempted: 1 finding(s) on 1 object(s)" in out and "GW-OBS-002 1" in out
 
 
+def test_exempted_findings_are_skipped_junit_testcases_with_the_reason(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    rc, out, _ = run(capsys, "check", "-o", "junit", write(tmp_path, "app.yaml", EXEMPT))
+    root = ET.fromstring(out)
+    cases = {c.get("name").split()[0]: c for c in root.iter("testcase")}
+    skipped = cases["GW-OBS-002"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "exempted: batch worker without HTTP (TICKET-42)"
+    assert cases["GW-OBS-002"].find("failure") is None and cases["GW-OBS-007"].find("skipped") is None
+    assert root.get("skipped") == root.find("testsuite").get("skipped") == "1" and root.get("failures") == "1"
+
+
 def test_an_exemption_without_a_reason_suppresses_nothing(tmp_path, capsys):
     path = write(tmp_path, "app.yaml", "\n".join(line for line in EXEMPT.splitlines() if "exempt-reason" not in line))
     rc, out, _ = run(capsys, "check", "-o", "json", path)

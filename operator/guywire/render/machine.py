@@ -120,12 +120,17 @@ def _sarif_notification(e, index: dict[str, int], locations: SourceRoot) -> dict
 
 
 def render_junit(report: Report) -> str:
-    """One testsuite per object evaluated, one testcase per rule the matching policies run on it."""
+    """One testsuite per object evaluated, one testcase per rule the matching policies run on it: a
+    ``<failure>`` per finding, a ``<skipped message="exempted: REASON">`` where guywire.dev/exempt keeps the
+    finding out, an ``<error>`` where the rule raised."""
     from xml.sax.saxutils import escape, quoteattr  # imports urllib.request, http and email: only for JUnit
 
     by_obj: dict = {}
     for f in report.findings:
         by_obj.setdefault((f.workload, f.source.file if f.source else "", f.rule), []).append(f)
+    exempted: dict = {}  # (object, file, rule) -> why guywire.dev/exempt keeps it out: a JUnit <skipped>
+    for f in report.exempted:
+        exempted.setdefault((f.workload, f.source.file if f.source else "", f.rule), report.exempt_reason(f))
     raised: dict = {}  # (object, rule) -> evaluation errors: a JUnit <error>, never a <failure>
     for e in report.evaluation_errors:
         raised.setdefault((e.object, e.rule), []).append(e)
@@ -135,7 +140,7 @@ def render_junit(report: Report) -> str:
                 f"{escape(chr(10).join(e.render() for e in errs))}</error>")
 
     suites = []
-    total = failures = errors = 0
+    total = failures = errors = skipped = 0
     judged = sorted(((key, w, engine) for engine in report.engines for key, w in engine.inventory.workloads.items()
                      if key in engine.results), key=lambda x: (x[0], str(x[1].source or "")))
     for key, w, engine in judged:
@@ -145,10 +150,11 @@ def render_junit(report: Report) -> str:
         rule_ids = sorted({r.id for r in engine.rules if r.target == "workload"
                            and any(r.enabled_in(p) for p in policies)})
         cases = []
-        fails = errs = 0
+        fails = errs = skips = 0
         for rid in rule_ids:
             r = REGISTRY[rid]
             found = by_obj.get((w.ref, w.source.file if w.source else "", rid), [])
+            reason = exempted.get((w.ref, w.source.file if w.source else "", rid))
             body = ""
             if (w.ref, rid) in raised:
                 errs += 1
@@ -158,14 +164,19 @@ def render_junit(report: Report) -> str:
                 msgs = "\n".join(f.render() for f in found)
                 body += (f"<failure message={quoteattr(found[0].render())} type={quoteattr(found[0].severity.value)}>"
                          f"{escape(msgs)}</failure>")
+            elif reason is not None and not body:
+                skips += 1
+                body = f"<skipped message={quoteattr(f'exempted: {reason}')}/>"
             cases.append(f'    <testcase classname={quoteattr(str(w.ref))} name={quoteattr(f"{rid} {r.name}")}>'
                          f"{body}</testcase>")
         total += len(cases)
         failures += fails
         errors += errs
+        skipped += skips
         file = w.source.file if w.source else ""
         suites.append(f'  <testsuite name={quoteattr(str(w.ref))} tests="{len(cases)}" failures="{fails}" '
-                      f'errors="{errs}" file={quoteattr(file)}>\n' + "\n".join(cases) + "\n  </testsuite>")
+                      f'errors="{errs}" skipped="{skips}" file={quoteattr(file)}>\n' + "\n".join(cases)
+                      + "\n  </testsuite>")
     by_ref: dict = {}  # errors on Services and Nodes (no workload suite above)
     for (ref, rid), errs in raised.items():
         by_ref.setdefault(ref, []).append((rid, errs))
@@ -184,7 +195,7 @@ def render_junit(report: Report) -> str:
                       "  </testsuite>")
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             f'<testsuites name="guywire" tests="{total + unread}" failures="{failures}" '
-            f'errors="{errors + unread}">\n' + "\n".join(suites) + "\n</testsuites>\n")
+            f'errors="{errors + unread}" skipped="{skipped}">\n' + "\n".join(suites) + "\n</testsuites>\n")
 
 
 def render_policyreports(report: Report, clock: Clock = SYSTEM, api: str = "wgpolicyk8s") -> str:
