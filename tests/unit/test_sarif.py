@@ -117,7 +117,7 @@ def test_helm_template_output_is_placed_in_the_chart(tmp_path, capsys, monkeypat
 def test_stdin_without_source_comments_gets_a_valid_relative_uri(capsys, monkeypatch):
     stdin(monkeypatch, SLOPPY)
     doc = sarif(capsys, "-")
-    assert {loc["uri"] for loc in locations(doc)} == {"stdin"}
+    assert {(loc["uri"], loc.get("uriBaseId")) for loc in locations(doc)} == {("stdin", "%SRCROOT%")}
 
 
 def test_exempted_findings_are_suppressed_results_and_counted(tmp_path, capsys, monkeypatch):

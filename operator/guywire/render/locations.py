@@ -4,8 +4,8 @@ Files are given relative to the source root (``--source-root``, default the work
 ``uriBaseId: %SRCROOT%``; a file outside the root keeps an absolute ``file://`` URI. An object read from
 ``helm template`` output is placed in the chart file its ``# Source:`` comment names: Helm writes
 ``CHART/templates/x.yaml``, and ``CHART`` is the chart's folder (``--chart-dir``, else the folder under the
-root whose ``Chart.yaml`` has that name). Standard input without such a comment becomes ``stdin``, a
-valid relative URI, never ``<stdin>``.
+root whose ``Chart.yaml`` has that name). Standard input without such a comment becomes ``stdin`` under
+``%SRCROOT%`` like every other relative path, a valid relative URI, never ``<stdin>``.
 """
 from __future__ import annotations
 
@@ -37,12 +37,10 @@ class SourceRoot:
         return {SRCROOT: {"uri": uri if uri.endswith("/") else uri + "/"}}
 
     def artifact(self, source: SourceRef | None) -> dict:
-        if source is None:
-            return {"uri": STDIN_URI}
+        if source is None or (source.file == "<stdin>" and not source.template):
+            return {"uri": STDIN_URI, "uriBaseId": SRCROOT}  # relative, as every path under the root is
         if source.template:
             return self._location(self._template_path(source.template))
-        if source.file == "<stdin>":
-            return {"uri": STDIN_URI}
         return self._location(Path(os.path.abspath(source.file)))
 
     def line(self, source: SourceRef | None) -> int:
