@@ -372,8 +372,10 @@ def _one_cluster(judged: Judged, what: str) -> Engine:
     """The engine of the only cluster; a clear error when ``--cluster-per`` made several."""
     clusters = judged.clusters()
     if len(clusters) > 1:
-        names = ", ".join(n for n, _ in clusters[:4]) + (", ..." if len(clusters) > 4 else "")
-        raise ValueError(f"{what} takes one cluster; --cluster-per made {len(clusters)} ({names}). "
+        from .model.messages import some_of
+
+        raise ValueError(f"{what} takes one cluster; --cluster-per made {len(clusters)} "
+                         f"({some_of([n for n, _ in clusters])}). "
                          "Give the files of one of them.")
     return judged.first
 
@@ -408,7 +410,9 @@ def cmd_simulate(args) -> int:
                 continue
             holding.append((name, e))
         if len(holding) > 1:
-            raise ValueError(f"{args.target} is in {len(holding)} clusters ({', '.join(n for n, _ in holding[:4])}); "
+            from .model.messages import some_of
+
+            raise ValueError(f"{args.target} is in {len(holding)} clusters ({some_of([n for n, _ in holding])}); "
                              "give the files of one of them.")
         engine = holding[0][1] if holding else engine
     g = engine.graph

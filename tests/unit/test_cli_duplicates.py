@@ -130,3 +130,14 @@ def test_graph_and_report_give_one_document_per_cluster_and_simulate_finds_the_c
     assert main(["simulate", str(tmp_path), "--cluster-per", "dir", "--target", "llm.ml", "--down"]) == 0
     assert main(["graph", str(tmp_path), "--format", "html", "--cluster-per", "dir"]) == 2
     assert "takes one cluster; --cluster-per made 2" in capsys.readouterr().err
+
+
+def test_simulate_says_how_many_clusters_holding_the_target_are_not_named(tmp_path, capsys):
+    for i in range(7):
+        (tmp_path / f"env{i}.yaml").write_text(DEPLOY.format(tag="1.0"))
+    assert main(["simulate", str(tmp_path), "--cluster-per", "file", "--target", "vllm", "--down"]) == 2
+    err = capsys.readouterr().err
+    assert "vllm is in 7 clusters (" in err and "env3.yaml and 3 more); give the files of one of them." in err
+    assert main(["graph", str(tmp_path), "--format", "html", "--cluster-per", "file"]) == 2
+    err = capsys.readouterr().err
+    assert "--cluster-per made 7 (" in err and "env3.yaml and 3 more). Give the files" in err
