@@ -28,8 +28,11 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 def parse_now(text: str | None, clock: Clock = SYSTEM) -> datetime:
     """The time rules judge against: ``--now`` when given (RFC 3339; naive is UTC), else the clock's."""
-    if not text:
+    if text is None:
         return clock.now()
+    if not text.strip():
+        raise ValueError("--now is empty: give an RFC 3339 time such as 2026-11-22T10:00:00Z, or leave the "
+                         "option out to judge against the current time.")
     try:
         return parse_time(text)
     except ValueError:

@@ -70,3 +70,9 @@ def test_a_cluster_report_is_refused_as_a_baseline(tmp_path, capsys):
                                         "metadata: {name: guywire}\nresults: []\n")
     rc, _, err = run(capsys, "check", app, "--baseline", saved)
     assert rc == 2 and "is a ClusterPolicyReport" in err
+
+
+def test_an_empty_now_is_refused_not_read_as_no_option(capsys):
+    for value in ("", " "):
+        rc, out, err = run(capsys, "check", f"--now={value}", EXAMPLES / "clean")
+        assert rc == 2 and out == "" and "--now is empty" in err and "2026-11-22T10:00:00Z" in err
