@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from ..views.annotations import DNS_LABEL, NO_RETRY, DependencyRef, RetryPolicy
 from ..speed.gcpause import paused_gc
 from ..views.inventory import Inventory
-from .mesh import MeshIndex, effective_retry
+from .mesh import HopTries, MeshIndex, call_count, effective_retry, sidecar_of, tries_per_hop
 from .overlay import overlaid
 from ..model.selectors import labels_match
 from ..views.workload import MeshRetry, MeshRoute, Service, Workload
@@ -65,8 +65,18 @@ class Edge:
     wire: RetryPolicy | None = None  # ``retry`` with the implicit retries too: what inversion judges
     budget: float | None = None  # a retry budget on the callee (ratio of extra requests), capping the mesh's retries
     budget_source: str | None = None
-    amp: float = 1  # how many calls one call on this hop can become: the factor amplification multiplies
+    tries: HopTries = HopTries()  # tries and calls (mesh.tries_per_hop): what the retry rules and simulate count
     startup: bool = False  # needed only while the caller starts (``name;startup``): in ``Graph.startup``, not ``out``
+
+    @property
+    def amp(self) -> float:
+        """How many calls one call on this hop becomes while it fails: the factor amplification multiplies."""
+        return self.tries.calls
+
+    @property
+    def sidecar(self) -> MeshRetry | None:
+        """The retry loop the caller's sidecar runs on the call (mesh.sidecar_of), or None."""
+        return sidecar_of(self.mesh, self.implicit)
 
     @property
     def on_wire(self) -> RetryPolicy:
@@ -258,12 +268,6 @@ def istio_meshed(namespace_labels: dict[str, str] | None) -> bool:
     if labels.get("istio-injection") == "disabled":
         return False
     return labels.get("istio-injection") == "enabled" or "istio.io/rev" in labels
-
-
-def _num(x: float) -> float:
-    """A call count, without float noise (1.2 x 3 = 3.6, not 3.5999999999999996); whole numbers as ints."""
-    r = round(x, 6)
-    return int(r) if r == int(r) else r
 
 
 class Graph:
@@ -504,13 +508,9 @@ class Graph:
                                               kind="DestinationRule")
         if budget_from is not None and budget_from.retry_budget is not None:
             edge.budget = budget_from.retry_budget
-            edge.budget_source = (f"retryBudget {_num(budget_from.retry_budget * 100)}% in {budget_from.kind} "
+            edge.budget_source = (f"retryBudget {call_count(budget_from.retry_budget * 100)}% in {budget_from.kind} "
                                   f"{budget_from.namespace}/{budget_from.name}")
-        mesh_tries = edge.mesh.attempts if edge.mesh is not None and edge.mesh.retries else (
-            edge.implicit.attempts if edge.implicit is not None else 1)
-        if edge.budget is not None and mesh_tries > 1:
-            mesh_tries = min(mesh_tries, 1 + edge.budget)
-        edge.amp = _num(edge.app_retry.attempts * mesh_tries)
+        edge.tries = tries_per_hop(edge.app_retry, edge.sidecar, edge.budget)
 
     def rebuild(self, keys: set[WKey]) -> set[WKey]:
         """Rebuild the edges of ``keys`` after a change the indexes do not see (a namespace's mesh labels);
@@ -707,7 +707,7 @@ class Graph:
                     if e.targets and t_d is None:
                         continue  # only edges inside the cycle
                     d = 1 + best_d
-                    amp = _num(e.amp * best_a)
+                    amp = call_count(e.amp * best_a)
                     if d > a.depth:
                         a.depth, a.depth_edge, a.depth_target = d, e, t_d
                     if amp > a.amplification:

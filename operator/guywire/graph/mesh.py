@@ -27,6 +27,8 @@ VirtualService ``exportTo`` that hides it from the caller's namespace does not a
 from __future__ import annotations
 
 import fnmatch
+import math
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from ..views.annotations import DNS_LABEL, RetryPolicy
@@ -140,11 +142,76 @@ def _min(*values: float | None) -> float | None:
     return min(present) if present else None
 
 
-def tries_per_hop(app: RetryPolicy, mesh: MeshRetry | None) -> int:
-    """The most tries one call reaches the callee with: each of the application's attempts goes through the
-    caller's sidecar, which tries ``mesh.attempts`` times. The one count behind GW-RTY-001/002 (through
-    :func:`effective_retry`) and ``guywire simulate`` (which never sends more on a hop)."""
-    return app.attempts * (mesh.attempts if mesh is not None else 1)
+def call_count(x: float) -> float:
+    """A call count, without float noise (1.2 x 3 = 3.6, not 3.5999999999999996); whole numbers as ints."""
+    if isinstance(x, int) or not math.isfinite(x):
+        return x
+    r = round(x, 6)
+    return int(r) if r.is_integer() else r
+
+
+@dataclass(frozen=True, slots=True)
+class HopTries:
+    """How one call on a hop reaches the callee: ``app`` tries by the application, each through the caller's
+    sidecar, which tries ``sidecar`` times (its declared retries, or Istio's default), under a retry budget of
+    ``budget`` (a ratio of extra requests) on the callee when one applies.
+
+    ``tries`` is the most tries one request can make (GW-RTY-001, simulate's tries on a hop): a budget bounds
+    the retries of all requests together, not those of one, so one request may still use every try. ``calls``
+    is what one call becomes, on average over the requests, while every try fails (GW-RTY-002's factor,
+    simulate's load): a budget lets the sidecar add at most ``budget`` calls to each call it gets, so the hop
+    makes ``app x min(sidecar, 1 + budget)``. The application's own retries are new requests to the sidecar:
+    no budget caps them."""
+
+    app: int = 1
+    sidecar: int = 1
+    budget: float | None = None
+
+    @property
+    def tries(self) -> int:
+        return self.app * self.sidecar
+
+    @property
+    def sidecar_calls(self) -> float:
+        """The sidecar's calls per call it gets: its tries, at most ``1 + budget``."""
+        return self.sidecar if self.budget is None else min(self.sidecar, 1 + self.budget)
+
+    @property
+    def calls(self) -> float:
+        return call_count(self.app * self.sidecar_calls)
+
+    def expected(self, q: float) -> tuple[float, float]:
+        """(expected calls, chance the hop fails) for one call when each try fails independently with chance
+        ``q``. The sidecar's loop of ``sidecar`` tries makes ``1 + q + ... + q^(sidecar-1)`` calls and fails
+        with ``q^sidecar``; a budget that this exceeds lets only a share f of the loops retry, f such that the
+        loops average ``1 + budget`` calls, and the others fail with ``q``. The application repeats the loop
+        while it fails, ``app`` times at most. Without a budget this is ``1 + q + ... + q^(tries-1)`` and
+        ``q^tries``, the tries made one after the other."""
+        loop_calls = sum(q ** i for i in range(self.sidecar))
+        loop_fails = q ** self.sidecar
+        if self.budget is not None and loop_calls > 1 + self.budget:
+            share = self.budget / (loop_calls - 1)
+            loop_calls, loop_fails = 1 + self.budget, (1 - share) * q + share * loop_fails
+        app_loops = sum(loop_fails ** i for i in range(self.app))
+        return loop_calls * app_loops, loop_fails ** self.app
+
+
+def tries_per_hop(app: RetryPolicy, sidecar: MeshRetry | None, budget: float | None = None) -> HopTries:
+    """The one count of a hop's tries behind GW-RTY-001/002 (``Edge.tries``, through :func:`effective_retry`)
+    and ``guywire simulate`` (which makes the same count of the tries the timeouts leave): the application's
+    attempts, each through the caller's sidecar, which tries ``sidecar.attempts`` times (the route's retries,
+    or Istio's default: :func:`sidecar_of`), under the callee's retry budget."""
+    return HopTries(app=app.attempts, sidecar=sidecar.attempts if sidecar is not None else 1, budget=budget)
+
+
+def sidecar_of(mesh: MeshRetry | None, implicit: MeshRetry | None) -> MeshRetry | None:
+    """The retry loop the caller's sidecar runs on a call: the mesh's declared one, or, when Istio's default
+    applies (``implicit``, the route declares no retries), that default with the route's timeout."""
+    if implicit is None:
+        return mesh
+    if mesh is None:
+        return implicit
+    return replace(implicit, per_try_timeout=mesh.per_try_timeout, timeout=mesh.timeout)
 
 
 def sidecar_retry(app: RetryPolicy, mesh: MeshRetry | None) -> RetryPolicy | None:
@@ -167,9 +234,10 @@ def effective_retry(app: RetryPolicy, mesh: MeshRetry | None) -> RetryPolicy:
         backoff = app.backoff
     else:
         backoff = ENVOY_BACKOFF if mesh.retries else app.backoff
-    return RetryPolicy(attempts=tries_per_hop(app, mesh),
+    return RetryPolicy(attempts=tries_per_hop(app, mesh).tries,
                        per_try_timeout=_min(mesh.per_try_timeout, mesh.timeout, app.per_try_timeout),
                        timeout=total, backoff=backoff)
 
 
-__all__ = ["MeshIndex", "classify_host", "effective_retry", "sidecar_retry", "tries_per_hop"]
+__all__ = ["HopTries", "MeshIndex", "call_count", "classify_host", "effective_retry", "sidecar_of", "sidecar_retry",
+           "tries_per_hop"]

@@ -18,8 +18,16 @@ def _hop(e) -> str:
     return e.label
 
 
+IMPLICIT = "implicit mesh retry: Istio's default of 2 retries"
+TURN_OFF_DEFAULT = " (set retries.attempts: 0 on a VirtualService route to turn Istio's default off)"
+
+
 def _tries(e) -> str:
     """How an edge's attempts add up when the caller's sidecar retries too (mesh.py); "" when only the app retries."""
+    if e.implicit is not None:
+        if not e.app_retry.retries:
+            return f" ({IMPLICIT})"
+        return f" ({e.app_retry.attempts} in the application x {e.implicit.attempts} in the sidecar; {IMPLICIT})"
     if e.mesh is None or not e.mesh.retries:
         return ""
     if not e.app_retry.retries:
@@ -50,14 +58,23 @@ def _by_policy(edges, broken) -> list[tuple]:
                   "rules.retries.maxAttempts.")
 def retry_attempts(w: Workload, params: RetryRules, ctx: Context) -> Iterator[Issue]:
     """Retries help with brief, independent failures; past a few attempts they mostly add load to a
-    service that is already failing."""
+    service that is already failing.
+
+    The attempts on a hop are the application's (guywire.dev/retry) times the tries of the caller's
+    sidecar under each of them, counted as GW-RTY-002 counts them: the mesh's declared retries, or
+    Istio's default (2 retries, 3 tries) when the caller is in the mesh and no route declares any (the
+    message then says "implicit mesh retry"). A retry budget does not lower this count: it bounds the
+    retries of all requests together, and one request may still make every try."""
     for e in ctx.graph.out.get(w.key, ()):
-        if e.retry.attempts > params.max_attempts:
+        tries = e.tries.tries
+        if tries > params.max_attempts:
+            sidecar = e.sidecar
             yield measured("tries {hop} {observed} times{how}, above the limit of {limit}. "
-                           "Set attempts={limit} or fewer{where}.",
-                           observed=e.retry.attempts, limit=params.max_attempts, unit="attempts", hop=_hop(e),
+                           "Set attempts={limit} or fewer{where}{hint}.",
+                           observed=tries, limit=params.max_attempts, unit="attempts", hop=_hop(e),
                            how=_tries(e), where=" in total across the application and the mesh"
-                           if e.mesh and e.mesh.retries else "")
+                           if sidecar is not None and sidecar.retries else "",
+                           hint=TURN_OFF_DEFAULT if e.implicit is not None else "")
 
 
 @rule(id="GW-RTY-002", name="retry-amplification", severity=Severity.HIGH,
@@ -112,15 +129,14 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
                        "of {limit}: {text}. Retry at one layer only{hint}.",
                        observed=a.amplification, limit=params.max_amplification, unit="calls",
                        path=[name for name, _ in hops], text=text,
-                       hint=" (set retries.attempts: 0 on a VirtualService route to turn Istio's default off)"
-                       if implicit else "")
+                       hint=TURN_OFF_DEFAULT if implicit else "")
 
 
 def _hop_calls(e) -> str:
     """One hop of an amplification path: the calls it makes of one, and why when the mesh adds or caps them."""
     notes = []
     if e.implicit is not None:
-        notes.append("implicit mesh retry: Istio's default of 2 retries")
+        notes.append(IMPLICIT)
     if e.budget is not None and (e.implicit is not None or (e.mesh is not None and e.mesh.retries)):
         notes.append(f"capped by {e.budget_source}")
     return f"{render_figure(e.amp, 'calls')}x" + (f", {'; '.join(notes)}" if notes else "")
