@@ -16,10 +16,22 @@ overall timeout T, backoff)
     * A try waits for the callee's answer, up to P. A try that gets an error or times out is
       retried until A tries are made or T has passed; T also cuts the try in flight.
     * Tries of one request behave alike (deterministic): if the first succeeds, there is no retry.
-    * Through a sidecar (an Istio VirtualService route on the call), each application try is itself
-      the sidecar's retry loop: its attempts, cut by its per-try timeout, the route timeout and the
-      application's per-try timeout. The tries are the application's times the sidecar's, at most
-      ``mesh.tries_per_hop``, the count ``guywire check`` reports (GW-RTY-001).
+    * Through a sidecar, each application try is itself the sidecar's retry loop: the mesh route's
+      retries (an Istio VirtualService, a Gateway API HTTPRoute, Linkerd), or Istio's default of 2
+      retries when the caller is in Istio's mesh and no route declares any (the implicit mesh retry),
+      cut by the route's per-try timeout, its timeout and the application's per-try timeout. The hop
+      is counted by ``mesh.tries_per_hop``, the function behind ``guywire check``'s GW-RTY-001 and
+      GW-RTY-002, with the tries the timeouts leave: ``tries`` (the application's times the
+      sidecar's) is never more than GW-RTY-001's count, and equal when no timeout cuts a try.
+    * A retry budget on the callee (a DestinationRule's ``retryBudget``, a Linkerd ServiceProfile's
+      ``retryBudget``) bounds the retries of all requests together, not those of one. The time a
+      hop takes is one request's worst case: it may still make every try. Its load (``calls``, which
+      the retry storm and the path multiply) is the average over the requests while every try fails:
+      the sidecar adds at most ``ratio`` calls to each call it gets, so the hop makes the
+      application's tries x min(the sidecar's tries, 1 + ratio), GW-RTY-002's factor for the hop. The
+      worst-case load therefore equals ``guywire check``'s amplification when no timeout cuts a try,
+      and is below it otherwise. The expected case (``--error-rate``) lets a share of the sidecar's
+      retry loops through, the share that averages ``1 + ratio`` calls (``HopTries.expected``).
     * Backoff before try k (k >= 2), with base ``BACKOFF_BASE`` = 100ms and cap ``BACKOFF_CAP`` = 10s:
       exponential (and the jitter variants, at their largest delay): base x 2^(k-2), capped;
       linear: base x (k-1), capped; fixed (or a duration, which the annotation parser reads as
@@ -61,12 +73,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Protocol
 
 from ..views.annotations import RetryPolicy
 from .dependency_graph import Edge, Graph, WKey, strongly_connected, wlabel
-from .mesh import sidecar_retry
+from .mesh import HopTries, call_count, sidecar_retry
 from ..model.units import format_duration
 
 BACKOFF_BASE = 0.1
@@ -133,10 +145,11 @@ class Hop:
     seconds: float | None  # time the caller spends on the hop; None: unbounded
     each_try: str  # how each try ends: "answered", "error", "per-try timeout", "no answer"
     cut_by_timeout: bool = False  # the overall timeout ended it
+    calls: float = 1  # calls per request to the caller while every try fails, averaged: tries under a retry budget
     distance: int = 0  # hops from the target: 1 for a direct caller
-    expected_tries: float | None = None  # error-rate: expected tries per request to the caller
+    expected_tries: float | None = None  # error-rate: expected calls per request (tries; fewer under a budget)
     failure_probability: float | None = None  # error-rate: chance the hop fails for one request
-    sidecar_tries: int | None = None  # with a mesh route: the sidecar's tries under each application try
+    sidecar_tries: int | None = None  # with a sidecar retry loop: its tries under each application try
 
     @property
     def timed_out(self) -> bool:
@@ -155,7 +168,7 @@ class EntryResult:
     answer: Answer
     calls: float  # calls reaching the target per request, worst case
     healthy_calls: int  # the same with nothing failing (one try per hop)
-    path: list[tuple[WKey, int]]  # the path sending the most calls: (workload, tries on the hop into it)
+    path: list[tuple[WKey, float]]  # the path sending the most calls: (workload, calls on the hop into it)
     expected_calls: float | None = None
     failure_probability: float | None = None
 
@@ -243,23 +256,26 @@ def call_hop(policy: RetryPolicy, answer: Answer, *, base: float = BACKOFF_BASE,
 
 
 def call_edge(e: Edge, answer: Answer, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP
-              ) -> tuple[int, str, float | None, str, bool, int | None]:
+              ) -> tuple[HopTries, str, float | None, str, bool, int | None]:
     """:func:`call_hop` for an edge, the caller's sidecar included: under each application try the sidecar
-    makes its own tries (cut by its per-try timeout, the route timeout and the application's per-try
-    timeout), and the application retries what the sidecar returns. The tries are the application's times
-    the sidecar's, never more than :func:`~guywire.graph.mesh.tries_per_hop`, the count GW-RTY-001 reports.
-    The last item is the sidecar's tries per application try (None without a mesh route)."""
-    inner = sidecar_retry(e.app_retry, e.mesh)
+    makes its own tries (its declared retries or Istio's default, cut by its per-try timeout, the route
+    timeout and the application's per-try timeout), and the application retries what the sidecar returns.
+    The first item is the edge's :func:`~guywire.graph.mesh.tries_per_hop` (``Edge.tries``, what GW-RTY-001
+    and GW-RTY-002 count) with the tries the timeouts leave; the last, the sidecar's tries per application
+    try (None without a sidecar loop)."""
+    inner = sidecar_retry(e.app_retry, e.sidecar)
     if inner is None:
-        return (*call_hop(e.retry, answer, base=base, cap=cap), None)
+        n, outcome, secs, each, cut = call_hop(e.retry, answer, base=base, cap=cap)
+        return replace(e.tries, app=n, sidecar=1), outcome, secs, each, cut, None
     n_in, out_in, secs_in, each_in, _ = call_hop(inner, answer, base=base, cap=cap)
     if out_in == OK:
-        return 1, OK, 0.0, "answered", False, None
+        return replace(e.tries, app=1, sidecar=1), OK, 0.0, "answered", False, None
     state = SLOW if out_in == SLOW else HANG if secs_in is None else ERROR
     n_out, outcome, secs, each, cut = call_hop(e.app_retry, Answer(state, secs_in), base=base, cap=cap)
+    tries = replace(e.tries, app=n_out, sidecar=n_in)
     if outcome == SLOW:
-        return n_out * n_in, SLOW, secs, each, cut, n_in
-    return n_out * n_in, outcome, secs, (each_in if each == "error" else each), cut, n_in
+        return tries, SLOW, secs, each, cut, n_in
+    return tries, outcome, secs, (each_in if each == "error" else each), cut, n_in
 
 
 # ----- graph helpers -----------------------------------------------------------------------------
@@ -370,12 +386,10 @@ def simulate(graph: Graph, target: WKey, failure: Failure, entries: Iterable[WKe
                     cycle_edges.append((key, t))
                     continue
                 tries, outcome, secs, each, cut, inner = call_edge(e, answers[t], base=backoff_base, cap=backoff_cap)
-                h = Hop(source=key, target=t, edge=e, tries=tries, outcome=outcome, seconds=secs, each_try=each,
-                        cut_by_timeout=cut, sidecar_tries=inner)
+                h = Hop(source=key, target=t, edge=e, tries=tries.tries, calls=tries.calls, outcome=outcome,
+                        seconds=secs, each_try=each, cut_by_timeout=cut, sidecar_tries=inner)
                 if p is not None:
-                    q = q_of.get(t, 0.0)
-                    h.expected_tries = sum(q ** i for i in range(tries))
-                    h.failure_probability = q ** tries
+                    h.expected_tries, h.failure_probability = tries.expected(q_of.get(t, 0.0))
                 hops[(key, t)] = h
                 if worst is None or _hop_rank(h) > _hop_rank(worst):
                     worst = h
@@ -450,10 +464,10 @@ def simulate(graph: Graph, target: WKey, failure: Failure, entries: Iterable[WKe
         for h in out_hops.get(k, ()):
             if h.target not in down:
                 continue
-            down[k] = down.get(k, 0) + h.tries * down[h.target]
+            down[k] = call_count(down.get(k, 0) + h.calls * down[h.target])
             down_ok[k] = down_ok.get(k, 0) + down_ok[h.target]
             down_exp[k] = down_exp.get(k, 0.0) + (h.expected_tries or 0.0) * down_exp[h.target]
-            product = h.tries * best[h.target][0]
+            product = call_count(h.calls * best[h.target][0])
             if k not in best or product > best[k][0]:
                 best[k] = (product, h)
     load: dict[WKey, float] = {e: 1 for e in entry_keys}
@@ -463,18 +477,18 @@ def simulate(graph: Graph, target: WKey, failure: Failure, entries: Iterable[WKe
         if k not in load:
             continue
         for h in out_hops.get(k, ()):
-            load[h.target] = load.get(h.target, 0) + load[k] * h.tries
+            load[h.target] = call_count(load.get(h.target, 0) + load[k] * h.calls)
             healthy[h.target] = healthy.get(h.target, 0) + healthy[k]
             if p is not None:
                 expected[h.target] = expected.get(h.target, 0.0) + expected[k] * (h.expected_tries or 0.0)
     results: list[EntryResult] = []
     for entry in entry_keys:
-        path: list[tuple[WKey, int]] = []
+        path: list[tuple[WKey, float]] = []
         if entry in best:
             path.append((entry, 1))
             step = best[entry][1]
             while step is not None:
-                path.append((step.target, step.tries))
+                path.append((step.target, step.calls))
                 step = best[step.target][1]
         results.append(EntryResult(key=entry, answer=answers.get(entry, UNAFFECTED), calls=down.get(entry, 0),
                                    healthy_calls=down_ok.get(entry, 0), path=path,

@@ -20,10 +20,11 @@ def _d(seconds: float | None) -> str:
 
 
 def _n(x: float) -> str:
-    """A count: whole numbers with separators, others with 3 significant digits."""
+    """A count: whole numbers with separators, others below 1,000 with up to 4 decimals (3.6, 12.96 and
+    14.0625 calls, as ``guywire check`` writes them), larger ones rounded."""
     if abs(x - round(x)) < 1e-9:
         return f"{int(round(x)):,}"
-    return f"{x:,.3g}" if x < 1000 else f"{x:,.0f}"
+    return f"{x:.4f}".rstrip("0").rstrip(".") if x < 1000 else f"{x:,.0f}"
 
 
 def _prob(x: float) -> str:
@@ -77,7 +78,10 @@ def hop_text(sim: Simulation, h: Hop) -> str:
     elif r.per_try_timeout is not None or r.timeout is not None:
         text += f"; gives up after {_d(h.seconds)}"
     if h.sidecar_tries:
-        text += f" ({h.tries // h.sidecar_tries} in the application x {h.sidecar_tries} in the sidecar)"
+        implicit = "; implicit mesh retry" if h.edge.implicit is not None else ""
+        text += f" ({h.tries // h.sidecar_tries} in the application x {h.sidecar_tries} in the sidecar{implicit})"
+    if h.calls != h.tries:
+        text += f"; {_n(h.calls)} calls a request on average under the {h.edge.budget_source}"
     if h.expected_tries is not None:
         text += f" (expected tries {h.expected_tries:.3g}, fails {_prob(h.failure_probability or 0)})"
     return text
@@ -122,7 +126,7 @@ def render_simulation_text(sim: Simulation, graph: Graph, rps: float | None = No
                          f"{_prob(e.failure_probability or 0)} of requests fail")
         if len(e.path) > 1:
             lines.append(f"  {'':<{width}} " + wlabel(e.path[0][0])
-                         + "".join(f" -({n}x)-> {wlabel(k)}" for k, n in e.path[1:]))
+                         + "".join(f" -({_n(n)}x)-> {wlabel(k)}" for k, n in e.path[1:]))
     affected = [h for h in sim.hops if h.outcome != OK]
     if affected:
         lines += ["", "Hop by hop, from the failure outwards:"]
@@ -181,13 +185,13 @@ def simulation_dict(sim: Simulation, rps: float | None = None) -> dict:
             "broken": e.answer.failed, "callsToTarget": e.calls, "healthyCallsToTarget": e.healthy_calls,
             "amplification": e.amplification,
             "callsToTargetPerSecond": e.calls * rps if rps else None,
-            "path": [{"workload": wlabel(k), "tries": n} for k, n in e.path],
+            "path": [{"workload": wlabel(k), "calls": n} for k, n in e.path],
             "expectedCallsToTarget": e.expected_calls, "expectedFailureProbability": e.failure_probability,
         } for e in sim.entries],
         "hops": [{
             "from": wlabel(h.source), "to": wlabel(h.target), "distance": h.distance, "tries": h.tries,
             "outcome": h.outcome, "timedOut": h.timed_out, "seconds": h.seconds, "eachTry": h.each_try,
-            "cutByTimeout": h.cut_by_timeout, "attempts": h.edge.retry.attempts,
+            "calls": h.calls, "cutByTimeout": h.cut_by_timeout, "attempts": h.edge.tries.tries,
             "perTryTimeout": h.edge.retry.per_try_timeout, "timeout": h.edge.retry.timeout,
             "backoff": h.edge.retry.backoff, "expectedTries": h.expected_tries,
             "failureProbability": h.failure_probability,
@@ -263,7 +267,7 @@ def render_simulation_html(sim: Simulation, graph: Graph, rps: float | None = No
         if h is not None and h.outcome != OK:
             idx = min(h.distance - 1, len(HOP_COLOURS) - 1)
             colour, width_px, marker = HOP_COLOURS[idx], 3, idx
-            label = f"#{h.distance} {h.tries}x {h.outcome}"
+            label = f"#{h.distance} {_n(h.calls)}x {h.outcome}"
         else:
             colour, width_px, marker, label = "#adb5bd", 1.5, len(HOP_COLOURS), ""
         lx, ly = (sx + tx) / 2, (sy + ty) / 2 - 6

@@ -117,6 +117,10 @@ def retry_amplification(w: Workload, params: RetryRules, ctx: Context) -> Iterat
     `application attempts x min(mesh tries, 1 + r)`, and the message names the budget. A budget
     does not cap the application's own retries: to the sidecar they are new requests.
 
+    ``guywire simulate`` counts each hop with the same function (``mesh.tries_per_hop``): the tries one
+    request makes are GW-RTY-001's count, and its retry storm, the load averaged over the requests, is
+    this figure wherever no timeout cuts a try (less where one does).
+
     A dependency needed only at start-up (``guywire.dev/depends-on: hf-mirror;startup``, a model
     download) is on no request's path and counts neither here nor in depth, cycles, timeout inversion
     or ``guywire simulate``."""
