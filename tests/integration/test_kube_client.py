@@ -22,3 +22,9 @@ def test_an_event_is_stamped_and_refreshed_by_the_client_s_clock(kube_api):
     (stored,) = kube_api.events_for("Deployment", "clocked", "llm")
     assert stored["firstTimestamp"] == "2031-03-04T05:06:07Z"
     assert stored["lastTimestamp"] == "2031-03-04T05:07:37Z"
+
+
+def test_the_probe_passes_a_server_that_answers(kube_api):
+    from guywire.kube.client import load_reachable_config
+
+    assert load_reachable_config(str(kube_api.kubeconfig_path), None, timeout=5.0).host == kube_api.url.rstrip("/")

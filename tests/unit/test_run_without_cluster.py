@@ -36,3 +36,37 @@ def test_no_kubeconfig_and_no_pod_says_what_to_set(no_cluster, capsys):
     line = one_line(capsys)
     assert f"kubeconfig {no_cluster / 'absent'} does not exist" in line
     assert line.rstrip().endswith("set KUBECONFIG or pass --kubeconfig FILE.")
+
+
+def unreachable_kubeconfig(folder, server: str):
+    path = folder / "kc.yaml"
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{server}", insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    return path
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: a connection to it is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_api_server_is_named_once_before_kopf_starts(no_cluster, capsys, monkeypatch):
+    import kopf
+
+    started = []
+    monkeypatch.setattr(kopf, "operator", lambda *a, **k: started.append(1))
+    port = closed_port()
+    kubeconfig = unreachable_kubeconfig(no_cluster, f"https://127.0.0.1:{port}")
+    assert main(["run", "--kubeconfig", str(kubeconfig)]) == 2
+    line = one_line(capsys)
+    assert line.startswith(f"guywire: cannot reach the API server https://127.0.0.1:{port} (kubeconfig {kubeconfig}): "
+                           "Connection refused; check that the cluster is running")
+    assert not started

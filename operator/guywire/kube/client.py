@@ -8,11 +8,13 @@ write pending for the next pass.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,22 +95,69 @@ def _first_line(exc: BaseException) -> str:
 def load_config(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
     """The given kubeconfig file; else KUBECONFIG (or ~/.kube/config) when it exists; else the in-cluster
     service account. Raises ConfigError, one line naming the file and what to do, when none works."""
+    return _load(kubeconfig, context)[0]
+
+
+def load_reachable_config(kubeconfig: str | None = None, context: str | None = None, *,
+                          timeout: float = 5.0) -> kubernetes.client.Configuration:
+    """``load_config``, then one ``GET /version`` within ``timeout`` seconds: a server that does not answer
+    is a ConfigError naming its URL, the kubeconfig (or the in-cluster account) and what to check."""
+    configuration, source = _load(kubeconfig, context)
+    probe(configuration, source, timeout=timeout)
+    return configuration
+
+
+def probe(configuration: kubernetes.client.Configuration, source: str, *, timeout: float = 5.0) -> None:
+    """One ``GET /version``, no retry; raises ConfigError when the API server does not answer it (any HTTP
+    answer, even 401 or 404, says it is there)."""
+    configuration = copy.copy(configuration)
+    configuration.retries = False  # one try: a refused port must not be asked again and again
+    api = kubernetes.client.ApiClient(configuration)
+    try:
+        with warnings.catch_warnings():  # an insecure kubeconfig's warning is kopf's to give, once
+            warnings.simplefilter("ignore")
+            kubernetes.client.VersionApi(api).get_code(_request_timeout=timeout)
+    except ApiException:
+        pass  # it answered: reachable; what it refuses, the operator's own requests will say
+    except Exception as exc:  # noqa: BLE001 - refused, DNS, TLS, timeout, 401: none lets the operator start
+        raise ConfigError(f"cannot reach the API server {configuration.host} ({source}): {_reason(exc)}; check "
+                          "that the cluster is running and that the server, context and credentials there "
+                          "point at it.") from None
+    finally:
+        api.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, in a few words: the socket's own error (``Connection refused``) when urllib3
+    wrapped one, else the first line of the error itself."""
+    seen, inner = set(), exc
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror
+        reason = getattr(inner, "reason", None)
+        inner = reason if isinstance(reason, BaseException) else (inner.__cause__ or inner.__context__)
+    return _first_line(exc)
+
+
+def _load(kubeconfig: str | None, context: str | None) -> tuple[kubernetes.client.Configuration, str]:
+    """(configuration, where it came from: ``kubeconfig FILE`` or ``in-cluster service account``)."""
     if kubeconfig:
         path = os.path.expanduser(kubeconfig)
         if not os.path.isfile(path):
             raise ConfigError(f"kubeconfig {kubeconfig}: no such file; pass --kubeconfig an existing file, or leave "
                               "it out to use KUBECONFIG or the pod's service account.")
-        return _from_file(path, context, "pass --kubeconfig another file")
+        return _from_file(path, context, "pass --kubeconfig another file"), f"kubeconfig {kubeconfig}"
     default = os.path.expanduser(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
     if os.path.isfile(default):
-        return _from_file(None, context, "fix KUBECONFIG or pass --kubeconfig FILE")
+        return _from_file(None, context, "fix KUBECONFIG or pass --kubeconfig FILE"), f"kubeconfig {default}"
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             kubernetes.config.load_incluster_config()
         except kubernetes.config.ConfigException as exc:
             raise ConfigError(f"in-cluster configuration: {_first_line(exc)}; run guywire with a service account "
                               "token mounted, or pass --kubeconfig FILE.") from None
-        return kubernetes.client.Configuration.get_default_copy()
+        return kubernetes.client.Configuration.get_default_copy(), "in-cluster service account"
     raise ConfigError(f"no cluster to talk to: kubeconfig {default} does not exist and this is not a pod "
                       "(KUBERNETES_SERVICE_HOST is unset); set KUBECONFIG or pass --kubeconfig FILE.")
 

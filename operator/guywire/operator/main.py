@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from ..clock import SYSTEM, Clock, rfc3339
-from ..kube.client import ConfigError, KubeClient, load_config
+from ..kube.client import ConfigError, KubeClient, load_config, load_reachable_config
 from .metrics import OperatorMetrics
 from ..model.units import parse_duration
 from .handlers import build_registry
@@ -140,9 +140,9 @@ async def operate(args: Any, *, stop_flag: Any = None, ready_flag: Any = None,
 
 
 def cmd_run(args: Any, clock: Clock = SYSTEM) -> int:
-    try:
-        configuration = load_config(args.kubeconfig, args.context)
-    except ConfigError as exc:  # one line, before any logging: what is missing and what to do
+    try:  # kopf retries an unreachable server for a minute, logging tracebacks: ask it once first
+        configuration = load_reachable_config(args.kubeconfig, args.context)
+    except ConfigError as exc:  # one line, before any logging: what is missing or unreachable, what to do
         print(f"guywire: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_format, args.verbose)
