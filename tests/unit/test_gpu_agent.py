@@ -266,6 +266,10 @@ def test_cli_once_dry_run(tmp_path: Path, capsys):
     (["--fake-nvml", "{bad}", "--dry-run"], "unknown key 'temprature'"),
     (["--fake-nvml", "{scenario}", "--dry-run", "--health-config", "{bad}"], "health.yaml"),
     (["--fake-nvml", "{noinit}", "--dry-run"], "cannot read GPUs: the NVML library (libnvidia-ml.so.1) was not found"),
+    (["--fake-nvml", "{scenario}", "--node-name", "n", "--kubeconfig", "/nonexistent/kc"],
+     "guywire node-agent: kubeconfig /nonexistent/kc: no such file; pass --kubeconfig an existing file"),
+    (["--fake-nvml", "{scenario}", "--node-name", "n", "--kubeconfig", "/dev/zero"],
+     "kubeconfig /dev/zero: not a regular file"),
 ])
 def test_cli_refuses_plainly(tmp_path: Path, capsys, monkeypatch, argv, fragment):
     monkeypatch.delenv("NODE_NAME", raising=False)

@@ -1,6 +1,8 @@
 """`guywire run` without a usable cluster configuration says so in one line, naming the file and what to do."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from guywire.cli import main
@@ -29,6 +31,23 @@ def test_a_broken_kubeconfig_file_is_named(no_cluster, capsys):
     broken.write_text("clusters: [\n")
     assert main(["run", "--kubeconfig", str(broken)]) == 2
     assert one_line(capsys).startswith(f"guywire: kubeconfig {broken}: cannot be used (")
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "folder"])
+def test_a_kubeconfig_that_is_no_regular_file_is_never_read(no_cluster, capsys, special):
+    if special == "fifo":
+        special = str(no_cluster / "kc.fifo")
+        os.mkfifo(special)  # reading it would block for ever
+    elif special == "folder":
+        special = str(no_cluster)
+    assert main(["run", "--kubeconfig", special]) == 2
+    assert one_line(capsys).startswith(f"guywire: kubeconfig {special}: not a regular file (")
+
+
+def test_a_kubeconfig_variable_naming_a_device_is_named(no_cluster, capsys, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", "/dev/zero")
+    assert main(["run"]) == 2
+    assert one_line(capsys).startswith("guywire: kubeconfig /dev/zero: not a regular file (")
 
 
 def test_no_kubeconfig_and_no_pod_says_what_to_set(no_cluster, capsys):

@@ -141,16 +141,12 @@ class NodeClient:
 
     @classmethod
     def connect(cls, node_name: str, kubeconfig: str | None = None) -> "NodeClient":
-        from kubernetes import client, config
+        """Raises ConfigError (one line naming the file and what to do) as ``guywire run`` does."""
+        from kubernetes import client
 
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig)
-        else:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-        return cls(client.CoreV1Api(), node_name)
+        from ..kube.client import load_config
+
+        return cls(client.CoreV1Api(client.ApiClient(load_config(kubeconfig))), node_name)
 
     def get(self) -> dict:
         node = self.api.read_node(self.node_name)
@@ -328,8 +324,12 @@ def run_node_agent(args: Any, out: TextIO | None = None, err: TextIO | None = No
     client = None
     try:
         if not args.dry_run or args.kubeconfig:
+            from ..kube.client import ConfigError
+
             try:
                 client = NodeClient.connect(node_name, args.kubeconfig)
+            except ConfigError as exc:
+                return fail(str(exc))
             except Exception as exc:  # noqa: BLE001 - no config, bad file: say so and stop
                 return fail(f"cannot reach the API server: {type(exc).__name__}: {exc}")
         metrics = None

@@ -140,15 +140,23 @@ def _reason(exc: BaseException) -> str:
     return _first_line(exc)
 
 
+def _not_regular(shown: str, fix: str) -> ConfigError:
+    return ConfigError(f"kubeconfig {shown}: not a regular file (a device, FIFO or folder is never read); {fix}.")
+
+
 def _load(kubeconfig: str | None, context: str | None) -> tuple[kubernetes.client.Configuration, str]:
     """(configuration, where it came from: ``kubeconfig FILE`` or ``in-cluster service account``)."""
     if kubeconfig:
         path = os.path.expanduser(kubeconfig)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise _not_regular(kubeconfig, "pass --kubeconfig a kubeconfig file")
         if not os.path.isfile(path):
             raise ConfigError(f"kubeconfig {kubeconfig}: no such file; pass --kubeconfig an existing file, or leave "
                               "it out to use KUBECONFIG or the pod's service account.")
         return _from_file(path, context, "pass --kubeconfig another file"), f"kubeconfig {kubeconfig}"
     default = os.path.expanduser(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config")
+    if os.path.exists(default) and not os.path.isfile(default):
+        raise _not_regular(default, "fix KUBECONFIG or pass --kubeconfig FILE")
     if os.path.isfile(default):
         return _from_file(None, context, "fix KUBECONFIG or pass --kubeconfig FILE"), f"kubeconfig {default}"
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
