@@ -66,6 +66,25 @@ def test_long_lists_and_strings_are_refused_with_the_field(spec, path):
     assert refusal(spec).startswith(path + ":")
 
 
+@pytest.mark.parametrize("selector", ["selector", "namespaceSelector"])
+def test_a_match_labels_key_beyond_317_characters_is_refused_with_the_field(selector):
+    with pytest.raises(PolicyError) as err:
+        parse_policy(policy({"match": {selector: {"matchLabels": {"k" * 400: "v", "k" * 317: "v"}}}},
+                            kind="ClusterComplexityPolicy"))
+    assert str(err.value) == (f'spec.match.{selector}.matchLabels["{"k" * 39}…"] key (400 characters): '
+                              "String should have at most 317 characters.")
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+def test_every_map_key_of_the_spec_is_bounded_in_the_crd(kind):
+    spec = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    maps = [(where, node) for where, node in nodes(spec, "spec") if "additionalProperties" in node]
+    assert [where for where, _ in maps if where.endswith("matchLabels")]
+    for where, node in maps:
+        rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+        assert "self.all(k, size(k) >= 1 && size(k) <= 317)" in rules, where
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
 def test_every_array_and_string_of_the_spec_is_bounded_in_the_crd(kind):
     spec = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]

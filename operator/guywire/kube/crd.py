@@ -184,6 +184,7 @@ def _convert(node: dict, defs: dict, model: type[BaseModel] | None, where: str) 
     if node.get("additionalProperties") is False:
         del node["additionalProperties"]
     node.pop("default", None)  # defaults come from the model fields, see _default
+    key_rules = _key_rules(node.pop("propertyNames", None), where)
     unknown = set(node) - set(_ORDER)
     if unknown:
         raise SchemaError(f"{where}: {', '.join(sorted(unknown))} has no structural equivalent here.")
@@ -213,11 +214,25 @@ def _convert(node: dict, defs: dict, model: type[BaseModel] | None, where: str) 
         node["properties"] = props
         if model in RULES:
             node["x-kubernetes-validations"] = copy.deepcopy(RULES[model])
+    if key_rules:
+        node.setdefault("x-kubernetes-validations", []).extend(key_rules)
     if isinstance(node.get("additionalProperties"), dict):
         node["additionalProperties"] = _convert(node["additionalProperties"], defs, model, f"{where}.*")
     if "items" in node:
         node["items"] = _convert(node["items"], defs, model, f"{where}[]")
     return _ordered(node)
+
+
+def _key_rules(names: dict | None, where: str) -> list[dict]:
+    """A map's key bounds (``propertyNames``, which a structural schema cannot hold) as CEL rules."""
+    if not names:
+        return []
+    names = dict(names)  # the node may be a shared definition: leave it as it is
+    low, high = names.pop("minLength", 0), names.pop("maxLength", None)
+    if set(names) - {"type"} or high is None:
+        raise SchemaError(f"{where}: only a maximum key length has a structural equivalent, not {names}.")
+    rule = f"self.all(k, size(k) >= {low} && size(k) <= {high})" if low else f"self.all(k, size(k) <= {high})"
+    return [_rule(rule, f"every key must be {low}..{high} characters long.", reason="FieldValueInvalid")]
 
 
 def _ordered(node: dict) -> dict:

@@ -6,6 +6,7 @@ default and limit here is what the API server enforces too.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from datetime import datetime
 from enum import Enum
@@ -19,6 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from .baseline import BASELINE_NAME, FLOATING_TAGS, Enforcement, baseline_policy, override_for  # noqa: F401
 from .kinds import JUDGED_KINDS
+from .messages import clip
 from .selectors import labels_match, requirement_matches
 from .severity import Severity
 from .units import DURATION_PATTERN, format_duration, parse_duration
@@ -103,7 +105,7 @@ class LabelSelectorRequirement(Strict):
 class LabelSelector(Strict):
     """A Kubernetes label selector; an empty one matches everything."""
 
-    match_labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+    match_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=MAX_LABELS)
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -283,6 +285,10 @@ def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
     parts = []
     for e in err.errors():
         loc = ".".join([prefix, *(str(x) for x in e["loc"])]) if e["loc"] else prefix
+        if e["loc"][-1:] == ("[key]",):  # a map key: its place, a key too long to show clipped, its length
+            key = str(e["loc"][-2])
+            shown = json.dumps(clip(key, 40), ensure_ascii=False)
+            loc = ".".join([prefix, *(str(x) for x in e["loc"][:-2])]) + f"[{shown}] key ({len(key)} characters)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
