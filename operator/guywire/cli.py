@@ -182,6 +182,14 @@ def _parse_policy(obj: dict) -> tuple[Policy | None, str]:
         return None, str(exc)
 
 
+class NothingJudged(ValueError):
+    """Every --policy file was refused: the reasons (``diagnostics``) and what was not done."""
+
+    def __init__(self, diagnostics: list[Diagnostic], message: str):
+        super().__init__(message)
+        self.diagnostics = diagnostics
+
+
 def judge_inputs(paths: list[str], policy_files: list[str], now: str | None, clock: Clock = SYSTEM, *,
                  cluster_per: str = "input", keep_exempted: bool = False, meanwhile=None,
                  exclude: list[str] | None = None) -> tuple[Judged, list[Diagnostic], int, Counter]:
@@ -189,6 +197,10 @@ def judge_inputs(paths: list[str], policy_files: list[str], now: str | None, clo
     shadow layers of definitions read twice, at ``now`` (``--now``) when given, else at the clock's time.
     The rule-fixture tests judge through it too, so a fixture's ``# now:`` means ``--now``."""
     clusters, policies, diags, files, skipped = build_clusters(paths, policy_files, meanwhile, cluster_per, exclude)
+    if policy_files and not policies:  # the built-in baseline's findings would pass for the policy's
+        raise NothingJudged(diags, f"no --policy file could be used ({len(policy_files)} given, none holds a policy "
+                            "guywire accepts; see above); nothing judged. Fix the policy, or leave --policy out to "
+                            "judge with the built-in baseline.")
     from .inputs.clusters import judge
 
     judged = judge(clusters, policies, [baseline_policy()], now=parse_now(now, clock), keep_exempted=keep_exempted)
@@ -640,6 +652,12 @@ def main(argv: list[str] | None = None, clock: Clock = SYSTEM) -> int:
         return args.func(args)
     except BrokenPipeError:
         return EXIT_CLEAN
+    except NothingJudged as exc:
+        for d in exc.diagnostics:
+            if d.error or d.warning:
+                print(f"guywire: {d.render()}", file=sys.stderr)
+        print(f"guywire: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except ValueError as exc:  # bad flag values such as --now
         print(f"guywire: {exc}", file=sys.stderr)
         return EXIT_ERROR

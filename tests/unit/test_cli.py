@@ -181,6 +181,20 @@ def test_bad_policy_names_the_field(tmp_path, capsys):
     assert "p.yaml:2" in err and "spec.rules.retries.maxAtempts: unknown field." in err
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_when_every_policy_file_is_refused_nothing_is_judged(tmp_path, capsys, fmt):
+    policy = {"kind": "ClusterComplexityPolicy", "metadata": {"name": "bad"},
+              "spec": {"rules": {"dependencies": {"maxFanOut": True}}}}
+    rc, out, err = run(capsys, "check", write(tmp_path, "app.yaml", SLOPPY), "--format", fmt,
+                       "--policy", write(tmp_path, "p.yaml", yaml.safe_dump(policy)))
+    assert rc == 2 and out == "", "findings judged by the built-in baseline would pass for the policy's"
+    lines = err.splitlines()
+    assert "spec.rules.dependencies.maxFanOut: Input should be a valid integer." in lines[0]
+    assert lines[1] == ("guywire: no --policy file could be used (1 given, none holds a policy guywire accepts; "
+                        "see above); nothing judged. Fix the policy, or leave --policy out to judge with the "
+                        "built-in baseline.")
+
+
 def test_policy_file_without_policies(tmp_path, capsys):
     rc, _, err = run(capsys, "check", write(tmp_path, "app.yaml", GOOD), "--policy", write(tmp_path, "p.yaml", GOOD))
     assert rc == 2 and "holds no ComplexityPolicy or ClusterComplexityPolicy." in err
