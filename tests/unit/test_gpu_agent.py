@@ -285,6 +285,14 @@ def test_cli_refuses_plainly(tmp_path: Path, capsys, monkeypatch, argv, fragment
     assert fragment in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("count", ["-1", "65", "99999999", "eight"])
+def test_expected_gpus_has_the_scenario_s_bound(capsys, count):
+    with pytest.raises(SystemExit) as exit_:
+        main(["node-agent", "--once", "--dry-run", f"--expected-gpus={count}"])
+    assert exit_.value.code == 2
+    assert f"argument --expected-gpus: {count!r} is not a GPU count from 0 to 64;" in capsys.readouterr().err
+
+
 def test_interval_flag_takes_durations(capsys):
     with pytest.raises(SystemExit):
         main(["node-agent", "--interval", "soon"])

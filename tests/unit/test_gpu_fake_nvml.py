@@ -113,6 +113,9 @@ def test_units_are_pynvml_units():
     ({"gpus": [], "steps": [{"gpus": [{"index": 99999999}]}]}, "steps[0].gpus[0].index"),
     ({"gpus": [], "expectedGpus": 10**9}, "expectedGpus: 1000000000 is not a GPU count"),
     ({"gpus": [], "steps": [{"reads": "many"}]}, "steps[0].reads: 'many' is not a number of reads"),
+    ({"gpus": [{"index": 0}, {"index": 0}]}, "gpus[1].index: 0 is already used by gpus[0]."),
+    ({"gpus": [{"index": 1}, {}]}, "gpus[1]: its place makes it index 1, already used by gpus[0]"),
+    ({"gpus": [], "steps": [{"gpus": [None, {"index": 0}]}]}, "steps[0].gpus[1].index: 0 is already used by gpus[0]."),
 ])
 def test_a_bad_scenario_is_refused_with_the_key_named(scenario, fragment):
     with pytest.raises(FakeScenarioError) as err:

@@ -8,7 +8,7 @@ so ``gpu.nvml`` cannot tell it from the real module. A scenario::
     bootId: 4d1c...                 # optional: what the agent takes for the node's boot ID
     expectedGpus: 8                 # optional: GPUs the node advertises (when no Node is read)
     gpus:
-    - uuid: GPU-0e2c...             # index = position in the list
+    - uuid: GPU-0e2c...             # index = position in the list (or index: N); one GPU per index
       name: NVIDIA H100 80GB HBM3
       temperature: 64               # Celsius
       slowdownTemperature: 87
@@ -59,10 +59,11 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..clock import SYSTEM, Clock
+from ..model.gpu_health import MAX_NODE_GPUS
 from ..model.messages import clip
 from .signals import CLOCK_REASONS, SIGNALS, FakeKey, Signal, not_supported_names
 
@@ -212,7 +213,7 @@ DEVICE_KEYS: tuple[tuple[str, str, Any], ...] = (
     ("lost", "bool", False), ("lostAfterCalls", "count", None), ("resetRequired", "bool", False),
     ("missing", "bool", False), ("notSupported", "readings", []), ("reset", "bool", False),
 )
-MAX_FAKE_GPUS = 64  # a node holds at most 16 today; an index beyond this would only allocate
+MAX_FAKE_GPUS = MAX_NODE_GPUS  # an index beyond it would only allocate
 MAX_FAKE_READS = 1_000_000
 TOP_KEYS = ("driverVersion", "bootId", "expectedGpus", "gpus", "steps", "reads", "nvmlInitError")
 STEP_KEYS = ("driverVersion", "bootId", "expectedGpus", "gpus", "reads")
@@ -317,6 +318,20 @@ def _init_error(value: Any) -> Any:
     return value
 
 
+def _distinct_indexes(gpus: list | None) -> list | None:
+    """Two GPUs at one index would leave one of them out unseen: refuse the second, naming the first."""
+    first: dict[int, int] = {}
+    for pos, gpu in enumerate(gpus or []):
+        given = getattr(gpu, "index", None)
+        index = pos if given is None else given
+        if index in first:
+            raise _refuse(f"[{pos}].index: {index} is already used by gpus[{first[index]}]." if given is not None
+                          else f"[{pos}]: its place makes it index {index}, already used by gpus[{first[index]}]; "
+                               "give it an index of its own.")
+        first[index] = pos
+    return gpus
+
+
 def _a_list(value: Any) -> Any:
     if value is not None and not isinstance(value, list):
         raise _refuse(": must be a list.")
@@ -357,7 +372,7 @@ def scenario_model(signals: tuple[Signal, ...] = SIGNALS) -> type[BaseModel]:
             known, "a mapping of GPU readings",
             lambda key: f": unknown key {key!r}; known keys: {', '.join(defaults)}.")(v))},
         index=_field(_index), **{key: _field(_kind_check(kind, not_supported)) for key, kind in kinds.items()})
-    gpus = (Annotated[Optional[list[Optional[gpu]]], BeforeValidator(_a_list)], None)
+    gpus = (Annotated[Optional[list[Optional[gpu]]], BeforeValidator(_a_list), AfterValidator(_distinct_indexes)], None)
     common = dict(driverVersion=(Any, None), bootId=(Any, None), expectedGpus=_field(_expected_gpus),
                   gpus=gpus, reads=_field(_reads))
     step = create_model(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..model.gpu_health import MAX_NODE_GPUS
 from ..model.units import parse_duration
 
 
@@ -15,6 +16,18 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero.")
     return seconds
+
+
+def _gpu_count(text: str) -> int:
+    """``--expected-gpus``: the same bound as a scenario's expectedGpus."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= MAX_NODE_GPUS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a GPU count from 0 to {MAX_NODE_GPUS}; give the GPUs "
+                                         "this node should have, or leave it out to read them from the Node.")
+    return count
 
 
 def add_node_agent_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +48,7 @@ def add_node_agent_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 5m)")
     p.add_argument("--health-config", metavar="FILE", help="YAML that changes the XID table and thresholds "
                                                             "(see docs/gpu-health.md)")
-    p.add_argument("--expected-gpus", type=int, metavar="N",
+    p.add_argument("--expected-gpus", type=_gpu_count, metavar="N",
                    help="GPUs this node should have (default: from the Node's nvidia.com/gpu.count label, else "
                         "its nvidia.com/gpu capacity)")
     p.add_argument("--boot-id-file", default="/proc/sys/kernel/random/boot_id", metavar="FILE",

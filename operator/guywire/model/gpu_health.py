@@ -14,6 +14,7 @@ GPU_TAINT_EFFECT = "NoSchedule"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 NVIDIA_GPU_RESOURCE = "nvidia.com/gpu"
+MAX_NODE_GPUS = 64  # a node holds at most 16 today: a count beyond this is a typo, never a node
 
 
 class HealthState(str, Enum):
