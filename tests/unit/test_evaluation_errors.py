@@ -38,13 +38,14 @@ VICTIM = "search-api"
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 
 
-def break_rule(monkeypatch, rule_id: str = RULE, victims: tuple[str, ...] = (VICTIM,)) -> None:
-    """``rule_id`` raises on the objects named in ``victims`` and works as before on the others."""
+def break_rule(monkeypatch, rule_id: str = RULE, victims: tuple[str, ...] = (VICTIM,),
+               raised=lambda name: KeyError(f"boom on {name}")) -> None:
+    """``rule_id`` raises ``raised(name)`` on the objects named in ``victims`` and works as before on the others."""
     original = REGISTRY[rule_id]
 
     def check(obj, params, ctx):
         if obj.name in victims:
-            raise KeyError(f"boom on {obj.name}")
+            raise raised(obj.name)
         return original.check(obj, params, ctx)
 
     monkeypatch.setitem(REGISTRY, rule_id, dataclasses.replace(original, check=check))
@@ -154,6 +155,20 @@ def test_check_exits_2_whatever_fail_on_says_and_prints_the_error(monkeypatch, c
     assert "1 rule evaluation error(s)" in out and f"[{RULE} mutable-image] Deployment search/{VICTIM}" in out
     assert "No findings." not in out
     assert "GW-ANN-000" not in out + err
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise TypeError("str fails")
+
+
+def test_an_exception_that_cannot_be_printed_is_still_one_error(monkeypatch, capsys):
+    break_rule(monkeypatch, raised=lambda name: Unprintable())
+    rc, _, err = check(capsys)
+    assert rc == 2
+    assert f"[{RULE} mutable-image] Deployment search/{VICTIM}: the rule could not evaluate " \
+           "(Unprintable: <unprintable Unprintable>)" in err
+    assert "str fails" not in err
 
 
 def test_check_json_carries_the_error_in_the_errors_list_not_the_findings(monkeypatch, capsys):

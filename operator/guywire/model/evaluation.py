@@ -16,8 +16,12 @@ MAX_DETAIL = 300
 
 
 def _detail(exc: BaseException) -> str:
-    """The exception's message on one line, cut at ``MAX_DETAIL`` characters."""
-    text = " ".join(str(exc).split())
+    """The exception's message on one line, cut at ``MAX_DETAIL`` characters; ``<unprintable TypeName>`` when
+    its ``__str__`` raises too (this runs in the engine's except block: it must not raise)."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001 - a rule's own exception class may fail any way
+        return f"<unprintable {type(exc).__name__}>"
     return clip(text, MAX_DETAIL)
 
 
