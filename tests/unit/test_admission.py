@@ -158,3 +158,27 @@ def test_before_the_index_is_ready_requests_are_allowed_and_say_so(engine):
 def test_malformed_reviews_are_refused_with_a_reason(body, fragment):
     with pytest.raises(BadReview, match=fragment):
         parse_review(body)
+
+
+def _review(**changes) -> bytes:
+    req = request(example_object("Deployment", "llm-server"))
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = req
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return json.dumps({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": req}).encode()
+
+
+@pytest.mark.parametrize("body, message", [
+    (_review(uid=7), "request.uid must be a string."),
+    (_review(uid=""), "request.uid is missing."),
+    (_review(object__metadata=["not", "a", "mapping"]), "request.object.metadata must be an object."),
+    (_review(object__metadata="llm"), "request.object.metadata must be an object."),
+    (_review(oldObject={"metadata": 3}), "request.oldObject.metadata must be an object."),
+], ids=["uid-int", "uid-empty", "metadata-list", "metadata-str", "old-metadata-int"])
+def test_a_wrongly_typed_field_is_named(body, message):
+    with pytest.raises(BadReview) as err:
+        parse_review(body)
+    assert str(err.value) == message

@@ -69,7 +69,9 @@ def parse_review(raw: bytes | str) -> dict:
     request = review.get("request")
     if not isinstance(request, dict):
         raise BadReview("request is missing or not an object.")
-    if not isinstance(request.get("uid"), str) or not request["uid"]:
+    if request.get("uid") is not None and not isinstance(request["uid"], str):
+        raise BadReview("request.uid must be a string.")
+    if not request.get("uid"):
         raise BadReview("request.uid is missing.")
     kind = request.get("kind")
     if not isinstance(kind, dict) or not all(isinstance(kind.get(k, ""), str) for k in ("group", "version", "kind")):
@@ -79,6 +81,10 @@ def parse_review(raw: bytes | str) -> dict:
         if request.get(name) is not None and not isinstance(request[name], want):
             shown = {dict: "an object", str: "a string", bool: "a boolean"}[want]
             raise BadReview(f"request.{name} must be {shown}.")
+    for name in ("object", "oldObject"):
+        meta = (request.get(name) or {}).get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise BadReview(f"request.{name}.metadata must be an object.")
     return request
 
 
