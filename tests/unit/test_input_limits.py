@@ -84,6 +84,20 @@ def test_a_link_to_a_device_is_skipped_and_exits_2(tmp_path, capsys):
     assert "zero.yaml: is a character device, not a regular file; skipped." in err
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="no FIFOs or /dev/zero")
+def test_only_the_files_read_are_counted(tmp_path, monkeypatch, capsys):
+    write(tmp_path, "ok.yaml", GOOD)
+    os.mkfifo(tmp_path / "x.yaml")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    write(tmp_path, "big.yaml", "#" * (len(GOOD) + 1))
+    monkeypatch.setattr(loader, "MAX_FILE_BYTES", len(GOOD))  # big.yaml is left unread too
+    rc, out, err = run(capsys, "check", "-o", "json", tmp_path)
+    assert rc == 2 and err.count("not a regular file; skipped.") == 2 and f"big.yaml: is {len(GOOD) + 1} bytes" in err
+    assert json.loads(out)["summary"]["files"] == 1
+    rc, out, _ = run(capsys, "check", tmp_path / "ok.yaml", tmp_path / "x.yaml", tmp_path / "zero.yaml")
+    assert "evaluated from 1 file(s)" in out
+
+
 def test_running_out_of_memory_exits_2(monkeypatch, capsys):
     def exhausted(*_a, **_k):
         raise MemoryError

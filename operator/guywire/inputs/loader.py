@@ -130,6 +130,7 @@ class Diagnostic:
     error: bool = True
     warning: bool = False  # not an error, but always shown (e.g. an object defined twice)
     quiet: bool = False  # only for --verbose (a dot-folder, an excluded path, a kind not evaluated); in no report
+    unread: bool = False  # the file it names was not read (missing, a FIFO or device, too large, not text)
 
     def render(self) -> str:
         return f"{self.source}: {self.message}"
@@ -266,9 +267,14 @@ def _too_large(limit: int, size: int | None = None) -> str:
             "not read. Check fewer files at a time.")
 
 
+def _unread(src: SourceRef, text: str) -> Diagnostic:
+    return Diagnostic(src, text, unread=True)
+
+
 def _read(name: str, limit: int = MAX_FILE_BYTES) -> tuple[str | None, Diagnostic | None]:
     """The text of one input, read only when it is a regular file (or stdin) of at most ``limit`` bytes.
-    A FIFO or device is never opened for a blocking read: it is skipped with an error."""
+    A FIFO or device is never opened for a blocking read: it is skipped with an error. The diagnostic of an
+    input left unread says ``unread``; one read but not text (binary, not UTF-8) does not."""
     src = SourceRef(name if name != "-" else "<stdin>")
     try:
         if name == "-":
@@ -281,20 +287,20 @@ def _read(name: str, limit: int = MAX_FILE_BYTES) -> tuple[str | None, Diagnosti
                 info = os.fstat(fd)
                 what = _kind_of(info.st_mode)
                 if what is not None:
-                    return None, Diagnostic(src, f"is {what}, not a regular file; skipped.")
+                    return None, _unread(src, f"is {what}, not a regular file; skipped.")
                 if info.st_size > limit:
-                    return None, Diagnostic(src, _too_large(limit, info.st_size))
+                    return None, _unread(src, _too_large(limit, info.st_size))
                 data = _read_capped(fd, limit)
             finally:
                 os.close(fd)
         if data is None:
-            return None, Diagnostic(src, _too_large(limit))
+            return None, _unread(src, _too_large(limit))
     except FileNotFoundError:
-        return None, Diagnostic(src, "no such file or directory.")
+        return None, _unread(src, "no such file or directory.")
     except IsADirectoryError:
-        return None, Diagnostic(src, "is a directory.")
+        return None, _unread(src, "is a directory.")
     except OSError as exc:
-        return None, Diagnostic(src, f"cannot be read: {exc.strerror or exc}.")
+        return None, _unread(src, f"cannot be read: {exc.strerror or exc}.")
     if b"\x00" in data[:8192]:
         return None, Diagnostic(src, "is a binary file, not YAML or JSON.")
     try:
@@ -529,7 +535,7 @@ def read_limits(names: list[str], total: int | None = None) -> list[int]:
 def load(paths: list[str], meanwhile: Callable[[], object] | None = None, exclude: Iterable[str] = ()
          ) -> tuple[list[Document], list[Diagnostic], int]:
     """Every object under ``paths``, in the order of the paths and the files in them; the diagnostics;
-    how many files were read. Large inputs are parsed by two processes (``GUYWIRE_PARALLEL=0``: one);
+    how many files were read (a FIFO, device or file too large is not). Large inputs are parsed by two processes (``GUYWIRE_PARALLEL=0``: one);
     the parent then runs ``meanwhile`` while the child parses, else ``meanwhile`` is not called."""
     entries: list[str | Diagnostic] = []
     for path in paths:
@@ -546,6 +552,7 @@ def load(paths: list[str], meanwhile: Callable[[], object] | None = None, exclud
         parsed = (load_file(n, limit) for n, limit in zip(names, limits))
     docs: list[Document] = []
     diags: list[Diagnostic] = []
+    read = 0
     for entry in entries:
         if isinstance(entry, Diagnostic):
             diags.append(entry)
@@ -553,4 +560,5 @@ def load(paths: list[str], meanwhile: Callable[[], object] | None = None, exclud
         d, g = next(parsed)
         docs.extend(d)
         diags.extend(g)
-    return docs, diags, len(names)
+        read += not any(x.unread for x in g)
+    return docs, diags, read
