@@ -10,6 +10,7 @@ import yaml
 from guywire.cli import main
 from guywire.model.finding import Finding, ObjectRef
 from guywire.model.severity import Severity
+from guywire.rules import REGISTRY
 from guywire.engine.insights import first_figure, known_from_finding, known_from_json, new_or_worse
 
 from .manifests import deployment, service
@@ -117,10 +118,34 @@ def test_known_from_json_reads_a_saved_report_and_refuses_others():
     assert (k.observed, k.legacy) == (None, False)  # a finding that measures nothing, in today's format
     with pytest.raises(ValueError, match="not a guywire JSON report"):
         known_from_json({"kind": "List"})
-    with pytest.raises(ValueError, match="finding 0"):
-        known_from_json({"findings": [{"rule": "x"}]})
-    with pytest.raises(ValueError, match="finding 0 .*observed is '27'"):
+    with pytest.raises(ValueError, match="finding 1 .*observed is '27'"):
         known_from_json({"findings": [saved(observed="27", limit=10, unit="calls")]})
+
+
+@pytest.mark.parametrize("finding, why", [
+    ({"rule": "GW-RTY-002"}, "it has no workload (an object with kind and name)"),
+    (saved(rule=None), "it has no rule (a rule id)"),
+    (saved(workload={"kind": "Deployment"}), "it has no workload.name (a string)"),
+    (saved(workload="gw"), "its workload is 'gw', not an object with kind and name"),
+    (saved(severity="Severe"), "its severity is 'Severe', not low, medium, high or critical"),
+    (saved(severity=None), "it has no severity (low, medium, high or critical)"),
+])
+def test_a_saved_finding_that_lacks_a_field_is_refused_naming_it(finding, why):
+    with pytest.raises(ValueError) as err:
+        known_from_json({"findings": [saved(observed=27, limit=10, unit="calls"), finding]})
+    assert str(err.value) == f"finding 2 is not a guywire finding: {why}."
+
+
+def test_only_findings_of_rules_that_measure_are_legacy_without_figures(tmp_path, capsys):
+    measuring = saved(message="[GW-RTY-002 x] Deployment ml/gw: can send 27 calls.")
+    plain = saved(rule="GW-OBS-001", message="[GW-OBS-001 x] Deployment ml/gw: no readiness probe.")
+    assert REGISTRY["GW-RTY-002"].unit and REGISTRY["GW-OBS-001"].unit is None
+    old, new = known_from_json({"findings": [measuring, plain, plain]})[:2]
+    assert old.legacy and not new.legacy
+    report = tmp_path / "old.json"
+    report.write_text(json.dumps({"findings": [measuring, plain, plain]}))
+    _, _, err = run(capsys, "check", write_all(tmp_path / "new.yaml", stack()), "--baseline", report)
+    assert f"--baseline {report} was saved by an older guywire: 1 of its findings carry no observed" in err
 
 
 def test_a_report_saved_before_findings_had_figures_is_compared_by_its_messages():

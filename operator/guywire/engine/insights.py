@@ -346,18 +346,54 @@ def _figure(value: Any, what: str) -> float | None:
     return value
 
 
+#: How each report format names a finding's fields, for the message that refuses one.
+JSON_FIELDS = {"rule": "rule", "workload": "workload", "severity": "severity"}
+SARIF_FIELDS = {"rule": "ruleId", "workload": "properties.workload", "severity": "properties.severity"}
+
+
+def measures(rule: str) -> bool:
+    """Whether ``rule`` measures something (has a unit): only its findings carry observed and limit."""
+    found = REGISTRY.get(rule)
+    return found is not None and found.unit is not None
+
+
 def _known(i: int, rule: Any, workload: Any, location: Any, severity: Any, message: Any, figures: dict | None,
-           what: str) -> Known:
+           what: str, fields: dict[str, str] = JSON_FIELDS) -> Known:
+    """One saved finding; ValueError naming it (counted from 1) and the field it lacks."""
+    def refused(field: str, value: Any, want: str) -> ValueError:
+        why = f"it has no {field} ({want})" if value is None else \
+            f"its {field} is {_shown(value)}, not {want}"
+        return ValueError(f"{what} {i + 1} is not a guywire finding: {why}.")
+
+    if not isinstance(rule, str) or not rule:
+        raise refused(fields["rule"], rule, "a rule id")
+    if not isinstance(workload, dict):
+        raise refused(fields["workload"], workload, "an object with kind and name")
+    for key in ("kind", "name"):
+        if not isinstance(workload.get(key), str) or not workload[key]:
+            raise refused(f"{fields['workload']}.{key}", workload.get(key), "a string")
+    if workload.get("namespace") is not None and not isinstance(workload["namespace"], str):
+        raise refused(f"{fields['workload']}.namespace", workload["namespace"], "a string")
     try:
-        w = workload
-        legacy = figures is None or "observed" not in figures
-        figures = figures or {}
-        return Known(rule=str(rule), kind=str(w["kind"]), namespace=w.get("namespace"), name=str(w["name"]),
-                     location=location, severity=Severity.parse(severity), message=str(message or ""),
-                     observed=_figure(figures.get("observed"), "observed"), limit=_figure(figures.get("limit"), "limit"),
-                     unit=figures.get("unit") if isinstance(figures.get("unit"), str) else None, legacy=legacy)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{what} {i} is not a guywire finding ({type(exc).__name__}: {exc}).") from None
+        level = Severity.parse(severity) if isinstance(severity, str) else None
+    except ValueError:
+        level = None
+    if level is None:
+        raise refused(fields["severity"], severity, "low, medium, high or critical")
+    figures = figures or {}
+    try:
+        observed, limit = _figure(figures.get("observed"), "observed"), _figure(figures.get("limit"), "limit")
+    except ValueError as exc:
+        raise ValueError(f"{what} {i + 1} is not a guywire finding: {exc}.") from None
+    return Known(rule=rule, kind=workload["kind"], namespace=workload.get("namespace"), name=workload["name"],
+                 location=location if isinstance(location, str) else None, severity=level,
+                 message=str(message or ""), observed=observed, limit=limit,
+                 unit=figures.get("unit") if isinstance(figures.get("unit"), str) else None,
+                 legacy="observed" not in figures and measures(rule))
+
+
+def _shown(value: Any) -> str:
+    return f"a {type(value).__name__}" if isinstance(value, (dict, list)) else repr(value)
 
 
 def known_from_json(data: Any) -> list[Known]:
@@ -371,7 +407,7 @@ def known_from_json(data: Any) -> list[Known]:
     out = []
     for i, f in enumerate(data["findings"]):
         if not isinstance(f, dict):
-            raise ValueError(f"finding {i} is not a guywire finding (it is {type(f).__name__}).")
+            raise ValueError(f"finding {i + 1} is not a guywire finding (it is {type(f).__name__}).")
         out.append(_known(i, f.get("rule"), f.get("workload"), f.get("location"), f.get("severity"),
                           f.get("message", ""), f, "finding"))
     return out
@@ -399,7 +435,7 @@ def known_from_sarif(data: Any) -> list[Known]:
                 raise ValueError("is a SARIF log from a guywire that did not record each finding's object in "
                                  f"its properties; {REGENERATE} (or --format sarif).")
             out.append(_known(i, r.get("ruleId"), props["workload"], props.get("location"), props.get("severity"),
-                              (r.get("message") or {}).get("text", ""), props, "result"))
+                              (r.get("message") or {}).get("text", ""), props, "result", SARIF_FIELDS))
     return out
 
 
