@@ -3,6 +3,7 @@ against the real API server: annotations, Events, policy status, PolicyReports, 
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 
@@ -190,4 +191,5 @@ def test_every_request_of_the_operator_was_allowed_by_the_chart_rbac(operator):
     wait_until(lambda: any(e["user"]["username"] == operator.release.operator_user for e in cluster.audit_events()),
                TIMEOUT, "the operator's requests in the audit log")
     assert cluster.forbidden(operator.release.operator_user) == []
-    assert "403" not in operator.log() and "Forbidden" not in operator.log()
+    # a status code, never the digits inside a port number (127.0.0.1:40393 failed this once)
+    assert not re.search(r"\b403\b", operator.log()) and "Forbidden" not in operator.log()
