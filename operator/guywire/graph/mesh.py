@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Iterable
 
+from ..model.units import CALLS_CAP, saturate
 from ..views.annotations import DNS_LABEL, RetryPolicy
 from ..views.workload import ENVOY_BACKOFF, MeshRetry, MeshRoute
 
@@ -143,9 +144,10 @@ def _min(*values: float | None) -> float | None:
 
 
 def call_count(x: float) -> float:
-    """A call count, without float noise (1.2 x 3 = 3.6, not 3.5999999999999996); whole numbers as ints."""
-    if isinstance(x, int) or not math.isfinite(x):
-        return x
+    """A call count, without float noise (1.2 x 3 = 3.6, not 3.5999999999999996); whole numbers as ints; at most
+    ``model.units.CALLS_CAP`` (retries multiply along a path: the count saturates rather than overflow)."""
+    if isinstance(x, int) or not math.isfinite(x) or x >= CALLS_CAP:
+        return saturate(x)
     r = round(x, 6)
     return int(r) if r.is_integer() else r
 

@@ -78,6 +78,7 @@ from typing import Callable, Iterable, Protocol
 
 from ..views.annotations import RetryPolicy
 from .dependency_graph import Edge, Graph, WKey, strongly_connected, wlabel
+from ..model.units import saturate
 from .mesh import HopTries, call_count, sidecar_retry
 from ..model.units import format_duration
 
@@ -465,8 +466,8 @@ def simulate(graph: Graph, target: WKey, failure: Failure, entries: Iterable[WKe
             if h.target not in down:
                 continue
             down[k] = call_count(down.get(k, 0) + h.calls * down[h.target])
-            down_ok[k] = down_ok.get(k, 0) + down_ok[h.target]
-            down_exp[k] = down_exp.get(k, 0.0) + (h.expected_tries or 0.0) * down_exp[h.target]
+            down_ok[k] = saturate(down_ok.get(k, 0) + down_ok[h.target])
+            down_exp[k] = saturate(down_exp.get(k, 0.0) + (h.expected_tries or 0.0) * down_exp[h.target])
             product = call_count(h.calls * best[h.target][0])
             if k not in best or product > best[k][0]:
                 best[k] = (product, h)
@@ -478,9 +479,9 @@ def simulate(graph: Graph, target: WKey, failure: Failure, entries: Iterable[WKe
             continue
         for h in out_hops.get(k, ()):
             load[h.target] = call_count(load.get(h.target, 0) + load[k] * h.calls)
-            healthy[h.target] = healthy.get(h.target, 0) + healthy[k]
+            healthy[h.target] = saturate(healthy.get(h.target, 0) + healthy[k])
             if p is not None:
-                expected[h.target] = expected.get(h.target, 0.0) + expected[k] * (h.expected_tries or 0.0)
+                expected[h.target] = saturate(expected.get(h.target, 0.0) + expected[k] * (h.expected_tries or 0.0))
     results: list[EntryResult] = []
     for entry in entry_keys:
         path: list[tuple[WKey, float]] = []

@@ -1,6 +1,7 @@
 """Durations as people write them in policies and annotations: ``2s``, ``500ms``, ``5m``, ``1m30s``."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -52,10 +53,26 @@ UNITS: dict[str, str] = {
 }
 
 
+# The most calls or tries one request is counted to become. Retries multiply along a path (3 tries on each of
+# 700 hops is a number of 334 digits, beyond a float), so counts saturate here and say so: any figure this
+# large already means the path must change, and every output stays a finite number.
+CALLS_CAP = 10 ** 12
+
+
+def saturate(x: float) -> float:
+    """``x``, or :data:`CALLS_CAP` when it is larger or not a finite number."""
+    if isinstance(x, int):
+        return x if x < CALLS_CAP else CALLS_CAP
+    return x if math.isfinite(x) and x < CALLS_CAP else CALLS_CAP
+
+
 def render_figure(value: float, unit: str) -> str:
-    """How a figure appears in a message: ``4``, ``27``, ``2s``/``500ms`` for seconds."""
+    """How a figure appears in a message: ``4``, ``27``, ``2s``/``500ms`` for seconds; a saturated count as
+    ``at least 1000000000000``."""
     if unit == "seconds":
         return format_duration(value)
+    if unit in ("calls", "attempts") and value >= CALLS_CAP:
+        return f"at least {CALLS_CAP}"
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.6f}".rstrip("0").rstrip(".")
