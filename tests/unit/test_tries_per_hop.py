@@ -149,6 +149,13 @@ def test_implicit_mesh_retry_on_one_hop(tmp_path, capsys):
     assert (hop["tries"], hop["calls"], hop["attempts"]) == (6, 6, 6)
     rc, out, _ = run(capsys, "simulate", path, "--target", "llm-server", "--error-rate", "1")
     assert "(2 in the application x 3 in the sidecar; implicit mesh retry)" in out
+    # graph draws the hop with the same tries: its label, its JSON, the implicit retry named
+    rc, out, _ = run(capsys, "graph", "-o", "json", path)
+    (edge,) = [e for e in json.loads(out)["edges"] if e["to"].endswith("llm-server")]
+    assert (edge["tries"], edge["calls"], edge["attempts"]) == (6, 6, 2)
+    assert edge["mesh"]["implicit"] is True and edge["mesh"]["applicationAttempts"] == 2
+    rc, out, _ = run(capsys, "graph", path)
+    assert re.search(r"llm-server .*\[6x", out), out
 
 
 def test_a_budget_caps_the_expected_calls_as_it_caps_the_worst_case():

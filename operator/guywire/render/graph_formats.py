@@ -60,10 +60,12 @@ def graph_edges(engine: Engine):
 
 
 def _retry_text(e: Edge) -> str:
+    """The hop's label: its tries as the retry rules count them (the application's, each through the caller's
+    sidecar, Istio's implicit default included), and the per-try timeout."""
     r = e.retry
     parts = []
-    if r.attempts > 1:
-        parts.append(f"{r.attempts}x")
+    if e.tries.tries > 1:
+        parts.append(f"{e.tries.tries}x")
     if r.per_try_timeout is not None:
         from ..model.units import format_duration
         parts.append(f"{format_duration(r.per_try_timeout)}/try")
@@ -84,8 +86,11 @@ def render_graph_json(engine: Engine) -> str:
               "inferredFrom": e.inferred_from, "service": f"{e.service[0]}/{e.service[1]}" if e.service else None,
               "attempts": e.retry.attempts, "perTryTimeout": e.retry.per_try_timeout, "timeout": e.retry.timeout,
               "backoff": e.retry.backoff, "flags": flags,
+              "tries": e.tries.tries, "calls": e.tries.calls,
               "mesh": {"source": e.mesh.source, "attempts": e.mesh.attempts, "perTryTimeout": e.mesh.per_try_timeout,
-                       "timeout": e.mesh.timeout, "applicationAttempts": e.app_retry.attempts} if e.mesh else None}
+                       "timeout": e.mesh.timeout, "applicationAttempts": e.app_retry.attempts} if e.mesh else
+              {"source": e.implicit.source, "attempts": e.implicit.attempts, "implicit": True,
+               "applicationAttempts": e.app_retry.attempts} if e.implicit else None}
              for s, label, _, e, flags in graph_edges(engine)]
     cycles = [[wlabel(k) for k in members] for members in g.sccs.values()]
     return json.dumps({"nodes": nodes, "edges": edges, "cycles": sorted(cycles), "stats": g.stats()}, indent=2) + "\n"

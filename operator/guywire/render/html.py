@@ -140,6 +140,9 @@ def _retry_detail(e: Edge) -> str:
     if e.mesh is not None:
         text += (f"\nmesh: {e.mesh.source}, {e.mesh.attempts} tries (application: {e.app_retry.attempts} "
                  "attempt(s))")
+    elif e.implicit is not None:
+        text += (f"\nimplicit mesh retry: {e.implicit.source}, {e.implicit.attempts} tries per application "
+                 f"attempt; {e.tries.tries} tries in all")
     return text
 
 
