@@ -46,6 +46,13 @@ def test_a_policy_that_breaks_a_cel_rule_is_refused_with_its_message(cluster):
     assert out.returncode != 0
     assert "spec.overrides[0]" in out.stderr and "give severity, or disabled: true" in out.stderr, out.stderr
 
+    # a label key longer than Kubernetes allows (317: a 253-character prefix, '/', a 63-character name)
+    long_key = policy("ClusterComplexityPolicy", "long-label-key",
+                      {"match": {"selector": {"matchLabels": {"k" * 400: "v"}}}})
+    out = cluster.apply(long_key, check=False)
+    assert out.returncode != 0
+    assert "spec.match.selector.matchLabels" in out.stderr and "1..317 characters" in out.stderr, out.stderr
+
 
 def test_a_policy_that_breaks_the_schema_is_refused_naming_the_field(cluster):
     wait_until(lambda: established(cluster), 30, "both CRDs Established")
