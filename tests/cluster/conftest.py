@@ -105,9 +105,13 @@ class Release:
         server-side apply would fight over ``clientConfig`` at every upgrade. The agent here runs with a token
         bound to no pod, so no node: the chart's own-node admission policy (nodeAgent.restrictToOwnNode)
         would refuse its writes, and is left out (test_node_agent_policy turns it on, with a pod-bound token)."""
+        crds = ("complexitypolicies.guywire.dev", "clustercomplexitypolicies.guywire.dev")
+        absent = [c for c in crds if self.cluster.get("crd", c) is None]
         helm(self.cluster, self.tools, "upgrade", "--install", self.name, str(CHART), "--namespace",
              self.namespace, "--create-namespace", "--wait=hookOnly", "--set", "webhook.enabled=false",
              "--set", "nodeAgent.restrictToOwnNode=false", *extra)
+        for crd in absent:  # a first install: Helm itself installs the chart's crds/, and the API server takes them
+            self.cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
         self.operator_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire",
                                                                  self.cluster.dir / "operator.kubeconfig")
         self.agent_kubeconfig = self.cluster.token_kubeconfig(self.namespace, "guywire-node-agent",
