@@ -13,6 +13,7 @@ from .speed.gcpause import paused_gc
 from .inputs.loader import Diagnostic, load
 from .model.finding import SourceRef
 from .model.kinds import NEVER_JUDGED_NAMESPACES
+from .model.messages import some_of
 from .model.baseline import baseline_policy
 from .model.severity import Severity
 from .render.formats import FORMATS, MERGE_JSON, Format, add_format_argument
@@ -234,15 +235,20 @@ def cmd_check(args) -> int:
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     sys.stdout.write(fmt.render(report, colour=colour, locations=SourceRoot(args.source_root, args.chart_dir),
                                 clock=args.clock))
-    for d in diags:
-        if d.error or d.warning or args.verbose:
-            print(f"guywire: {d.render()}", file=sys.stderr)
+    print_diagnostics(diags, args.verbose)
     print_evaluation_errors(result.errors)
     if report.errors or result.errors:  # could not evaluate: not clean, whatever --fail-on says
         return EXIT_ERROR
     if any(f.severity.rank >= fail_on.rank for f in result.findings):
         return EXIT_FINDINGS
     return EXIT_CLEAN
+
+
+def print_diagnostics(diags: list[Diagnostic], verbose: bool = False) -> None:
+    """The input errors and warnings on stderr; with ``verbose``, the quiet ones (skipped documents) too."""
+    for d in diags:
+        if d.error or d.warning or verbose:
+            print(f"guywire: {d.render()}", file=sys.stderr)
 
 
 def print_evaluation_errors(errors) -> None:
@@ -387,8 +393,6 @@ def _one_cluster(judged: Judged, what: str) -> Engine:
     """The engine of the only cluster; a clear error when ``--cluster-per`` made several."""
     clusters = judged.clusters()
     if len(clusters) > 1:
-        from .model.messages import some_of
-
         raise ValueError(f"{what} takes one cluster; --cluster-per made {len(clusters)} "
                          f"({some_of([n for n, _ in clusters])}). "
                          "Give the files of one of them.")
@@ -425,9 +429,7 @@ def cmd_simulate(args) -> int:
                 continue
             holding.append((name, e))
         if len(holding) > 1:
-            from .model.messages import some_of
-
-            raise ValueError(f"{args.target} is in {len(holding)} clusters ({some_of([n for n, _ in holding])}); "
+                raise ValueError(f"{args.target} is in {len(holding)} clusters ({some_of([n for n, _ in holding])}); "
                              "give the files of one of them.")
         engine = holding[0][1] if holding else engine
     g = engine.graph
@@ -653,9 +655,7 @@ def main(argv: list[str] | None = None, clock: Clock = SYSTEM) -> int:
     except BrokenPipeError:
         return EXIT_CLEAN
     except NothingJudged as exc:
-        for d in exc.diagnostics:
-            if d.error or d.warning:
-                print(f"guywire: {d.render()}", file=sys.stderr)
+        print_diagnostics(exc.diagnostics)
         print(f"guywire: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ValueError as exc:  # bad flag values such as --now

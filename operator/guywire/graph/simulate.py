@@ -78,9 +78,8 @@ from typing import Callable, Iterable, Protocol
 
 from ..views.annotations import RetryPolicy
 from .dependency_graph import Edge, Graph, WKey, strongly_connected, wlabel
-from ..model.units import saturate
 from .mesh import HopTries, call_count, sidecar_retry
-from ..model.units import format_duration
+from ..model.units import format_duration, saturate
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
